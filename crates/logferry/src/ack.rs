@@ -1,0 +1,322 @@
+//! End-to-end acknowledgements: how a source learns that the events it read are safe.
+//!
+//! A source groups the events it reads into *batches* (one TCP read, one journal chunk,
+//! one spool read). It creates an [`AckBatch`] for each, and every event of that batch carries
+//! an [`Ack`] clone. The sink *resolves* each event's `Ack` once CloudWatch has accepted the
+//! event ([`AckStatus::Delivered`]) or the event has been written to the dead-letter file
+//! ([`AckStatus::DeadLettered`]). When the last `Ack` of a batch is gone, the source receives one
+//! [`BatchOutcome`] on its channel.
+//!
+//! The design is deliberately pessimistic: an `Ack` that is dropped without being resolved (a
+//! sink that shut down with the event still buffered, a task that panicked) marks its whole batch
+//! [`AckStatus::Failed`]. A source must never advance its position past a failed batch; it reads
+//! those events again after a restart. This is what makes "position advances only after
+//! delivery" hold even on paths nobody thought about.
+//!
+//! Outcomes arrive in completion order, not read order: sinks send requests in parallel. Sources
+//! that keep a position (journal cursor, file offset, spool record id) use [`Watermark`] to move
+//! it only over the longest prefix of finished batches.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+/// The fate of an event (or, aggregated, of a batch). Ordered from best to worst so that the
+/// aggregate of a batch is the maximum of its events' statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum AckStatus {
+    /// CloudWatch accepted it.
+    Delivered = 0,
+    /// It can never be accepted and was written to the dead-letter file with the reason, or
+    /// dropped by an explicit, counted policy. Either way the source may move past it.
+    DeadLettered = 1,
+    /// Not delivered: the source must not move past it.
+    Failed = 2,
+}
+
+impl AckStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => AckStatus::Delivered,
+            1 => AckStatus::DeadLettered,
+            _ => AckStatus::Failed,
+        }
+    }
+
+    /// Whether a source may advance its position past an event with this status.
+    pub fn is_final(self) -> bool {
+        self != AckStatus::Failed
+    }
+}
+
+/// What a source receives once every event of one of its batches is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The id the source gave the batch in [`AckBatch::new`].
+    pub batch_id: u64,
+    /// The worst status of any event of the batch.
+    pub status: AckStatus,
+}
+
+struct Shared {
+    batch_id: u64,
+    status: AtomicU8,
+    outcomes: mpsc::UnboundedSender<BatchOutcome>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let status = AckStatus::from_u8(self.status.load(Ordering::Acquire));
+        // A closed receiver means the source is gone; nobody is left to care.
+        let _ = self.outcomes.send(BatchOutcome {
+            batch_id: self.batch_id,
+            status,
+        });
+    }
+}
+
+/// The source side of a batch: hands out one [`Ack`] per event.
+///
+/// Dropping the `AckBatch` itself is fine; the outcome is sent when the last [`Ack`] (or the
+/// `AckBatch`, if no event was attached) is dropped.
+pub struct AckBatch {
+    shared: Arc<Shared>,
+}
+
+impl AckBatch {
+    /// Starts a batch whose outcome will be sent to `outcomes` under `batch_id`.
+    pub fn new(batch_id: u64, outcomes: &mpsc::UnboundedSender<BatchOutcome>) -> Self {
+        AckBatch {
+            shared: Arc::new(Shared {
+                batch_id,
+                status: AtomicU8::new(AckStatus::Delivered as u8),
+                outcomes: outcomes.clone(),
+            }),
+        }
+    }
+
+    /// A token for one event of this batch.
+    pub fn ack(&self) -> Ack {
+        Ack {
+            shared: Some(self.shared.clone()),
+            resolved: false,
+        }
+    }
+}
+
+/// One event's acknowledgement token. Resolve it with [`Ack::resolve`]; dropping it unresolved
+/// fails its batch.
+pub struct Ack {
+    shared: Option<Arc<Shared>>,
+    resolved: bool,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            Some(s) => write!(f, "Ack(batch {})", s.batch_id),
+            None => f.write_str("Ack(none)"),
+        }
+    }
+}
+
+impl Ack {
+    /// A token nobody listens to, for events whose source keeps no position.
+    pub fn none() -> Self {
+        Ack {
+            shared: None,
+            resolved: true,
+        }
+    }
+
+    /// Another token for the same batch, for an event that became several (an oversize message
+    /// split into parts): the batch is done only when every token is resolved.
+    pub fn fork(&self) -> Ack {
+        Ack {
+            shared: self.shared.clone(),
+            resolved: self.shared.is_none(),
+        }
+    }
+
+    /// Records the event's fate.
+    pub fn resolve(mut self, status: AckStatus) {
+        self.set(status);
+    }
+
+    fn set(&mut self, status: AckStatus) {
+        if let Some(shared) = &self.shared {
+            shared.status.fetch_max(status as u8, Ordering::AcqRel);
+        }
+        self.resolved = true;
+    }
+
+    /// Whether both tokens belong to the same batch.
+    pub fn same_batch(&self, other: &Ack) -> bool {
+        match (&self.shared, &other.shared) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Folds `other` into `self` when both belong to the same batch, so a sink can keep one token
+    /// per batch instead of one per event. Returns `other` back when the batches differ.
+    pub fn absorb(&mut self, mut other: Ack) -> Option<Ack> {
+        if self.same_batch(&other) {
+            // `self` will carry the batch's fate; `other` is just a duplicate reference.
+            other.resolved = true;
+            None
+        } else {
+            Some(other)
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.resolved {
+            self.set(AckStatus::Failed);
+        }
+    }
+}
+
+/// Tracks batches in read order and tells how far a source's position may advance.
+///
+/// Each batch is registered with the position just *after* its last event. Outcomes may arrive
+/// in any order; the watermark only moves over a prefix of batches that all finished with a
+/// final status. A failed batch stops the watermark for good (until restart), which is the
+/// point: its events will be read again.
+#[derive(Debug)]
+pub struct Watermark<P> {
+    pending: VecDeque<(u64, P, Option<AckStatus>)>,
+    stuck: bool,
+}
+
+impl<P> Default for Watermark<P> {
+    fn default() -> Self {
+        Watermark {
+            pending: VecDeque::new(),
+            stuck: false,
+        }
+    }
+}
+
+impl<P> Watermark<P> {
+    /// Registers a batch (ids must increase) ending at `position_after`.
+    pub fn push(&mut self, batch_id: u64, position_after: P) {
+        self.pending.push_back((batch_id, position_after, None));
+    }
+
+    /// Records an outcome; returns the new position if the watermark moved.
+    pub fn complete(&mut self, outcome: BatchOutcome) -> Option<P> {
+        // Batches complete roughly in order, so a linear scan from the front is short.
+        if let Some(slot) = self
+            .pending
+            .iter_mut()
+            .find(|(id, _, _)| *id == outcome.batch_id)
+        {
+            slot.2 = Some(outcome.status);
+        }
+        let mut advanced = None;
+        while !self.stuck {
+            match self.pending.front() {
+                Some((_, _, Some(status))) if status.is_final() => {
+                    advanced = self.pending.pop_front().map(|(_, p, _)| p);
+                }
+                Some((_, _, Some(_))) => self.stuck = true,
+                _ => break,
+            }
+        }
+        advanced
+    }
+
+    /// Batches not yet resolved (or stuck behind a failure).
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a failed batch blocks the watermark.
+    pub fn is_stuck(&self) -> bool {
+        self.stuck
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_is_worst_status_and_sent_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let batch = AckBatch::new(7, &tx);
+        let a = batch.ack();
+        let b = batch.ack();
+        drop(batch);
+        a.resolve(AckStatus::Delivered);
+        assert!(rx.try_recv().is_err(), "outcome before all events resolved");
+        b.resolve(AckStatus::DeadLettered);
+        let out = rx.try_recv().expect("outcome");
+        assert_eq!(out.batch_id, 7);
+        assert_eq!(out.status, AckStatus::DeadLettered);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn dropping_unresolved_fails_the_batch() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, &tx);
+        let a = batch.ack();
+        let b = batch.ack();
+        drop(batch);
+        a.resolve(AckStatus::Delivered);
+        drop(b);
+        assert_eq!(rx.try_recv().expect("outcome").status, AckStatus::Failed);
+    }
+
+    #[test]
+    fn absorbed_tokens_carry_the_batch() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let one = AckBatch::new(1, &tx);
+        let two = AckBatch::new(2, &tx);
+        let mut keep = one.ack();
+        assert!(keep.absorb(one.ack()).is_none());
+        let other = keep.absorb(two.ack()).expect("different batch comes back");
+        drop((one, two));
+        keep.resolve(AckStatus::Delivered);
+        other.resolve(AckStatus::Delivered);
+        let mut got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        got.sort_by_key(|o| o.batch_id);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|o| o.status == AckStatus::Delivered));
+    }
+
+    #[test]
+    fn watermark_moves_over_finished_prefix_only() {
+        let mut w = Watermark::default();
+        for id in 1..=4 {
+            w.push(id, id * 10);
+        }
+        let done = |batch_id, status| BatchOutcome { batch_id, status };
+        assert_eq!(w.complete(done(2, AckStatus::Delivered)), None);
+        assert_eq!(w.complete(done(1, AckStatus::Delivered)), Some(20));
+        assert_eq!(w.complete(done(4, AckStatus::DeadLettered)), None);
+        assert_eq!(w.complete(done(3, AckStatus::Delivered)), Some(40));
+        assert_eq!(w.outstanding(), 0);
+    }
+
+    #[test]
+    fn failed_batch_stops_the_watermark() {
+        let mut w = Watermark::default();
+        w.push(1, 1);
+        w.push(2, 2);
+        w.push(3, 3);
+        let done = |batch_id, status| BatchOutcome { batch_id, status };
+        assert_eq!(w.complete(done(2, AckStatus::Failed)), None);
+        assert_eq!(w.complete(done(1, AckStatus::Delivered)), Some(1));
+        assert_eq!(w.complete(done(3, AckStatus::Delivered)), None);
+        assert!(w.is_stuck());
+    }
+}

@@ -1,0 +1,880 @@
+//! The configuration file: TOML with named sources and sinks.
+//!
+//! Loading is in three passes so that `logferry validate` can report *every* problem at once,
+//! each as `FILE:LINE: key: what is wrong`:
+//!
+//! 1. The text is parsed twice: by `toml` into values, and by `toml_edit` into a document that
+//!    remembers where each key is, so later errors can be pinned to a line.
+//! 2. `${ENV_VAR}` references in string values are expanded (after parsing, so an environment
+//!    variable can never break the TOML syntax or shift line numbers).
+//! 3. Each source and sink table is deserialized on its own (so one bad table does not hide
+//!    problems in the next), then checked for meaning: addresses, templates, retention values,
+//!    inputs that name real sources.
+//!
+//! `LOGFERRY_LOG_GROUP` and `LOGFERRY_LOG_STREAM` override every CloudWatch sink's names, in the
+//! spirit of the old awslogs container's environment variables.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::template::{Template, TemplateKind};
+
+/// Default size above which a syslog frame is truncated (and flagged).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// 1-based line of the key (or of its table when the key is missing).
+    pub line: usize,
+    /// Dotted key path, e.g. `sinks.cloudwatch.retention_days`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// All problems found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from.
+    pub path: PathBuf,
+    /// Cursors, offsets, spool and dead-letter files live here.
+    pub data_dir: PathBuf,
+    /// How long a SIGTERM/SIGINT may take to flush what is held.
+    pub shutdown_grace: Duration,
+    /// Sources by name, in file order.
+    pub sources: Vec<(String, SourceConfig)>,
+    /// Sinks by name, in file order.
+    pub sinks: Vec<(String, SinkConfig)>,
+}
+
+/// A source's settings.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// Syslog over TCP, UDP or unix sockets.
+    Syslog(SyslogSourceConfig),
+    /// Lines (or syslog frames) from standard input.
+    Stdin(StdinSourceConfig),
+}
+
+/// Where a syslog source listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// `tcp://HOST:PORT`
+    Tcp(String),
+    /// `udp://HOST:PORT`
+    Udp(String),
+    /// `unix:///path` (stream socket)
+    UnixStream(PathBuf),
+    /// `unixgram:///path` (datagram socket, like /dev/log)
+    UnixDatagram(PathBuf),
+}
+
+impl ListenAddress {
+    /// Parses `tcp://`, `udp://`, `unix://` or `unixgram://` addresses.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("`{s}` has no scheme: use tcp://HOST:PORT, udp://HOST:PORT, unix:///PATH or unixgram:///PATH"))?;
+        let host_port = |rest: &str| -> Result<String, String> {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{s}` needs HOST:PORT"))?;
+            port.parse::<u16>()
+                .map_err(|_| format!("`{s}`: port `{port}` is not a number from 0 to 65535"))?;
+            if host.is_empty() {
+                return Err(format!("`{s}` has an empty host"));
+            }
+            Ok(rest.to_string())
+        };
+        match scheme {
+            "tcp" => Ok(ListenAddress::Tcp(host_port(rest)?)),
+            "udp" => Ok(ListenAddress::Udp(host_port(rest)?)),
+            "unix" | "unixgram" => {
+                if !rest.starts_with('/') {
+                    return Err(format!("`{s}`: the socket path must be absolute"));
+                }
+                let p = PathBuf::from(rest);
+                Ok(if scheme == "unix" {
+                    ListenAddress::UnixStream(p)
+                } else {
+                    ListenAddress::UnixDatagram(p)
+                })
+            }
+            other => Err(format!(
+                "unknown scheme `{other}`: use tcp, udp, unix or unixgram"
+            )),
+        }
+    }
+}
+
+/// `[sources.NAME] type = "syslog"`
+#[derive(Debug, Clone)]
+pub struct SyslogSourceConfig {
+    /// Where to listen.
+    pub address: ListenAddress,
+    /// Frames above this are truncated and flagged.
+    pub max_frame_bytes: usize,
+}
+
+/// `[sources.NAME] type = "stdin"`
+#[derive(Debug, Clone)]
+pub struct StdinSourceConfig {
+    /// Lines above this are truncated and flagged.
+    pub max_frame_bytes: usize,
+}
+
+/// How an event becomes the message text sent to CloudWatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    /// `Nov 25 16:20:39 host ident[pid]: message`, like `journalctl -o short`.
+    Short,
+    /// One JSON object per event with its fields, for CloudWatch Logs Insights.
+    Json,
+    /// The message text alone.
+    Message,
+}
+
+/// `[sinks.NAME] type = "cloudwatch_logs"`
+#[derive(Debug, Clone)]
+pub struct CloudWatchSinkConfig {
+    /// Source names feeding this sink.
+    pub inputs: Vec<String>,
+    /// Log group name template.
+    pub log_group: Template,
+    /// Log stream name template.
+    pub log_stream: Template,
+    /// How messages are rendered.
+    pub format: MessageFormat,
+    /// AWS region; else the SDK's chain decides.
+    pub region: Option<String>,
+    /// Endpoint override (else AWS_ENDPOINT_URL or the real service).
+    pub endpoint: Option<String>,
+    /// Create a missing log group.
+    pub create_missing_group: bool,
+    /// Create a missing log stream.
+    pub create_missing_stream: bool,
+    /// Retention set on groups logferry creates.
+    pub retention_days: Option<i32>,
+    /// Flush a partial batch after this long.
+    pub batch_timeout: Duration,
+    /// Events per request, at most 10,000.
+    pub max_batch_events: usize,
+    /// Bytes per request (message bytes + 26 per event), at most 1,048,576.
+    pub max_batch_bytes: usize,
+    /// Requests in flight for the whole sink.
+    pub max_in_flight: usize,
+    /// Requests in flight for one stream.
+    pub stream_concurrency: usize,
+    /// Time allowed for one PutLogEvents attempt.
+    pub request_timeout: Duration,
+    /// Upper bound of the retry backoff.
+    pub max_backoff: Duration,
+    /// JSON-lines file for events CloudWatch will never accept.
+    pub dead_letter_path: PathBuf,
+}
+
+/// A sink's settings.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// AWS CloudWatch Logs.
+    CloudWatchLogs(CloudWatchSinkConfig),
+}
+
+impl SinkConfig {
+    /// The sources feeding it.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::CloudWatchLogs(c) => &c.inputs,
+        }
+    }
+}
+
+/// Retention values CloudWatch accepts.
+pub const RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    shutdown_grace: Option<Duration>,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyslog {
+    address: String,
+    max_frame_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStdin {
+    max_frame_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudWatch {
+    inputs: Vec<String>,
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    format: Option<MessageFormat>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    create_missing_group: Option<bool>,
+    create_missing_stream: Option<bool>,
+    retention_days: Option<i32>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    batch_timeout: Option<Duration>,
+    max_batch_events: Option<usize>,
+    max_batch_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    stream_concurrency: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    max_backoff: Option<Duration>,
+    dead_letter_path: Option<PathBuf>,
+}
+
+/// Accepts `"25s"`, `"1m 30s"`, `"250ms"` or a number of seconds.
+fn de_duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Float(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Some(Duration::from_secs(s))),
+        Raw::Float(f) if f >= 0.0 && f.is_finite() => Ok(Some(Duration::from_secs_f64(f))),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!(
+            "{f} is not a valid duration"
+        ))),
+        Raw::Text(t) => humantime::parse_duration(&t).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write e.g. \"1s\", \"250ms\" or \"2m\""
+            ))
+        }),
+    }
+}
+
+/// Collects errors with their line numbers.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    doc: Option<toml_edit::ImDocument<&'a str>>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Ctx<'a> {
+    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+        let line = self.line_of(path);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: path.join("."),
+            message: message.into(),
+        });
+    }
+
+    /// The line of the deepest key of `path` that exists in the document.
+    fn line_of(&self, path: &[&str]) -> usize {
+        let Some(doc) = &self.doc else { return 1 };
+        let mut best: Option<std::ops::Range<usize>> = None;
+        let mut table: Option<&dyn toml_edit::TableLike> = Some(doc.as_table());
+        for key in path {
+            let Some(t) = table else { break };
+            let Some((k, item)) = t.get_key_value(key) else {
+                break;
+            };
+            if let Some(span) = k.span() {
+                best = Some(span);
+            } else if let Some(span) = item.span() {
+                best = Some(span);
+            }
+            table = item.as_table_like();
+        }
+        match best {
+            Some(span) => offset_to_line(self.text, span.start),
+            None => 1,
+        }
+    }
+
+    /// Deserializes `value`, recording an error (with the key at fault) on failure.
+    fn deserialize<T: DeserializeOwned>(&mut self, path: &[&str], value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.inner().to_string();
+                let mut full: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                // serde reports an unknown key from inside the table, without naming it in the
+                // path: pull it out of the message so the line points at the typo.
+                if let Some(unknown) = backticked_after(&inner, "unknown field ") {
+                    full.push(unknown);
+                } else if let Some(missing) = backticked_after(&inner, "missing field ") {
+                    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+                    let line = self.line_of(&refs);
+                    full.push(missing);
+                    self.errors.push(ConfigError {
+                        file: self.file.to_path_buf(),
+                        line,
+                        key: full.join("."),
+                        message: "is required".into(),
+                    });
+                    return None;
+                } else {
+                    for seg in e.path().iter() {
+                        match seg {
+                            serde_path_to_error::Segment::Map { key } => full.push(key.clone()),
+                            serde_path_to_error::Segment::Seq { index } => {
+                                full.push(index.to_string())
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+                self.error(&refs, inner);
+                None
+            }
+        }
+    }
+}
+
+fn backticked_after(text: &str, prefix: &str) -> Option<String> {
+    let rest = text.split_once(prefix)?.1;
+    let rest = rest.strip_prefix('`')?;
+    let (name, _) = rest.split_once('`')?;
+    Some(name.to_string())
+}
+
+fn offset_to_line(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Replaces `${VAR}` (and `${VAR:-default}`) in every string of `value`.
+fn expand_env(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(Vec<String>, String)>,
+) {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                match expand_str(s, lookup) {
+                    Ok(new) => *s = new,
+                    Err(msg) => errors.push((path.clone(), msg)),
+                }
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                expand_env(item, path, lookup, errors);
+                path.pop();
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                path.push(k.clone());
+                expand_env(v, path, lookup, errors);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+        let spec = &after[..end];
+        let (name, default) = match spec.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (spec, None),
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!("`${{{spec}}}` is not a valid environment variable reference"));
+        }
+        match (lookup(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable `{name}` is not set (write `${{{name}:-default}}` for a fallback)"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates config text; `env` looks up environment variables.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx {
+        file: path,
+        text,
+        doc: None,
+        errors: Vec::new(),
+    };
+    let mut root: toml::Value = match toml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let line = e.span().map(|s| offset_to_line(text, s.start)).unwrap_or(1);
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key: "(syntax)".into(),
+                message: e.message().trim().to_string(),
+            }]));
+        }
+    };
+    ctx.doc = toml_edit::ImDocument::parse(text).ok();
+
+    let mut env_errors = Vec::new();
+    expand_env(&mut root, &mut Vec::new(), env, &mut env_errors);
+    for (p, msg) in env_errors {
+        let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+        ctx.error(&refs, msg);
+    }
+
+    let Some(raw) = ctx.deserialize::<RawRoot>(&[], root) else {
+        return Err(ConfigErrors(ctx.errors));
+    };
+
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/logferry"));
+    let mut sources = Vec::new();
+    for (name, value) in raw.sources {
+        if let Some(s) = source_config(&mut ctx, &name, value) {
+            sources.push((name, s));
+        }
+    }
+    if ctx.errors.is_empty() && sources.is_empty() {
+        ctx.error(&["sources"], "no source is configured");
+    }
+    let source_names: HashSet<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sinks = Vec::new();
+    for (name, value) in raw.sinks {
+        if let Some(s) = sink_config(&mut ctx, &name, value, &source_names, &data_dir, env) {
+            sinks.push((name, s));
+        }
+    }
+    if ctx.errors.is_empty() && sinks.is_empty() {
+        ctx.error(&["sinks"], "no sink is configured");
+    }
+    for (name, _) in &sources {
+        if ctx.errors.is_empty() && !sinks.iter().any(|(_, s)| s.inputs().contains(name)) {
+            ctx.error(
+                &["sources", name],
+                "no sink lists this source in its `inputs`; its events would go nowhere",
+            );
+        }
+    }
+    if !ctx.errors.is_empty() {
+        return Err(ConfigErrors(ctx.errors));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        data_dir,
+        shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(25)),
+        sources,
+        sinks,
+    })
+}
+
+fn take_type(ctx: &mut Ctx<'_>, section: &str, name: &str, value: &mut toml::Value) -> Option<String> {
+    let Some(table) = value.as_table_mut() else {
+        ctx.error(&[section, name], "must be a table");
+        return None;
+    };
+    match table.remove("type") {
+        Some(toml::Value::String(t)) => Some(t),
+        Some(_) => {
+            ctx.error(&[section, name, "type"], "must be a string");
+            None
+        }
+        None => {
+            ctx.error(&[section, name, "type"], "is required");
+            None
+        }
+    }
+}
+
+fn frame_limit(ctx: &mut Ctx<'_>, path: &[&str], v: Option<usize>) -> usize {
+    let v = v.unwrap_or(DEFAULT_MAX_FRAME_BYTES);
+    if v < 64 {
+        ctx.error(path, format!("{v} is too small (at least 64 bytes)"));
+    }
+    v
+}
+
+fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Option<SourceConfig> {
+    let kind = take_type(ctx, "sources", name, &mut value)?;
+    let path = ["sources", name];
+    match kind.as_str() {
+        "syslog" => {
+            let raw: RawSyslog = ctx.deserialize(&path, value)?;
+            let address = match ListenAddress::parse(&raw.address) {
+                Ok(a) => a,
+                Err(msg) => {
+                    ctx.error(&["sources", name, "address"], msg);
+                    return None;
+                }
+            };
+            let max_frame_bytes =
+                frame_limit(ctx, &["sources", name, "max_frame_bytes"], raw.max_frame_bytes);
+            Some(SourceConfig::Syslog(SyslogSourceConfig {
+                address,
+                max_frame_bytes,
+            }))
+        }
+        "stdin" => {
+            let raw: RawStdin = ctx.deserialize(&path, value)?;
+            let max_frame_bytes =
+                frame_limit(ctx, &["sources", name, "max_frame_bytes"], raw.max_frame_bytes);
+            Some(SourceConfig::Stdin(StdinSourceConfig { max_frame_bytes }))
+        }
+        other => {
+            ctx.error(
+                &["sources", name, "type"],
+                format!("unknown source type `{other}`; expected one of: syslog, stdin"),
+            );
+            None
+        }
+    }
+}
+
+fn sink_config(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    mut value: toml::Value,
+    sources: &HashSet<&str>,
+    data_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<SinkConfig> {
+    let kind = take_type(ctx, "sinks", name, &mut value)?;
+    if kind != "cloudwatch_logs" {
+        ctx.error(
+            &["sinks", name, "type"],
+            format!("unknown sink type `{kind}`; expected: cloudwatch_logs"),
+        );
+        return None;
+    }
+    let raw: RawCloudWatch = ctx.deserialize(&["sinks", name], value)?;
+    let before = ctx.errors.len();
+    let key = |k: &'static str| -> [String; 3] { ["sinks".into(), name.to_string(), k.into()] };
+    let err = |ctx: &mut Ctx<'_>, k: &'static str, msg: String| {
+        let p = key(k);
+        let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+        ctx.error(&refs, msg);
+    };
+
+    if raw.inputs.is_empty() {
+        err(ctx, "inputs", "lists no source".into());
+    }
+    for input in &raw.inputs {
+        if !sources.contains(input.as_str()) {
+            let mut known: Vec<&str> = sources.iter().copied().collect();
+            known.sort_unstable();
+            err(
+                ctx,
+                "inputs",
+                format!("`{input}` is not a configured source (sources: {})", known.join(", ")),
+            );
+        }
+    }
+
+    let group_text = env("LOGFERRY_LOG_GROUP")
+        .filter(|s| !s.is_empty())
+        .or(raw.log_group);
+    let stream_text = env("LOGFERRY_LOG_STREAM")
+        .filter(|s| !s.is_empty())
+        .or(raw.log_stream)
+        .unwrap_or_else(|| "{instance_id}".to_string());
+    let log_group = match group_text {
+        None => {
+            err(ctx, "log_group", "is required (or set LOGFERRY_LOG_GROUP)".into());
+            None
+        }
+        Some(t) => match Template::parse(&t, TemplateKind::Group) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                err(ctx, "log_group", msg);
+                None
+            }
+        },
+    };
+    let log_stream = match Template::parse(&stream_text, TemplateKind::Stream) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            err(ctx, "log_stream", msg);
+            None
+        }
+    };
+    if let Some(days) = raw.retention_days {
+        if !RETENTION_DAYS.contains(&days) {
+            err(
+                ctx,
+                "retention_days",
+                format!(
+                    "{days} is not a retention CloudWatch accepts; use one of {}",
+                    RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+                ),
+            );
+        }
+    }
+    let max_batch_events = raw.max_batch_events.unwrap_or(10_000);
+    if !(1..=10_000).contains(&max_batch_events) {
+        err(ctx, "max_batch_events", format!("{max_batch_events} is outside 1..=10000"));
+    }
+    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(1_048_576);
+    if !(1024..=1_048_576).contains(&max_batch_bytes) {
+        err(ctx, "max_batch_bytes", format!("{max_batch_bytes} is outside 1024..=1048576"));
+    }
+    let max_in_flight = raw.max_in_flight.unwrap_or(8);
+    if !(1..=256).contains(&max_in_flight) {
+        err(ctx, "max_in_flight", format!("{max_in_flight} is outside 1..=256"));
+    }
+    let stream_concurrency = raw.stream_concurrency.unwrap_or(4);
+    if !(1..=64).contains(&stream_concurrency) {
+        err(ctx, "stream_concurrency", format!("{stream_concurrency} is outside 1..=64"));
+    }
+    if let Some(ep) = &raw.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            err(ctx, "endpoint", format!("`{ep}` must start with http:// or https://"));
+        }
+    }
+    let batch_timeout = raw.batch_timeout.unwrap_or(Duration::from_secs(1));
+    if batch_timeout.is_zero() {
+        err(ctx, "batch_timeout", "must be more than zero".into());
+    }
+    if ctx.errors.len() != before {
+        return None;
+    }
+    Some(SinkConfig::CloudWatchLogs(CloudWatchSinkConfig {
+        inputs: raw.inputs,
+        log_group: log_group?,
+        log_stream: log_stream?,
+        format: raw.format.unwrap_or(MessageFormat::Short),
+        region: raw.region,
+        endpoint: raw.endpoint,
+        create_missing_group: raw.create_missing_group.unwrap_or(true),
+        create_missing_stream: raw.create_missing_stream.unwrap_or(true),
+        retention_days: raw.retention_days,
+        batch_timeout,
+        max_batch_events,
+        max_batch_bytes,
+        max_in_flight,
+        stream_concurrency,
+        request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(30)),
+        max_backoff: raw.max_backoff.unwrap_or(Duration::from_secs(30)),
+        dead_letter_path: raw
+            .dead_letter_path
+            .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.jsonl"))),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("c.toml"), text, &no_env) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+data_dir = "/tmp/x"
+
+[sources.syslog]
+type = "syslog"
+address = "tcp://127.0.0.1:514"
+
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["syslog"]
+log_group = "/coreos/{hostname}/system"
+log_stream = "{instance_id}"
+retention_days = 14
+batch_timeout = "250ms"
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = parse(Path::new("c.toml"), GOOD, &no_env).expect("valid");
+        assert_eq!(c.sources.len(), 1);
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        assert_eq!(s.batch_timeout, Duration::from_millis(250));
+        assert_eq!(s.retention_days, Some(14));
+        assert_eq!(s.dead_letter_path, PathBuf::from("/tmp/x/dead-letter/cw.jsonl"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_key() {
+        let text = r#"
+[sources.syslog]
+type = "syslog"
+adress = "tcp://127.0.0.1:514"
+
+[sources.other]
+type = "syslog"
+address = "ftp://x"
+
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["syslog", "nope"]
+log_group = "bad group!"
+retention_days = 13
+"#;
+        let errs = errors(text);
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:4: sources.syslog.adress: unknown field")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:8: sources.other.address: unknown scheme `ftp`")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:12: sinks.cw.inputs: `nope`")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:13: sinks.cw.log_group:")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:14: sinks.cw.retention_days: 13 is not")), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errs = errors("[sources.a]\ntype = \"syslog\"\naddress = \n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("c.toml:3: (syntax):"), "{errs:?}");
+    }
+
+    #[test]
+    fn missing_and_mistyped_keys() {
+        let text = "[sources.a]\ntype = \"syslog\"\n\n[sinks.b]\ntype = \"cloudwatch_logs\"\ninputs = [\"a\"]\nlog_group = \"g\"\nmax_in_flight = \"many\"\n";
+        let errs = errors(text);
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:1: sources.a.address: is required")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:8: sinks.b.max_in_flight:")), "{errs:?}");
+    }
+
+    #[test]
+    fn env_references_expand_and_unset_ones_are_errors() {
+        let text = GOOD.replace("/coreos/{hostname}/system", "/c/${CLUSTER}/${MISSING:-sys}");
+        let env = |n: &str| (n == "CLUSTER").then(|| "prod".to_string());
+        let c = parse(Path::new("c.toml"), &text, &env).expect("valid");
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        assert_eq!(s.log_group.source(), "/c/prod/sys");
+
+        let text = GOOD.replace("tcp://127.0.0.1:514", "tcp://${HOST}:514");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.starts_with("c.toml:6: sources.syslog.address: environment variable `HOST` is not set")), "{errs:?}");
+    }
+
+    #[test]
+    fn env_overrides_names() {
+        let env = |n: &str| match n {
+            "LOGFERRY_LOG_GROUP" => Some("/from/env".to_string()),
+            "LOGFERRY_LOG_STREAM" => Some("node-{hostname}".to_string()),
+            _ => None,
+        };
+        let c = parse(Path::new("c.toml"), GOOD, &env).expect("valid");
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        assert_eq!(s.log_group.source(), "/from/env");
+        assert_eq!(s.log_stream.source(), "node-{hostname}");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            ListenAddress::parse("udp://[::1]:514"),
+            Ok(ListenAddress::Udp("[::1]:514".into()))
+        );
+        assert_eq!(
+            ListenAddress::parse("unixgram:///dev/log"),
+            Ok(ListenAddress::UnixDatagram("/dev/log".into()))
+        );
+        assert!(ListenAddress::parse("tcp://host").is_err());
+        assert!(ListenAddress::parse("unix://relative").is_err());
+    }
+}

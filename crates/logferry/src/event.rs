@@ -1,0 +1,112 @@
+//! The event: what every source produces and every sink consumes.
+//!
+//! An event is kept close to the bytes it came from: the message and field values are
+//! [`Bytes`] slices of the buffer the source read, so building an event copies nothing. Text is
+//! decoded (lossily, invalid UTF-8 becoming U+FFFD) only once, when the sink formats the line it
+//! sends.
+//!
+//! Well-known field names (`hostname`, `identifier`, `pid`, `unit`, ...) are shared constants so
+//! sources and templates agree on them and no event allocates a name.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ack::Ack;
+
+/// Names of the fields sources fill in and templates (`{identifier}`, `{unit}`) read.
+pub mod names {
+    /// The host the event was logged on (syslog HOSTNAME, journal `_HOSTNAME`).
+    pub const HOSTNAME: &str = "hostname";
+    /// Syslog APP-NAME / TAG, journal `SYSLOG_IDENTIFIER`.
+    pub const IDENTIFIER: &str = "identifier";
+    /// Process id (syslog PROCID, journal `_PID`).
+    pub const PID: &str = "pid";
+    /// RFC 5424 MSGID.
+    pub const MSGID: &str = "msgid";
+    /// RFC 5424 STRUCTURED-DATA, as sent.
+    pub const STRUCTURED_DATA: &str = "structured_data";
+    /// The network peer (or socket path) a syslog frame came from.
+    pub const PEER: &str = "peer";
+    /// The systemd unit (journal `_SYSTEMD_UNIT`).
+    pub const UNIT: &str = "unit";
+}
+
+/// A field name: a shared constant for well-known names, shared text for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldName {
+    /// One of [`names`] or another compile-time name.
+    Static(&'static str),
+    /// A name that came from input (e.g. a journal field).
+    Owned(Arc<str>),
+}
+
+impl FieldName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FieldName::Static(s) => s,
+            FieldName::Owned(s) => s,
+        }
+    }
+}
+
+/// One log event.
+#[derive(Debug)]
+pub struct Event {
+    /// When it was logged, per its source (milliseconds since the Unix epoch, UTC); arrival time
+    /// only when the source carries none.
+    pub timestamp_ms: i64,
+    /// The message text as received (may be invalid UTF-8).
+    pub message: Bytes,
+    /// Syslog PRI (facility * 8 + severity), when known.
+    pub priority: Option<u8>,
+    /// Structured fields, in source order; a name may repeat.
+    pub fields: Vec<(FieldName, Bytes)>,
+    /// The name of the source (config key) that produced it.
+    pub source: Arc<str>,
+    /// Bytes cut off because the input exceeded a size limit; 0 when intact.
+    pub truncated_bytes: u64,
+    /// Resolved by the sink once the event is delivered or dead-lettered.
+    pub ack: Ack,
+}
+
+impl Event {
+    /// The first value of field `name`.
+    pub fn field(&self, name: &str) -> Option<&Bytes> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Syslog severity (0 = emerg .. 7 = debug).
+    pub fn severity(&self) -> Option<u8> {
+        self.priority.map(|p| p & 7)
+    }
+
+    /// Syslog facility (0 = kern .. 23 = local7).
+    pub fn facility(&self) -> Option<u8> {
+        self.priority.map(|p| p >> 3)
+    }
+}
+
+/// Names of syslog severities, as `journalctl` and rsyslog print them.
+pub const SEVERITY_NAMES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// Names of syslog facilities (RFC 5424 table 1).
+pub const FACILITY_NAMES: [&str; 24] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3",
+    "local4", "local5", "local6", "local7",
+];
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

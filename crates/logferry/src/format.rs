@@ -1,0 +1,305 @@
+//! Turning an event into the message text CloudWatch stores.
+//!
+//! This runs once per event on the hot path, so it writes straight into one `String` sized up
+//! front, decodes UTF-8 once (invalid sequences become U+FFFD, nothing is dropped), and formats
+//! dates with a few lines of calendar arithmetic instead of a date library.
+//!
+//! - `short` reproduces `journalctl -o short` / classic syslog file lines
+//!   (`Nov 25 16:20:39 node-1 kubelet[2174]: text`), so dashboards and metric filters written for
+//!   the old rsyslog + awslogs chain keep working. Times are UTC. An event with neither a host
+//!   nor an identifier (a plain text line) is sent as its text alone rather than with a header
+//!   logferry would have to invent.
+//! - `json` is one object per event with its fields, for CloudWatch Logs Insights.
+//! - `message` is the message text alone.
+//!
+//! Truncated events say so in the text (`short`, `message`) or in a `truncated_bytes` field
+//! (`json`), so a reader can tell.
+
+use std::fmt::Write as _;
+
+use crate::config::MessageFormat;
+use crate::event::{names, Event, FACILITY_NAMES, SEVERITY_NAMES};
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A UTC calendar time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    /// Year.
+    pub year: i64,
+    /// 1..=12
+    pub month: u32,
+    /// 1..=31
+    pub day: u32,
+    /// 0..=23
+    pub hour: u32,
+    /// 0..=59
+    pub minute: u32,
+    /// 0..=59
+    pub second: u32,
+    /// 0..=999
+    pub millis: u32,
+}
+
+/// Splits Unix milliseconds into a UTC calendar time (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_ms(ms: i64) -> Civil {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = (rem / 1000) as u32;
+    Civil {
+        year,
+        month,
+        day,
+        hour: secs / 3600,
+        minute: secs / 60 % 60,
+        second: secs % 60,
+        millis: (rem % 1000) as u32,
+    }
+}
+
+/// `2026-11-25T16:20:39.123Z`
+pub fn rfc3339_ms(ms: i64, out: &mut String) {
+    let c = civil_from_ms(ms);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+    );
+}
+
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+fn push_two(out: &mut String, v: u32) {
+    out.push(char::from(b'0' + (v / 10 % 10) as u8));
+    out.push(char::from(b'0' + (v % 10) as u8));
+}
+
+/// Formats `event` for CloudWatch into `out` (cleared first).
+pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
+    out.clear();
+    match format {
+        MessageFormat::Message => {
+            out.reserve(event.message.len() + 32);
+            push_lossy(out, &event.message);
+            truncation_note(event, out);
+        }
+        MessageFormat::Short => {
+            out.reserve(event.message.len() + 64);
+            let host = event.field(names::HOSTNAME);
+            let ident = event.field(names::IDENTIFIER);
+            if host.is_some() || ident.is_some() {
+                let c = civil_from_ms(event.timestamp_ms);
+                out.push_str(MONTHS[(c.month as usize).saturating_sub(1) % 12]);
+                out.push(' ');
+                push_two(out, c.day);
+                out.push(' ');
+                push_two(out, c.hour);
+                out.push(':');
+                push_two(out, c.minute);
+                out.push(':');
+                push_two(out, c.second);
+                out.push(' ');
+                match host {
+                    Some(h) => push_lossy(out, h),
+                    None => out.push_str("localhost"),
+                }
+                out.push(' ');
+                match ident {
+                    Some(i) => push_lossy(out, i),
+                    None => out.push_str("unknown"),
+                }
+                if let Some(pid) = event.field(names::PID) {
+                    out.push('[');
+                    push_lossy(out, pid);
+                    out.push(']');
+                }
+                out.push_str(": ");
+            }
+            push_lossy(out, &event.message);
+            truncation_note(event, out);
+        }
+        MessageFormat::Json => format_json(event, out),
+    }
+}
+
+fn truncation_note(event: &Event, out: &mut String) {
+    if event.truncated_bytes > 0 {
+        let _ = write!(out, " [logferry: truncated, {} bytes cut]", event.truncated_bytes);
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn push_json_bytes(out: &mut String, v: &[u8]) {
+    match std::str::from_utf8(v) {
+        Ok(s) => push_json_str(out, s),
+        Err(_) => push_json_str(out, &String::from_utf8_lossy(v)),
+    }
+}
+
+fn format_json(event: &Event, out: &mut String) {
+    out.reserve(event.message.len() + 128 + event.fields.len() * 24);
+    out.push_str("{\"timestamp\":\"");
+    rfc3339_ms(event.timestamp_ms, out);
+    out.push_str("\",\"message\":");
+    push_json_bytes(out, &event.message);
+    if let Some(p) = event.priority {
+        out.push_str(",\"severity\":\"");
+        out.push_str(SEVERITY_NAMES[usize::from(p & 7)]);
+        out.push('"');
+        if let Some(f) = FACILITY_NAMES.get(usize::from(p >> 3)) {
+            out.push_str(",\"facility\":\"");
+            out.push_str(f);
+            out.push('"');
+        }
+    }
+    // Repeated names become arrays, so no value is lost and the object stays valid JSON.
+    let mut seen: Vec<&str> = Vec::with_capacity(event.fields.len());
+    for (i, (name, _)) in event.fields.iter().enumerate() {
+        let n = name.as_str();
+        if seen.contains(&n) {
+            continue;
+        }
+        seen.push(n);
+        out.push(',');
+        push_json_str(out, n);
+        out.push(':');
+        let repeats = event.fields[i + 1..]
+            .iter()
+            .any(|(other, _)| other.as_str() == n);
+        if repeats {
+            out.push('[');
+            let mut first = true;
+            for (other, v) in &event.fields[i..] {
+                if other.as_str() == n {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    push_json_bytes(out, v);
+                }
+            }
+            out.push(']');
+        } else {
+            push_json_bytes(out, &event.fields[i].1);
+        }
+    }
+    out.push_str(",\"source\":");
+    push_json_str(out, &event.source);
+    if event.truncated_bytes > 0 {
+        let _ = write!(out, ",\"truncated_bytes\":{}", event.truncated_bytes);
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::Ack;
+    use crate::event::FieldName;
+    use bytes::Bytes;
+
+    fn ev(fields: &[(&'static str, &str)], msg: &[u8]) -> Event {
+        Event {
+            timestamp_ms: 1_764_087_639_123, // 2025-11-25T16:20:39.123Z
+            message: Bytes::copy_from_slice(msg),
+            priority: Some(3 * 8 + 6),
+            fields: fields
+                .iter()
+                .map(|(n, v)| (FieldName::Static(n), Bytes::copy_from_slice(v.as_bytes())))
+                .collect(),
+            source: "syslog".into(),
+            truncated_bytes: 0,
+            ack: Ack::none(),
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        let c = civil_from_ms(1_764_087_639_123);
+        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis), (2025, 11, 25, 16, 20, 39, 123));
+        let c = civil_from_ms(0);
+        assert_eq!((c.year, c.month, c.day), (1970, 1, 1));
+        let c = civil_from_ms(951_782_400_000); // 2000-02-29
+        assert_eq!((c.year, c.month, c.day), (2000, 2, 29));
+        let c = civil_from_ms(-1);
+        assert_eq!((c.year, c.month, c.day, c.hour, c.second, c.millis), (1969, 12, 31, 23, 59, 999));
+    }
+
+    #[test]
+    fn short_like_journalctl() {
+        let mut out = String::new();
+        let e = ev(&[("hostname", "node-1"), ("identifier", "kubelet"), ("pid", "2174")], b"I1125 text");
+        format_event(&e, MessageFormat::Short, &mut out);
+        assert_eq!(out, "Nov 25 16:20:39 node-1 kubelet[2174]: I1125 text");
+        let e = ev(&[], b"plain \xffline");
+        format_event(&e, MessageFormat::Short, &mut out);
+        assert_eq!(out, "plain \u{fffd}line");
+    }
+
+    #[test]
+    fn json_is_valid_and_keeps_repeats() {
+        let mut out = String::new();
+        let mut e = ev(&[("hostname", "h\"1"), ("TAG", "a"), ("TAG", "b")], b"line\n2\x01");
+        e.truncated_bytes = 5;
+        format_event(&e, MessageFormat::Json, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid json");
+        assert_eq!(v["message"], "line\n2\u{1}");
+        assert_eq!(v["hostname"], "h\"1");
+        assert_eq!(v["TAG"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["severity"], "info");
+        assert_eq!(v["facility"], "daemon");
+        assert_eq!(v["timestamp"], "2025-11-25T16:20:39.123Z");
+        assert_eq!(v["truncated_bytes"], 5);
+    }
+
+    #[test]
+    fn truncation_is_visible() {
+        let mut out = String::new();
+        let mut e = ev(&[], b"abc");
+        e.truncated_bytes = 10;
+        format_event(&e, MessageFormat::Message, &mut out);
+        assert_eq!(out, "abc [logferry: truncated, 10 bytes cut]");
+    }
+}

@@ -1,0 +1,292 @@
+//! Building PutLogEvents requests that CloudWatch will accept, by construction.
+//!
+//! The rules (AWS API reference, 2025): at most 10,000 events and 1,048,576 bytes per request,
+//! counting each event's UTF-8 message bytes plus 26; one event at most 1,048,576 bytes with
+//! those 26 (so a message of at most 1,048,550 bytes); events in chronological order; no request
+//! spanning more than 24 hours; no empty message. The emulator used in tests enforces almost
+//! none of these, so this module is where they are kept, and its property tests are where they
+//! are proven.
+//!
+//! A [`RequestBuilder`] accumulates one stream's events and cuts a request *before* an event
+//! would break a count, size or span limit, so every request it returns is valid once sorted
+//! (sorting cannot change its count, size or span). Oversize messages are split into numbered
+//! parts by [`split_oversize`] before they get here; each part keeps a share of the event's
+//! acknowledgement, so the event counts as delivered only when every part is.
+
+use std::time::Instant;
+
+use crate::ack::Ack;
+
+/// Bytes CloudWatch counts per event on top of its message.
+pub const EVENT_OVERHEAD: usize = 26;
+/// Most bytes in one request (messages + overhead).
+pub const MAX_REQUEST_BYTES: usize = 1_048_576;
+/// Most events in one request.
+pub const MAX_REQUEST_EVENTS: usize = 10_000;
+/// Largest message of a single event.
+pub const MAX_MESSAGE_BYTES: usize = MAX_REQUEST_BYTES - EVENT_OVERHEAD;
+/// Widest timestamp span in one request.
+pub const MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
+
+/// An event ready to send: its final text and its acknowledgement.
+#[derive(Debug)]
+pub struct Pending {
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// The text CloudWatch will store.
+    pub message: String,
+    /// Resolved when the request carrying it succeeds or it is dead-lettered.
+    pub ack: Ack,
+}
+
+impl Pending {
+    /// Bytes this event counts for in a request.
+    pub fn cost(&self) -> usize {
+        self.message.len() + EVENT_OVERHEAD
+    }
+}
+
+/// Accumulates one stream's events into valid requests.
+#[derive(Debug)]
+pub struct RequestBuilder {
+    events: Vec<Pending>,
+    bytes: usize,
+    min_ts: i64,
+    max_ts: i64,
+    opened: Option<Instant>,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl RequestBuilder {
+    /// A builder cutting at `max_events` / `max_bytes` (clamped to CloudWatch's limits).
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        RequestBuilder {
+            events: Vec::new(),
+            bytes: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            opened: None,
+            max_events: max_events.clamp(1, MAX_REQUEST_EVENTS),
+            max_bytes: max_bytes.clamp(EVENT_OVERHEAD + 1, MAX_REQUEST_BYTES),
+        }
+    }
+
+    /// Adds an event (its message must be non-empty and at most [`MAX_MESSAGE_BYTES`]); returns
+    /// the request that had to be cut first to make room, if any.
+    pub fn push(&mut self, event: Pending) -> Option<Vec<Pending>> {
+        let cost = event.cost();
+        let ts = event.timestamp_ms;
+        let fits = self.events.len() < self.max_events
+            && self.bytes + cost <= self.max_bytes
+            && self.max_ts.max(ts).saturating_sub(self.min_ts.min(ts)) <= MAX_SPAN_MS;
+        let cut = if self.events.is_empty() || fits {
+            None
+        } else {
+            self.take()
+        };
+        if self.events.is_empty() {
+            self.opened = Some(Instant::now());
+            if self.events.capacity() == 0 {
+                self.events.reserve(256);
+            }
+        }
+        self.bytes += cost;
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        self.events.push(event);
+        // A full request goes out now rather than waiting for the next event.
+        if cut.is_none() && (self.events.len() >= self.max_events || self.bytes >= self.max_bytes) {
+            return self.take();
+        }
+        cut
+    }
+
+    /// The accumulated request, sorted by timestamp (stable, so equal timestamps keep arrival
+    /// order); `None` when empty.
+    pub fn take(&mut self) -> Option<Vec<Pending>> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let cap = self.events.len();
+        let mut out = std::mem::replace(&mut self.events, Vec::with_capacity(cap.min(1024)));
+        if !out.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms) {
+            out.sort_by_key(|p| p.timestamp_ms);
+        }
+        self.bytes = 0;
+        self.min_ts = i64::MAX;
+        self.max_ts = i64::MIN;
+        self.opened = None;
+        Some(out)
+    }
+
+    /// When the oldest event still held was added.
+    pub fn opened(&self) -> Option<Instant> {
+        self.opened
+    }
+
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Splits a message longer than `max` bytes into parts of at most `max` bytes each, cut at
+/// character boundaries and prefixed `[part i/n] `; each part gets its own share of `ack`.
+/// A message that fits is returned as is.
+pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) -> Vec<Pending> {
+    if message.len() <= max {
+        return vec![Pending {
+            timestamp_ms,
+            message,
+            ack,
+        }];
+    }
+    // The prefix takes room from each part; 32 bytes covers `[part 99999/99999] `.
+    let room = max.saturating_sub(32).max(4);
+    let mut chunks = Vec::new();
+    let mut rest = message.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(room);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        chunks.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    let n = chunks.len();
+    let mut parts = Vec::with_capacity(n);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let part_ack = if i + 1 == n { None } else { Some(ack.fork()) };
+        parts.push((format!("[part {}/{}] {}", i + 1, n, chunk), part_ack));
+    }
+    let mut last_ack = Some(ack);
+    parts
+        .into_iter()
+        .map(|(message, a)| Pending {
+            timestamp_ms,
+            message,
+            ack: a.or_else(|| last_ack.take()).unwrap_or_else(Ack::none),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{AckBatch, AckStatus};
+    use proptest::prelude::*;
+    use tokio::sync::mpsc;
+
+    fn p(ts: i64, len: usize) -> Pending {
+        Pending {
+            timestamp_ms: ts,
+            message: "x".repeat(len.max(1)),
+            ack: Ack::none(),
+        }
+    }
+
+    fn check_request(req: &[Pending], max_events: usize, max_bytes: usize) {
+        assert!(!req.is_empty());
+        assert!(req.len() <= max_events.min(MAX_REQUEST_EVENTS));
+        let bytes: usize = req.iter().map(Pending::cost).sum();
+        assert!(bytes <= max_bytes.min(MAX_REQUEST_BYTES), "{bytes} bytes");
+        assert!(req.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
+        let span = req[req.len() - 1].timestamp_ms - req[0].timestamp_ms;
+        assert!(span <= MAX_SPAN_MS);
+        assert!(req.iter().all(|e| !e.message.is_empty() && e.message.len() <= MAX_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn cuts_at_event_count() {
+        let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
+        let mut out = Vec::new();
+        for i in 0..25_000 {
+            out.extend(b.push(p(i, 10)));
+        }
+        out.extend(b.take());
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![10_000, 10_000, 5_000]);
+    }
+
+    #[test]
+    fn cuts_at_bytes_and_span() {
+        let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
+        let big = MAX_MESSAGE_BYTES / 2;
+        assert!(b.push(p(0, big)).is_none());
+        assert!(b.push(p(0, big)).is_none());
+        let first = b.push(p(0, 10)).expect("third does not fit");
+        assert_eq!(first.len(), 2);
+        let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
+        assert!(b.push(p(0, 1)).is_none());
+        assert!(b.push(p(MAX_SPAN_MS, 1)).is_none());
+        assert_eq!(b.push(p(MAX_SPAN_MS + 1, 1)).map(|r| r.len()), Some(2));
+    }
+
+    #[test]
+    fn out_of_order_input_is_sorted_and_span_checked_both_ways() {
+        let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
+        assert!(b.push(p(MAX_SPAN_MS, 1)).is_none());
+        assert!(b.push(p(5, 1)).is_none());
+        let cut = b.push(p(-1, 1)).expect("older event breaks the span");
+        let ts: Vec<i64> = cut.iter().map(|e| e.timestamp_ms).collect();
+        assert_eq!(ts, vec![5, MAX_SPAN_MS]);
+    }
+
+    #[test]
+    fn oversize_split_keeps_every_byte_and_the_ack() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, &tx);
+        let msg: String = "é".repeat(1_500_000); // 3,000,000 bytes, multi-byte chars
+        let parts = split_oversize(7, msg.clone(), batch.ack(), MAX_MESSAGE_BYTES);
+        drop(batch);
+        assert_eq!(parts.len(), 3);
+        let mut joined = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.message.len() <= MAX_MESSAGE_BYTES);
+            let prefix = format!("[part {}/3] ", i + 1);
+            joined.push_str(part.message.strip_prefix(&prefix).expect("numbered"));
+        }
+        assert_eq!(joined, msg);
+        let mut parts = parts.into_iter();
+        parts.next().expect("p1").ack.resolve(AckStatus::Delivered);
+        parts.next().expect("p2").ack.resolve(AckStatus::Delivered);
+        assert!(rx.try_recv().is_err(), "acked before the last part");
+        parts.next().expect("p3").ack.resolve(AckStatus::Delivered);
+        assert_eq!(rx.try_recv().expect("outcome").status, AckStatus::Delivered);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_request_is_valid_and_nothing_is_lost(
+            events in prop::collection::vec((-(3 * MAX_SPAN_MS)..(3 * MAX_SPAN_MS), 1usize..200_000), 1..400),
+            max_events in 1usize..12_000,
+            max_bytes in 60usize..1_200_000,
+        ) {
+            let mut b = RequestBuilder::new(max_events, max_bytes);
+            let mut reqs = Vec::new();
+            let room = max_bytes.clamp(EVENT_OVERHEAD + 1, MAX_REQUEST_BYTES) - EVENT_OVERHEAD;
+            let mut ids = Vec::new();
+            for (i, (ts, len)) in events.iter().enumerate() {
+                let mut e = p(*ts, 1);
+                e.message = format!("{i:08}{}", "x".repeat(len.saturating_sub(8)));
+                e.message.truncate(room);
+                ids.push(i);
+                reqs.extend(b.push(e));
+            }
+            reqs.extend(b.take());
+            let mut seen = Vec::new();
+            for r in &reqs {
+                check_request(r, max_events, max_bytes);
+                seen.extend(r.iter().map(|e| e.message[..8].parse::<usize>().unwrap_or(usize::MAX)));
+            }
+            seen.sort_unstable();
+            prop_assert_eq!(seen, ids);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The CloudWatch Logs sink: from events to accepted PutLogEvents requests.
+//!
+//! One task ([`CloudWatchSink::run`]) takes event chunks from a bounded channel, renders each
+//! event's text and group/stream names, and feeds a [`batch::RequestBuilder`] per stream. Full
+//! requests (or ones older than `batch_timeout`) are handed to a request task ([`request`]),
+//! at most `stream_concurrency` per stream and `max_in_flight` overall. Waiting for a free slot
+//! stops the intake loop, the channel fills, and sources stop reading: that is the backpressure.
+//!
+//! Request tasks own the retry policy (the SDK's own retries are off: they could resend
+//! silently) and resolve every event's acknowledgement as delivered or dead-lettered. Nothing
+//! is given up on while the process runs; at shutdown, what could not be delivered within the
+//! grace period is left unacknowledged, so a source with a position reads it again next time.
+//!
+//! Per-stream state is dropped once a stream has been idle for a while, so memory does not grow
+//! with the number of streams ever seen (a Vector bug with per-pod streams).
+
+pub mod batch;
+pub mod client;
+pub mod dead_letter;
+pub mod request;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckStatus;
+use crate::config::CloudWatchSinkConfig;
+use crate::event::{now_ms, Event};
+use crate::format::format_event;
+use crate::template::Template;
+use batch::{split_oversize, Pending, RequestBuilder, MAX_MESSAGE_BYTES};
+use dead_letter::{DeadLetterFile, Reason};
+use stats::SinkStats;
+
+/// CloudWatch refuses events older than this.
+pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
+/// CloudWatch refuses events further ahead than this.
+pub const MAX_AHEAD_MS: i64 = 2 * 3600 * 1000;
+/// Stream state idle this long is released.
+const STREAM_IDLE: Duration = Duration::from_secs(300);
+
+/// What request tasks share.
+pub struct Shared {
+    /// The SDK client (retries off).
+    pub client: aws_sdk_cloudwatchlogs::Client,
+    /// The sink's settings.
+    pub config: CloudWatchSinkConfig,
+    /// Where rejected events go.
+    pub dead_letter: DeadLetterFile,
+    /// The books.
+    pub stats: Arc<SinkStats>,
+    /// Cancelled when the shutdown grace period is over.
+    pub cancel: CancellationToken,
+    /// The sink's name, for logs.
+    pub name: String,
+    /// Rate limiting of repeated warnings.
+    pub log_limiter: request::LogLimiter,
+}
+
+struct StreamState {
+    group: Arc<str>,
+    stream: Arc<str>,
+    builder: RequestBuilder,
+    slots: Arc<Semaphore>,
+    last_used: Instant,
+}
+
+/// The sink task's state.
+pub struct CloudWatchSink {
+    shared: Arc<Shared>,
+    group: Template,
+    stream: Template,
+    streams: HashMap<String, StreamState>,
+    global_slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    key_buf: String,
+    group_buf: String,
+    stream_buf: String,
+    rejected: Vec<(Pending, Reason)>,
+}
+
+impl CloudWatchSink {
+    /// A sink with host variables already bound in its templates.
+    pub fn new(shared: Arc<Shared>, group: Template, stream: Template) -> Self {
+        let max_in_flight = shared.config.max_in_flight;
+        CloudWatchSink {
+            shared,
+            group,
+            stream,
+            streams: HashMap::new(),
+            global_slots: Arc::new(Semaphore::new(max_in_flight)),
+            tasks: JoinSet::new(),
+            key_buf: String::new(),
+            group_buf: String::new(),
+            stream_buf: String::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Runs until every sender of `rx` is gone, then flushes and waits for in-flight requests
+    /// (which give up, leaving events unacknowledged, when the cancel token fires).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) {
+        let tick_every = (self.shared.config.batch_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                chunk = rx.recv() => match chunk {
+                    Some(events) => self.ingest(events).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.flush_due().await,
+            }
+        }
+        let keys: Vec<String> = self.streams.keys().cloned().collect();
+        for key in keys {
+            self.flush_stream(&key).await;
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    async fn ingest(&mut self, events: Vec<Event>) {
+        let stats = self.shared.stats.clone();
+        stats
+            .events_received
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let now = now_ms();
+        let format = self.shared.config.format;
+        for event in events {
+            let mut text = String::new();
+            format_event(&event, format, &mut text);
+            if text.is_empty() {
+                // CloudWatch refuses empty messages; an explicit, counted policy.
+                stats.dropped_empty.fetch_add(1, Ordering::Relaxed);
+                event.ack.resolve(AckStatus::DeadLettered);
+                continue;
+            }
+            self.route(&event);
+            let key = self.key_buf.clone();
+            let ts = event.timestamp_ms;
+            let reject = if ts < now - MAX_AGE_MS {
+                Some(Reason::TooOld)
+            } else if ts > now + MAX_AHEAD_MS {
+                Some(Reason::TooNew)
+            } else {
+                None
+            };
+            let parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
+            if parts.len() > 1 {
+                stats
+                    .split_parts
+                    .fetch_add(parts.len() as u64 - 1, Ordering::Relaxed);
+            }
+            if let Some(reason) = reject {
+                self.rejected.extend(parts.into_iter().map(|p| (p, reason)));
+                self.flush_rejected(&key);
+                continue;
+            }
+            for part in parts {
+                let cut = self
+                    .streams
+                    .get_mut(&key)
+                    .and_then(|s| s.builder.push(part));
+                if let Some(request) = cut {
+                    self.dispatch(&key, request).await;
+                }
+            }
+        }
+    }
+
+    /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.
+    fn route(&mut self, event: &Event) {
+        let group = match self.group.as_static() {
+            Some(g) => g,
+            None => {
+                self.group.render(event, &mut self.group_buf);
+                &self.group_buf
+            }
+        };
+        let stream = match self.stream.as_static() {
+            Some(s) => s,
+            None => {
+                self.stream.render(event, &mut self.stream_buf);
+                &self.stream_buf
+            }
+        };
+        self.key_buf.clear();
+        self.key_buf.push_str(group);
+        self.key_buf.push('\n');
+        self.key_buf.push_str(stream);
+        let now = Instant::now();
+        if let Some(state) = self.streams.get_mut(&self.key_buf) {
+            state.last_used = now;
+            return;
+        }
+        let cfg = &self.shared.config;
+        self.streams.insert(
+            self.key_buf.clone(),
+            StreamState {
+                group: group.into(),
+                stream: stream.into(),
+                builder: RequestBuilder::new(cfg.max_batch_events, cfg.max_batch_bytes),
+                slots: Arc::new(Semaphore::new(cfg.stream_concurrency)),
+                last_used: now,
+            },
+        );
+    }
+
+    fn flush_rejected(&mut self, key: &str) {
+        if self.rejected.is_empty() {
+            return;
+        }
+        let Some(state) = self.streams.get(key) else {
+            return;
+        };
+        let rejected = std::mem::take(&mut self.rejected);
+        let shared = self.shared.clone();
+        let (group, stream) = (state.group.clone(), state.stream.clone());
+        self.tasks.spawn(async move {
+            request::dead_letter(&shared, &group, &stream, rejected, None).await;
+        });
+    }
+
+    async fn dispatch(&mut self, key: &str, request: Vec<Pending>) {
+        let Some(state) = self.streams.get(key) else {
+            return;
+        };
+        let (group, stream, slots) = (state.group.clone(), state.stream.clone(), state.slots.clone());
+        let stream_permit = acquire(slots, &mut self.tasks).await;
+        let global_permit = acquire(self.global_slots.clone(), &mut self.tasks).await;
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permits = (stream_permit, global_permit);
+            request::deliver(&shared, &group, &stream, request).await;
+        });
+    }
+
+    async fn flush_stream(&mut self, key: &str) {
+        let request = self.streams.get_mut(key).and_then(|s| s.builder.take());
+        if let Some(request) = request {
+            self.dispatch(key, request).await;
+        }
+    }
+
+    async fn flush_due(&mut self) {
+        let timeout = self.shared.config.batch_timeout;
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.builder.opened().is_some_and(|t| now.duration_since(t) >= timeout))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.flush_stream(&key).await;
+        }
+        let stream_concurrency = self.shared.config.stream_concurrency;
+        self.streams.retain(|_, s| {
+            !(s.builder.is_empty()
+                && now.duration_since(s.last_used) > STREAM_IDLE
+                && s.slots.available_permits() == stream_concurrency)
+        });
+    }
+}
+
+/// Waits for a permit while still reaping finished request tasks, so a full pipeline does not
+/// hold on to the memory of completed requests.
+async fn acquire(slots: Arc<Semaphore>, tasks: &mut JoinSet<()>) -> Option<OwnedSemaphorePermit> {
+    loop {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => return permit.ok(),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Sources: where events come from.
+//!
+//! Each source runs as its own task with a [`SourceContext`]: its name, a bounded channel to
+//! every sink that lists it, and a shutdown token. Sending awaits when a sink's channel is full,
+//! which is how backpressure reaches the socket or file being read.
+//!
+//! - [`syslog`]: TCP, UDP and unix sockets, through the `logferry-syslog` codec.
+//! - [`stdin`]: standard input, one event per line or syslog frame; at end of input it waits
+//!   until everything it read is delivered, then ends (so `journalctl | logferry` exits 0 only
+//!   when CloudWatch has it all).
+
+pub mod stdin;
+pub mod syslog;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use logferry_syslog::{Format, Frame, Message, ParseOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::Ack;
+use crate::event::{names, Event, FieldName};
+
+/// Events travel to sinks in chunks, to keep per-event channel costs out of the hot path.
+pub type Chunk = Vec<Event>;
+
+/// Most events a source puts in one chunk.
+pub const CHUNK_EVENTS: usize = 1024;
+
+/// What a source task is given.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The source's name (its key in the config).
+    pub name: Arc<str>,
+    /// One sender per sink fed by this source.
+    pub outputs: Vec<mpsc::Sender<Chunk>>,
+    /// Cancelled when the source must stop reading.
+    pub shutdown: CancellationToken,
+}
+
+impl SourceContext {
+    /// Sends a chunk to every sink (copying events when there are several). Returns false when
+    /// every sink has gone away.
+    pub async fn send(&self, chunk: Chunk) -> bool {
+        if chunk.is_empty() {
+            return true;
+        }
+        let mut alive = false;
+        let last = self.outputs.len().saturating_sub(1);
+        let mut chunk = Some(chunk);
+        for (i, out) in self.outputs.iter().enumerate() {
+            let events = if i == last {
+                chunk.take().unwrap_or_default()
+            } else {
+                chunk
+                    .as_ref()
+                    .map(|c| c.iter().map(fork_event).collect())
+                    .unwrap_or_default()
+            };
+            alive |= out.send(events).await.is_ok();
+        }
+        alive
+    }
+}
+
+fn fork_event(e: &Event) -> Event {
+    Event {
+        timestamp_ms: e.timestamp_ms,
+        message: e.message.clone(),
+        priority: e.priority,
+        fields: e.fields.clone(),
+        source: e.source.clone(),
+        truncated_bytes: e.truncated_bytes,
+        ack: e.ack.fork(),
+    }
+}
+
+/// Turns a syslog frame into an event. Every slice the parser returns lies within the frame,
+/// so fields are zero-copy views of it.
+pub fn syslog_event(
+    frame: Frame,
+    peer: Option<&Bytes>,
+    source: &Arc<str>,
+    opts: &ParseOptions,
+    ack: Ack,
+) -> Event {
+    let data = frame.data;
+    let msg: Message<'_> = logferry_syslog::parse(&data, opts);
+    let slice = |s: &[u8]| -> Bytes {
+        if s.is_empty() {
+            Bytes::new()
+        } else {
+            data.slice_ref(s)
+        }
+    };
+    let mut fields = Vec::with_capacity(6);
+    let mut push = |name: &'static str, v: Option<&str>| {
+        if let Some(v) = v {
+            fields.push((FieldName::Static(name), slice(v.as_bytes())));
+        }
+    };
+    push(names::HOSTNAME, msg.hostname);
+    push(names::IDENTIFIER, msg.app_name);
+    push(names::PID, msg.procid);
+    push(names::MSGID, msg.msgid);
+    push(names::STRUCTURED_DATA, msg.structured_data);
+    if let Some(p) = peer {
+        fields.push((FieldName::Static(names::PEER), p.clone()));
+    }
+    let timestamp_ms = msg.timestamp_unix_ms.unwrap_or(opts.now_unix_ms);
+    let priority = msg.priority;
+    let message = if msg.format == Format::Raw {
+        data.clone()
+    } else {
+        slice(msg.message)
+    };
+    Event {
+        timestamp_ms,
+        message,
+        priority,
+        fields,
+        source: source.clone(),
+        truncated_bytes: frame.truncated_bytes,
+        ack,
+    }
+}

@@ -1,0 +1,290 @@
+//! The syslog source: TCP, UDP, unix stream and unix datagram listeners.
+//!
+//! Stream transports (TCP, unix stream) get one task per connection: read into a buffer, cut
+//! frames with the codec's [`Framer`] (octet counting or newlines, detected per frame), parse,
+//! send. A slow sink makes `send` wait, the task stops reading, the kernel's receive buffer
+//! fills, and TCP pushes back on the client: no memory grows. A bad frame or a client that
+//! vanishes affects only its own connection.
+//!
+//! Datagram transports cannot push back: datagrams are read as fast as the pipeline takes them
+//! and a large receive buffer absorbs bursts; overflow is counted by the kernel (and, once the
+//! disk spool is in front, by logferry).
+//!
+//! Timestamps without a zone (RFC 3164, `journalctl -o short` lines) are read as UTC, as in
+//! containers and on most servers.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use logferry_syslog::{datagram_frame, Framer, ParseOptions};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+
+use super::{syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
+use crate::ack::{Ack, AckBatch};
+use crate::config::{ListenAddress, SyslogSourceConfig};
+use crate::event::now_ms;
+
+const READ_CHUNK: usize = 64 * 1024;
+const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+fn parse_opts() -> ParseOptions {
+    ParseOptions {
+        now_unix_ms: now_ms(),
+        local_utc_offset_secs: 0,
+    }
+}
+
+/// A bound syslog listener, ready to run. Binding happens before the pipeline starts so that
+/// a port in use is a startup error, not a log line.
+pub enum Listener {
+    /// TCP
+    Tcp(TcpListener),
+    /// UDP
+    Udp(UdpSocket),
+    /// Unix stream
+    UnixStream(UnixListener),
+    /// Unix datagram
+    UnixDatagram(UnixDatagram),
+}
+
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        } else {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Binds the listener for `cfg`.
+pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
+    Ok(match &cfg.address {
+        ListenAddress::Tcp(a) => {
+            Listener::Tcp(TcpListener::bind(a).await.with_context(|| format!("listening on tcp://{a}"))?)
+        }
+        ListenAddress::Udp(a) => {
+            let sock = UdpSocket::bind(a).await.with_context(|| format!("listening on udp://{a}"))?;
+            let s2 = socket2::SockRef::from(&sock);
+            // Best effort: the kernel caps it at net.core.rmem_max.
+            let _ = s2.set_recv_buffer_size(UDP_RECV_BUFFER);
+            Listener::Udp(sock)
+        }
+        ListenAddress::UnixStream(p) => {
+            remove_stale_socket(p)?;
+            Listener::UnixStream(
+                UnixListener::bind(p).with_context(|| format!("listening on unix://{}", p.display()))?,
+            )
+        }
+        ListenAddress::UnixDatagram(p) => {
+            remove_stale_socket(p)?;
+            Listener::UnixDatagram(
+                UnixDatagram::bind(p)
+                    .with_context(|| format!("listening on unixgram://{}", p.display()))?,
+            )
+        }
+    })
+}
+
+impl Listener {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| format!("tcp://{a}")).unwrap_or_default(),
+            Listener::Udp(s) => s.local_addr().map(|a| format!("udp://{a}")).unwrap_or_default(),
+            Listener::UnixStream(_) => "unix".into(),
+            Listener::UnixDatagram(_) => "unixgram".into(),
+        }
+    }
+}
+
+/// Runs the source until shutdown.
+pub async fn run(ctx: SourceContext, cfg: SyslogSourceConfig, listener: Listener) {
+    let max = cfg.max_frame_bytes;
+    match listener {
+        Listener::Tcp(l) => {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    accepted = l.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let ctx = ctx.clone();
+                            let peer = Bytes::from(peer.to_string());
+                            conns.spawn(async move { read_stream(ctx, stream, Some(peer), max).await });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: wait a little rather than spin.
+                            tracing::warn!(source = %ctx.name, "accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+            drop(l);
+            while conns.join_next().await.is_some() {}
+        }
+        Listener::UnixStream(l) => {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    accepted = l.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            let ctx = ctx.clone();
+                            conns.spawn(async move { read_stream(ctx, stream, None, max).await });
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %ctx.name, "accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+            drop(l);
+            while conns.join_next().await.is_some() {}
+        }
+        Listener::Udp(sock) => read_datagrams(ctx, DatagramSocket::Udp(sock), max).await,
+        Listener::UnixDatagram(sock) => read_datagrams(ctx, DatagramSocket::Unix(sock), max).await,
+    }
+}
+
+/// Reads frames from one stream connection (or stdin) until EOF or shutdown. Returns the number
+/// of events read.
+pub async fn read_stream<R: AsyncRead + Unpin>(
+    ctx: SourceContext,
+    mut reader: R,
+    peer: Option<Bytes>,
+    max_frame_bytes: usize,
+) -> u64 {
+    read_stream_with(ctx, &mut reader, peer, max_frame_bytes, &mut |_| None).await
+}
+
+/// Like [`read_stream`], with `make_batch` giving each chunk's events an acknowledgement batch
+/// (called once per chunk, with the chunk's event count).
+pub async fn read_stream_with<R: AsyncRead + Unpin>(
+    ctx: SourceContext,
+    reader: &mut R,
+    peer: Option<Bytes>,
+    max_frame_bytes: usize,
+    make_batch: &mut (dyn FnMut(usize) -> Option<AckBatch> + Send),
+) -> u64 {
+    let mut framer = Framer::new(max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut total = 0u64;
+    let mut eof = false;
+    while !eof {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            r = reader.read_buf(&mut buf) => r,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match read {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(source = %ctx.name, "read error, closing connection: {e}");
+                eof = true;
+            }
+        }
+        let opts = parse_opts();
+        let mut frames = Vec::new();
+        while let Some(f) = framer.decode(&mut buf) {
+            frames.push(f);
+        }
+        if eof {
+            while let Some(f) = framer.decode_eof(&mut buf) {
+                frames.push(f);
+            }
+        }
+        let mut frames = frames.into_iter();
+        loop {
+            let group: Vec<logferry_syslog::Frame> = frames.by_ref().take(CHUNK_EVENTS).collect();
+            if group.is_empty() {
+                break;
+            }
+            let batch = make_batch(group.len());
+            let mut chunk: Chunk = Vec::with_capacity(group.len());
+            for frame in group {
+                if frame.truncated_bytes > 0 {
+                    tracing::debug!(source = %ctx.name, cut = frame.truncated_bytes, "frame over max_frame_bytes truncated");
+                }
+                let ack = batch.as_ref().map(AckBatch::ack).unwrap_or_else(Ack::none);
+                chunk.push(syslog_event(frame, peer.as_ref(), &ctx.name, &opts, ack));
+            }
+            total += chunk.len() as u64;
+            if !ctx.send(chunk).await {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+enum DatagramSocket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl DatagramSocket {
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            DatagramSocket::Udp(s) => s.readable().await,
+            DatagramSocket::Unix(s) => s.readable().await,
+        }
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<String>)> {
+        match self {
+            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a.to_string()))),
+            DatagramSocket::Unix(s) => s.try_recv_from(buf).map(|(n, _)| (n, None)),
+        }
+    }
+}
+
+async fn read_datagrams(ctx: SourceContext, sock: DatagramSocket, max_frame_bytes: usize) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            r = sock.readable() => if let Err(e) = r {
+                tracing::error!(source = %ctx.name, "socket error: {e}");
+                return;
+            },
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let opts = parse_opts();
+        let mut chunk: Chunk = Vec::new();
+        // Drain what is queued (up to a chunk) before sending, so bursts cost one send.
+        while chunk.len() < CHUNK_EVENTS {
+            match sock.try_recv(&mut buf) {
+                Ok((n, peer)) => {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    let frame = datagram_frame(data, max_frame_bytes);
+                    if frame.data.is_empty() {
+                        continue;
+                    }
+                    let peer = peer.map(Bytes::from);
+                    chunk.push(syslog_event(frame, peer.as_ref(), &ctx.name, &opts, Ack::none()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(source = %ctx.name, "receive error: {e}");
+                    break;
+                }
+            }
+        }
+        if !ctx.send(chunk).await {
+            return;
+        }
+    }
+}

@@ -192,6 +192,9 @@ impl Drop for Ack {
 #[derive(Debug)]
 pub struct Watermark<P> {
     pending: VecDeque<(u64, P, Option<AckStatus>)>,
+    /// Outcomes that arrived before their batch was registered (the source registers a batch
+    /// and sends its events from another thread than the one collecting outcomes).
+    early: std::collections::HashMap<u64, AckStatus>,
     stuck: bool,
 }
 
@@ -199,6 +202,7 @@ impl<P> Default for Watermark<P> {
     fn default() -> Self {
         Watermark {
             pending: VecDeque::new(),
+            early: std::collections::HashMap::new(),
             stuck: false,
         }
     }
@@ -206,20 +210,29 @@ impl<P> Default for Watermark<P> {
 
 impl<P> Watermark<P> {
     /// Registers a batch (ids must increase) ending at `position_after`.
-    pub fn push(&mut self, batch_id: u64, position_after: P) {
-        self.pending.push_back((batch_id, position_after, None));
+    pub fn push(&mut self, batch_id: u64, position_after: P) -> Option<P> {
+        let status = self.early.remove(&batch_id);
+        self.pending.push_back((batch_id, position_after, status));
+        self.advance()
     }
 
     /// Records an outcome; returns the new position if the watermark moved.
     pub fn complete(&mut self, outcome: BatchOutcome) -> Option<P> {
         // Batches complete roughly in order, so a linear scan from the front is short.
-        if let Some(slot) = self
+        match self
             .pending
             .iter_mut()
             .find(|(id, _, _)| *id == outcome.batch_id)
         {
-            slot.2 = Some(outcome.status);
+            Some(slot) => slot.2 = Some(outcome.status),
+            None => {
+                self.early.insert(outcome.batch_id, outcome.status);
+            }
         }
+        self.advance()
+    }
+
+    fn advance(&mut self) -> Option<P> {
         let mut advanced = None;
         while !self.stuck {
             match self.pending.front() {
@@ -297,7 +310,7 @@ mod tests {
     fn watermark_moves_over_finished_prefix_only() {
         let mut w = Watermark::default();
         for id in 1..=4 {
-            w.push(id, id * 10);
+            assert_eq!(w.push(id, id * 10), None);
         }
         let done = |batch_id, status| BatchOutcome { batch_id, status };
         assert_eq!(w.complete(done(2, AckStatus::Delivered)), None);
@@ -308,11 +321,25 @@ mod tests {
     }
 
     #[test]
+    fn outcome_before_registration_counts() {
+        let mut w = Watermark::default();
+        let done = |batch_id| BatchOutcome {
+            batch_id,
+            status: AckStatus::Delivered,
+        };
+        assert_eq!(w.complete(done(1)), None);
+        assert_eq!(w.push(1, "a"), Some("a"));
+        assert_eq!(w.push(2, "b"), None);
+        assert_eq!(w.complete(done(2)), Some("b"));
+    }
+
+    #[test]
     fn failed_batch_stops_the_watermark() {
         let mut w = Watermark::default();
         w.push(1, 1);
         w.push(2, 2);
         w.push(3, 3);
+        assert_eq!(w.outstanding(), 3);
         let done = |batch_id, status| BatchOutcome { batch_id, status };
         assert_eq!(w.complete(done(2, AckStatus::Failed)), None);
         assert_eq!(w.complete(done(1, AckStatus::Delivered)), Some(1));

@@ -93,6 +93,42 @@ pub enum SourceConfig {
     Syslog(SyslogSourceConfig),
     /// Lines (or syslog frames) from standard input.
     Stdin(StdinSourceConfig),
+    /// The systemd journal, read from its files.
+    Journald(JournaldSourceConfig),
+}
+
+/// Where a journald source starts when it has no saved cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalStart {
+    /// Only entries written from now on.
+    End,
+    /// Everything in the journal.
+    Beginning,
+    /// Entries at or after this time (µs since the epoch).
+    Since(u64),
+}
+
+/// `[sources.NAME] type = "journald"`
+#[derive(Debug, Clone)]
+pub struct JournaldSourceConfig {
+    /// Journal directories (default: /var/log/journal and /run/log/journal).
+    pub directories: Vec<PathBuf>,
+    /// Where to start without a saved cursor.
+    pub start: JournalStart,
+    /// Keep only these units (`_SYSTEMD_UNIT`); empty = all.
+    pub units: Vec<String>,
+    /// Drop these units.
+    pub exclude_units: Vec<String>,
+    /// Keep only these `SYSLOG_IDENTIFIER`s; empty = all.
+    pub identifiers: Vec<String>,
+    /// Keep entries at this syslog level or more severe (0 = emerg .. 7 = debug).
+    pub priority: Option<u8>,
+    /// Groups of `FIELD=value`: all of a group must match; any group may.
+    pub matches: Vec<Vec<(String, String)>>,
+    /// Journal fields kept on events besides the standard ones.
+    pub fields: Vec<String>,
+    /// Strip the leading `_` of trusted fields in `fields`.
+    pub strip_underscores: bool,
 }
 
 /// Where a syslog source listens.
@@ -255,6 +291,39 @@ struct RawSyslog {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Level {
+    Number(u8),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournald {
+    directory: Option<OneOrMany>,
+    start: Option<String>,
+    #[serde(default)]
+    units: Vec<String>,
+    #[serde(default)]
+    exclude_units: Vec<String>,
+    #[serde(default)]
+    identifiers: Vec<String>,
+    priority: Option<Level>,
+    #[serde(default)]
+    matches: Vec<Vec<String>>,
+    #[serde(default)]
+    fields: Vec<String>,
+    strip_underscores: Option<bool>,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStdin {
     max_frame_bytes: Option<usize>,
@@ -400,7 +469,11 @@ fn backticked_after(text: &str, prefix: &str) -> Option<String> {
 
 fn offset_to_line(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Replaces `${VAR}` (and `${VAR:-default}`) in every string of `value`.
@@ -411,14 +484,10 @@ fn expand_env(
     errors: &mut Vec<(Vec<String>, String)>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                match expand_str(s, lookup) {
-                    Ok(new) => *s = new,
-                    Err(msg) => errors.push((path.clone(), msg)),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
+            Ok(new) => *s = new,
+            Err(msg) => errors.push((path.clone(), msg)),
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
@@ -451,12 +520,10 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             Some((n, d)) => (n, Some(d)),
             None => (spec, None),
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(format!("`${{{spec}}}` is not a valid environment variable reference"));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "`${{{spec}}}` is not a valid environment variable reference"
+            ));
         }
         match (lookup(name), default) {
             (Some(v), _) => out.push_str(&v),
@@ -565,7 +632,12 @@ pub fn parse(
     })
 }
 
-fn take_type(ctx: &mut Ctx<'_>, section: &str, name: &str, value: &mut toml::Value) -> Option<String> {
+fn take_type(
+    ctx: &mut Ctx<'_>,
+    section: &str,
+    name: &str,
+    value: &mut toml::Value,
+) -> Option<String> {
     let Some(table) = value.as_table_mut() else {
         ctx.error(&[section, name], "must be a table");
         return None;
@@ -604,8 +676,11 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
                     return None;
                 }
             };
-            let max_frame_bytes =
-                frame_limit(ctx, &["sources", name, "max_frame_bytes"], raw.max_frame_bytes);
+            let max_frame_bytes = frame_limit(
+                ctx,
+                &["sources", name, "max_frame_bytes"],
+                raw.max_frame_bytes,
+            );
             Some(SourceConfig::Syslog(SyslogSourceConfig {
                 address,
                 max_frame_bytes,
@@ -613,18 +688,128 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
         }
         "stdin" => {
             let raw: RawStdin = ctx.deserialize(&path, value)?;
-            let max_frame_bytes =
-                frame_limit(ctx, &["sources", name, "max_frame_bytes"], raw.max_frame_bytes);
+            let max_frame_bytes = frame_limit(
+                ctx,
+                &["sources", name, "max_frame_bytes"],
+                raw.max_frame_bytes,
+            );
             Some(SourceConfig::Stdin(StdinSourceConfig { max_frame_bytes }))
+        }
+        "journald" => {
+            let raw: RawJournald = ctx.deserialize(&path, value)?;
+            journald_config(ctx, name, raw)
         }
         other => {
             ctx.error(
                 &["sources", name, "type"],
-                format!("unknown source type `{other}`; expected one of: syslog, stdin"),
+                format!("unknown source type `{other}`; expected one of: syslog, stdin, journald"),
             );
             None
         }
     }
+}
+
+fn journald_config(ctx: &mut Ctx<'_>, name: &str, raw: RawJournald) -> Option<SourceConfig> {
+    let before = ctx.errors.len();
+    let start = match raw.start.as_deref() {
+        None | Some("end") => JournalStart::End,
+        Some("beginning") => JournalStart::Beginning,
+        Some(t) => match humantime::parse_rfc3339_weak(t) {
+            Ok(time) => JournalStart::Since(
+                time.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0),
+            ),
+            Err(e) => {
+                ctx.error(
+                    &["sources", name, "start"],
+                    format!("`{t}` is neither \"end\", \"beginning\" nor an RFC 3339 time ({e})"),
+                );
+                JournalStart::End
+            }
+        },
+    };
+    let priority = match raw.priority {
+        None => None,
+        Some(Level::Number(n)) if n <= 7 => Some(n),
+        Some(Level::Number(n)) => {
+            ctx.error(
+                &["sources", name, "priority"],
+                format!("{n} is not a level from 0 (emerg) to 7 (debug)"),
+            );
+            None
+        }
+        Some(Level::Name(n)) => {
+            let lower = n.to_ascii_lowercase();
+            let alias = match lower.as_str() {
+                "error" => "err",
+                "warn" => "warning",
+                "emergency" | "panic" => "emerg",
+                "critical" => "crit",
+                other => other,
+            };
+            match crate::event::SEVERITY_NAMES
+                .iter()
+                .position(|s| *s == alias)
+            {
+                Some(p) => Some(p as u8),
+                None => {
+                    ctx.error(
+                        &["sources", name, "priority"],
+                        format!(
+                            "`{n}` is not a level; use one of {}",
+                            crate::event::SEVERITY_NAMES.join(", ")
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let mut matches = Vec::new();
+    for group in raw.matches {
+        let mut g = Vec::new();
+        for m in group {
+            match m.split_once('=') {
+                Some((f, v))
+                    if !f.is_empty()
+                        && f.bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+                {
+                    g.push((f.to_string(), v.to_string()))
+                }
+                _ => ctx.error(
+                    &["sources", name, "matches"],
+                    format!("`{m}` is not FIELD=value (field names are upper case, digits and _)"),
+                ),
+            }
+        }
+        if !g.is_empty() {
+            matches.push(g);
+        }
+    }
+    if ctx.errors.len() != before {
+        return None;
+    }
+    let directories = match raw.directory {
+        None => logferry_journal::DEFAULT_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        Some(OneOrMany::One(p)) => vec![p],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    Some(SourceConfig::Journald(JournaldSourceConfig {
+        directories,
+        start,
+        units: raw.units,
+        exclude_units: raw.exclude_units,
+        identifiers: raw.identifiers,
+        priority,
+        matches,
+        fields: raw.fields,
+        strip_underscores: raw.strip_underscores.unwrap_or(true),
+    }))
 }
 
 fn sink_config(
@@ -662,7 +847,10 @@ fn sink_config(
             err(
                 ctx,
                 "inputs",
-                format!("`{input}` is not a configured source (sources: {})", known.join(", ")),
+                format!(
+                    "`{input}` is not a configured source (sources: {})",
+                    known.join(", ")
+                ),
             );
         }
     }
@@ -676,7 +864,11 @@ fn sink_config(
         .unwrap_or_else(|| "{instance_id}".to_string());
     let log_group = match group_text {
         None => {
-            err(ctx, "log_group", "is required (or set LOGFERRY_LOG_GROUP)".into());
+            err(
+                ctx,
+                "log_group",
+                "is required (or set LOGFERRY_LOG_GROUP)".into(),
+            );
             None
         }
         Some(t) => match Template::parse(&t, TemplateKind::Group) {
@@ -708,23 +900,43 @@ fn sink_config(
     }
     let max_batch_events = raw.max_batch_events.unwrap_or(10_000);
     if !(1..=10_000).contains(&max_batch_events) {
-        err(ctx, "max_batch_events", format!("{max_batch_events} is outside 1..=10000"));
+        err(
+            ctx,
+            "max_batch_events",
+            format!("{max_batch_events} is outside 1..=10000"),
+        );
     }
     let max_batch_bytes = raw.max_batch_bytes.unwrap_or(1_048_576);
     if !(1024..=1_048_576).contains(&max_batch_bytes) {
-        err(ctx, "max_batch_bytes", format!("{max_batch_bytes} is outside 1024..=1048576"));
+        err(
+            ctx,
+            "max_batch_bytes",
+            format!("{max_batch_bytes} is outside 1024..=1048576"),
+        );
     }
     let max_in_flight = raw.max_in_flight.unwrap_or(8);
     if !(1..=256).contains(&max_in_flight) {
-        err(ctx, "max_in_flight", format!("{max_in_flight} is outside 1..=256"));
+        err(
+            ctx,
+            "max_in_flight",
+            format!("{max_in_flight} is outside 1..=256"),
+        );
     }
     let stream_concurrency = raw.stream_concurrency.unwrap_or(4);
     if !(1..=64).contains(&stream_concurrency) {
-        err(ctx, "stream_concurrency", format!("{stream_concurrency} is outside 1..=64"));
+        err(
+            ctx,
+            "stream_concurrency",
+            format!("{stream_concurrency} is outside 1..=64"),
+        );
     }
     if let Some(ep) = &raw.endpoint {
         if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-            err(ctx, "endpoint", format!("`{ep}` must start with http:// or https://"));
+            err(
+                ctx,
+                "endpoint",
+                format!("`{ep}` must start with http:// or https://"),
+            );
         }
     }
     let batch_timeout = raw.batch_timeout.unwrap_or(Duration::from_secs(1));
@@ -795,7 +1007,10 @@ batch_timeout = "250ms"
         let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
         assert_eq!(s.batch_timeout, Duration::from_millis(250));
         assert_eq!(s.retention_days, Some(14));
-        assert_eq!(s.dead_letter_path, PathBuf::from("/tmp/x/dead-letter/cw.jsonl"));
+        assert_eq!(
+            s.dead_letter_path,
+            PathBuf::from("/tmp/x/dead-letter/cw.jsonl")
+        );
     }
 
     #[test]
@@ -816,11 +1031,31 @@ log_group = "bad group!"
 retention_days = 13
 "#;
         let errs = errors(text);
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:4: sources.syslog.adress: unknown field")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:8: sources.other.address: unknown scheme `ftp`")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:12: sinks.cw.inputs: `nope`")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:13: sinks.cw.log_group:")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:14: sinks.cw.retention_days: 13 is not")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:4: sources.syslog.adress: unknown field")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:8: sources.other.address: unknown scheme `ftp`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:12: sinks.cw.inputs: `nope`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:13: sinks.cw.log_group:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:14: sinks.cw.retention_days: 13 is not")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -834,8 +1069,16 @@ retention_days = 13
     fn missing_and_mistyped_keys() {
         let text = "[sources.a]\ntype = \"syslog\"\n\n[sinks.b]\ntype = \"cloudwatch_logs\"\ninputs = [\"a\"]\nlog_group = \"g\"\nmax_in_flight = \"many\"\n";
         let errs = errors(text);
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:1: sources.a.address: is required")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:8: sinks.b.max_in_flight:")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:1: sources.a.address: is required")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:8: sinks.b.max_in_flight:")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -848,7 +1091,12 @@ retention_days = 13
 
         let text = GOOD.replace("tcp://127.0.0.1:514", "tcp://${HOST}:514");
         let errs = errors(&text);
-        assert!(errs.iter().any(|e| e.starts_with("c.toml:6: sources.syslog.address: environment variable `HOST` is not set")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "c.toml:6: sources.syslog.address: environment variable `HOST` is not set"
+            )),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
 
 fn truncation_note(event: &Event, out: &mut String) {
     if event.truncated_bytes > 0 {
-        let _ = write!(out, " [logferry: truncated, {} bytes cut]", event.truncated_bytes);
+        let _ = write!(
+            out,
+            " [logferry: truncated, {} bytes cut]",
+            event.truncated_bytes
+        );
     }
 }
 
@@ -258,19 +262,32 @@ mod tests {
     #[test]
     fn civil_dates() {
         let c = civil_from_ms(1_764_087_639_123);
-        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis), (2025, 11, 25, 16, 20, 39, 123));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis),
+            (2025, 11, 25, 16, 20, 39, 123)
+        );
         let c = civil_from_ms(0);
         assert_eq!((c.year, c.month, c.day), (1970, 1, 1));
         let c = civil_from_ms(951_782_400_000); // 2000-02-29
         assert_eq!((c.year, c.month, c.day), (2000, 2, 29));
         let c = civil_from_ms(-1);
-        assert_eq!((c.year, c.month, c.day, c.hour, c.second, c.millis), (1969, 12, 31, 23, 59, 999));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.second, c.millis),
+            (1969, 12, 31, 23, 59, 999)
+        );
     }
 
     #[test]
     fn short_like_journalctl() {
         let mut out = String::new();
-        let e = ev(&[("hostname", "node-1"), ("identifier", "kubelet"), ("pid", "2174")], b"I1125 text");
+        let e = ev(
+            &[
+                ("hostname", "node-1"),
+                ("identifier", "kubelet"),
+                ("pid", "2174"),
+            ],
+            b"I1125 text",
+        );
         format_event(&e, MessageFormat::Short, &mut out);
         assert_eq!(out, "Nov 25 16:20:39 node-1 kubelet[2174]: I1125 text");
         let e = ev(&[], b"plain \xffline");
@@ -281,7 +298,10 @@ mod tests {
     #[test]
     fn json_is_valid_and_keeps_repeats() {
         let mut out = String::new();
-        let mut e = ev(&[("hostname", "h\"1"), ("TAG", "a"), ("TAG", "b")], b"line\n2\x01");
+        let mut e = ev(
+            &[("hostname", "h\"1"), ("TAG", "a"), ("TAG", "b")],
+            b"line\n2\x01",
+        );
         e.truncated_bytes = 5;
         format_event(&e, MessageFormat::Json, &mut out);
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid json");

@@ -18,4 +18,5 @@ pub mod format;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod template;

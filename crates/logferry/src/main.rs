@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "logferry", version, about = "Ship logs to AWS CloudWatch Logs without losing a line")]
+#[command(
+    name = "logferry",
+    version,
+    about = "Ship logs to AWS CloudWatch Logs without losing a line"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -99,6 +99,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             SourceConfig::Stdin(cfg) => {
                 source_tasks.spawn(source::stdin::run(ctx, cfg.clone()));
             }
+            SourceConfig::Journald(cfg) => {
+                tracing::info!(source = %name, directories = ?cfg.directories, "reading the journal");
+                source_tasks.spawn(source::journald::run(
+                    ctx,
+                    cfg.clone(),
+                    config.data_dir.clone(),
+                ));
+            }
         }
     }
     drop(sink_inputs);

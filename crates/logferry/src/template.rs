@@ -84,7 +84,9 @@ pub fn check_name(name: &str, kind: TemplateKind) -> Result<(), String> {
         return Err("is empty".into());
     }
     if n > MAX_NAME {
-        return Err(format!("is {n} characters long, CloudWatch allows at most 512"));
+        return Err(format!(
+            "is {n} characters long, CloudWatch allows at most 512"
+        ));
     }
     match kind {
         TemplateKind::Group => {
@@ -99,7 +101,9 @@ pub fn check_name(name: &str, kind: TemplateKind) -> Result<(), String> {
         }
         TemplateKind::Stream => {
             if let Some(c) = name.chars().find(|c| !stream_char_ok(*c)) {
-                return Err(format!("contains `{c}`; log stream names may not contain : or *"));
+                return Err(format!(
+                    "contains `{c}`; log stream names may not contain : or *"
+                ));
             }
         }
     }
@@ -150,7 +154,9 @@ impl Template {
         if kind == TemplateKind::Group {
             if let Some(Part::Literal(l)) = parts.first() {
                 if l.starts_with("aws/") {
-                    return Err(format!("`{text}` starts with `aws/`, which CloudWatch reserves"));
+                    return Err(format!(
+                        "`{text}` starts with `aws/`, which CloudWatch reserves"
+                    ));
                 }
             }
         }
@@ -183,6 +189,7 @@ impl Template {
                 Part::Host(HostVar::InstanceId) => host.instance_id.clone(),
                 Part::Host(HostVar::IpAddress) => host.ip_address.clone(),
                 Part::Host(HostVar::Region) => host.region.clone(),
+                Part::Literal(l) => l.clone(),
                 other => {
                     parts.push(other.clone());
                     continue;
@@ -309,7 +316,7 @@ fn parse_var(var: &str) -> Result<Part, String> {
 mod tests {
     use super::*;
     use crate::ack::Ack;
-    use crate::event::{FieldName, names};
+    use crate::event::{names, FieldName};
     use bytes::Bytes;
 
     fn host() -> HostInfo {
@@ -326,7 +333,10 @@ mod tests {
             timestamp_ms: 0,
             message: Bytes::from_static(b"m"),
             priority: Some(3 * 8 + 6),
-            fields: vec![(FieldName::Static(names::IDENTIFIER), Bytes::copy_from_slice(ident.as_bytes()))],
+            fields: vec![(
+                FieldName::Static(names::IDENTIFIER),
+                Bytes::copy_from_slice(ident.as_bytes()),
+            )],
             source: "sys".into(),
             truncated_bytes: 0,
             ack: Ack::none(),
@@ -346,7 +356,10 @@ mod tests {
         let mut h = host();
         h.hostname = "bad host".into();
         let e = t.bind_host(&h).expect_err("space refused");
-        assert!(e.contains("template `{hostname}` renders to `bad host`"), "{e}");
+        assert!(
+            e.contains("template `{hostname}` renders to `bad host`"),
+            "{e}"
+        );
         assert!(Template::parse("a:b", TemplateKind::Stream).is_err());
         assert!(Template::parse("aws/x", TemplateKind::Group).is_err());
         assert!(Template::parse("{nope}", TemplateKind::Group).is_err());
@@ -358,10 +371,13 @@ mod tests {
 
     #[test]
     fn event_variables_are_rendered_and_cleaned() {
-        let t = Template::parse("{instance_id}/{identifier}-{severity}", TemplateKind::Stream)
-            .expect("parse")
-            .bind_host(&host())
-            .expect("bind");
+        let t = Template::parse(
+            "{instance_id}/{identifier}-{severity}",
+            TemplateKind::Stream,
+        )
+        .expect("parse")
+        .bind_host(&host())
+        .expect("bind");
         assert!(t.as_static().is_none());
         let mut out = String::new();
         t.render(&event("kube:let*"), &mut out);

@@ -110,7 +110,10 @@ impl RequestBuilder {
         }
         let cap = self.events.len();
         let mut out = std::mem::replace(&mut self.events, Vec::with_capacity(cap.min(1024)));
-        if !out.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms) {
+        if !out
+            .windows(2)
+            .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
+        {
             out.sort_by_key(|p| p.timestamp_ms);
         }
         self.bytes = 0;
@@ -196,10 +199,14 @@ mod tests {
         assert!(req.len() <= max_events.min(MAX_REQUEST_EVENTS));
         let bytes: usize = req.iter().map(Pending::cost).sum();
         assert!(bytes <= max_bytes.min(MAX_REQUEST_BYTES), "{bytes} bytes");
-        assert!(req.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
+        assert!(req
+            .windows(2)
+            .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
         let span = req[req.len() - 1].timestamp_ms - req[0].timestamp_ms;
         assert!(span <= MAX_SPAN_MS);
-        assert!(req.iter().all(|e| !e.message.is_empty() && e.message.len() <= MAX_MESSAGE_BYTES));
+        assert!(req
+            .iter()
+            .all(|e| !e.message.is_empty() && e.message.len() <= MAX_MESSAGE_BYTES));
     }
 
     #[test]
@@ -210,13 +217,16 @@ mod tests {
             out.extend(b.push(p(i, 10)));
         }
         out.extend(b.take());
-        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![10_000, 10_000, 5_000]);
+        assert_eq!(
+            out.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10_000, 10_000, 5_000]
+        );
     }
 
     #[test]
     fn cuts_at_bytes_and_span() {
         let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
-        let big = MAX_MESSAGE_BYTES / 2;
+        let big = MAX_REQUEST_BYTES / 2 - EVENT_OVERHEAD - 10;
         assert!(b.push(p(0, big)).is_none());
         assert!(b.push(p(0, big)).is_none());
         let first = b.push(p(0, 10)).expect("third does not fit");

@@ -120,7 +120,9 @@ impl DeadLetterFile {
         let file = guard
             .as_mut()
             .ok_or_else(|| std::io::Error::other("dead-letter file not open"))?;
-        let result = file.write_all(buf.as_bytes()).and_then(|_| file.sync_data());
+        let result = file
+            .write_all(buf.as_bytes())
+            .and_then(|_| file.sync_data());
         if result.is_err() {
             // Reopen next time: the handle may be in a bad state (e.g. after ENOSPC).
             *guard = None;

@@ -234,7 +234,11 @@ impl CloudWatchSink {
         let Some(state) = self.streams.get(key) else {
             return;
         };
-        let (group, stream, slots) = (state.group.clone(), state.stream.clone(), state.slots.clone());
+        let (group, stream, slots) = (
+            state.group.clone(),
+            state.stream.clone(),
+            state.slots.clone(),
+        );
         let stream_permit = acquire(slots, &mut self.tasks).await;
         let global_permit = acquire(self.global_slots.clone(), &mut self.tasks).await;
         let shared = self.shared.clone();
@@ -257,7 +261,11 @@ impl CloudWatchSink {
         let due: Vec<String> = self
             .streams
             .iter()
-            .filter(|(_, s)| s.builder.opened().is_some_and(|t| now.duration_since(t) >= timeout))
+            .filter(|(_, s)| {
+                s.builder
+                    .opened()
+                    .is_some_and(|t| now.duration_since(t) >= timeout)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {

@@ -231,7 +231,15 @@ fn to_input(events: &[Pending]) -> Result<Vec<InputLogEvent>, String> {
         .collect()
 }
 
-fn warn_retry(shared: &Shared, what: &str, group: &str, stream: &str, kind: &'static str, detail: &str, wait: Duration) {
+fn warn_retry(
+    shared: &Shared,
+    what: &str,
+    group: &str,
+    stream: &str,
+    kind: &'static str,
+    detail: &str,
+    wait: Duration,
+) {
     if let Some(suppressed) = shared.log_limiter.allow(kind, Duration::from_secs(10)) {
         tracing::warn!(
             sink = %shared.name,
@@ -324,7 +332,15 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                             other => ("create", format!("{other:?}")),
                         };
                         let wait = backoff(attempt, shared.config.max_backoff);
-                        warn_retry(shared, "creating the log stream", group, stream, kind, &detail, wait);
+                        warn_retry(
+                            shared,
+                            "creating the log stream",
+                            group,
+                            stream,
+                            kind,
+                            &detail,
+                            wait,
+                        );
                         attempt += 1;
                         ensured = false;
                         if !sleep_or_cancel(shared, wait).await {
@@ -406,7 +422,12 @@ async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     if !cfg.create_missing_group {
         return Err(not_allowed("the log group", "create_missing_group"));
     }
-    let created = shared.client.create_log_group().log_group_name(group).send().await;
+    let created = shared
+        .client
+        .create_log_group()
+        .log_group_name(group)
+        .send()
+        .await;
     match created {
         Ok(_) => {
             shared.stats.groups_created.fetch_add(1, Ordering::Relaxed);
@@ -460,7 +481,11 @@ pub async fn dead_letter(
     detail: Option<&str>,
 ) {
     let dl = shared.dead_letter.clone();
-    let (group_s, stream_s, detail_s) = (group.to_string(), stream.to_string(), detail.map(str::to_string));
+    let (group_s, stream_s, detail_s) = (
+        group.to_string(),
+        stream.to_string(),
+        detail.map(str::to_string),
+    );
     let written = tokio::task::spawn_blocking(move || {
         let records: Vec<Record<'_>> = rejected
             .iter()
@@ -498,8 +523,14 @@ pub async fn dead_letter(
     for (reason, n) in &counts {
         shared.stats.dead_lettered(*reason, *n);
     }
-    if let Some(suppressed) = shared.log_limiter.allow("dead_letter", Duration::from_secs(10)) {
-        let summary: Vec<String> = counts.iter().map(|(r, n)| format!("{}: {n}", r.as_str())).collect();
+    if let Some(suppressed) = shared
+        .log_limiter
+        .allow("dead_letter", Duration::from_secs(10))
+    {
+        let summary: Vec<String> = counts
+            .iter()
+            .map(|(r, n)| format!("{}: {n}", r.as_str()))
+            .collect();
         tracing::warn!(
             sink = %shared.name,
             log_group = group,
@@ -519,7 +550,9 @@ mod tests {
     #[test]
     fn rejected_indexes_follow_aws_semantics() {
         // 6 events: 0,1 too old (end index 2, exclusive); 4,5 too new (start 4, inclusive).
-        let r: Vec<Option<Reason>> = (0..6).map(|i| rejected_reason(i, Some(4), Some(2), None)).collect();
+        let r: Vec<Option<Reason>> = (0..6)
+            .map(|i| rejected_reason(i, Some(4), Some(2), None))
+            .collect();
         assert_eq!(
             r,
             vec![
@@ -532,8 +565,14 @@ mod tests {
             ]
         );
         // Expired takes precedence over too old for the same index.
-        assert_eq!(rejected_reason(0, None, Some(3), Some(1)), Some(Reason::Expired));
-        assert_eq!(rejected_reason(1, None, Some(3), Some(1)), Some(Reason::TooOld));
+        assert_eq!(
+            rejected_reason(0, None, Some(3), Some(1)),
+            Some(Reason::Expired)
+        );
+        assert_eq!(
+            rejected_reason(1, None, Some(3), Some(1)),
+            Some(Reason::TooOld)
+        );
         assert_eq!(rejected_reason(0, None, None, None), None);
         // Zero end index rejects nothing; negative values are ignored.
         assert_eq!(rejected_reason(0, Some(-1), Some(0), Some(-5)), None);
@@ -547,7 +586,10 @@ mod tests {
         }
         assert!(backoff(0, cap) <= Duration::from_millis(100));
         let big: Duration = (0..50).map(|_| backoff(12, cap)).max().unwrap_or_default();
-        assert!(big > Duration::from_secs(1), "50 draws up to 30 s all under 1 s: {big:?}");
+        assert!(
+            big > Duration::from_secs(1),
+            "50 draws up to 30 s all under 1 s: {big:?}"
+        );
     }
 
     #[test]

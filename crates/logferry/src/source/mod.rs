@@ -9,13 +9,14 @@
 //!   until everything it read is delivered, then ends (so `journalctl | logferry` exits 0 only
 //!   when CloudWatch has it all).
 
+pub mod journald;
 pub mod stdin;
 pub mod syslog;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logferry_syslog::{Format, Frame, Message, ParseOptions};
+use logferry_syslog::{Frame, Message, ParseOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -110,11 +111,8 @@ pub fn syslog_event(
     }
     let timestamp_ms = msg.timestamp_unix_ms.unwrap_or(opts.now_unix_ms);
     let priority = msg.priority;
-    let message = if msg.format == Format::Raw {
-        data.clone()
-    } else {
-        slice(msg.message)
-    };
+    // For unrecognised frames the codec returns the whole frame (less a valid PRI) as message.
+    let message = slice(msg.message);
     Event {
         timestamp_ms,
         message,

@@ -65,11 +65,15 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 /// Binds the listener for `cfg`.
 pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
     Ok(match &cfg.address {
-        ListenAddress::Tcp(a) => {
-            Listener::Tcp(TcpListener::bind(a).await.with_context(|| format!("listening on tcp://{a}"))?)
-        }
+        ListenAddress::Tcp(a) => Listener::Tcp(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on tcp://{a}"))?,
+        ),
         ListenAddress::Udp(a) => {
-            let sock = UdpSocket::bind(a).await.with_context(|| format!("listening on udp://{a}"))?;
+            let sock = UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("listening on udp://{a}"))?;
             let s2 = socket2::SockRef::from(&sock);
             // Best effort: the kernel caps it at net.core.rmem_max.
             let _ = s2.set_recv_buffer_size(UDP_RECV_BUFFER);
@@ -78,7 +82,8 @@ pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
         ListenAddress::UnixStream(p) => {
             remove_stale_socket(p)?;
             Listener::UnixStream(
-                UnixListener::bind(p).with_context(|| format!("listening on unix://{}", p.display()))?,
+                UnixListener::bind(p)
+                    .with_context(|| format!("listening on unix://{}", p.display()))?,
             )
         }
         ListenAddress::UnixDatagram(p) => {
@@ -95,8 +100,14 @@ impl Listener {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> String {
         match self {
-            Listener::Tcp(l) => l.local_addr().map(|a| format!("tcp://{a}")).unwrap_or_default(),
-            Listener::Udp(s) => s.local_addr().map(|a| format!("udp://{a}")).unwrap_or_default(),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| format!("tcp://{a}"))
+                .unwrap_or_default(),
+            Listener::Udp(s) => s
+                .local_addr()
+                .map(|a| format!("udp://{a}"))
+                .unwrap_or_default(),
             Listener::UnixStream(_) => "unix".into(),
             Listener::UnixDatagram(_) => "unixgram".into(),
         }
@@ -274,7 +285,13 @@ async fn read_datagrams(ctx: SourceContext, sock: DatagramSocket, max_frame_byte
                         continue;
                     }
                     let peer = peer.map(Bytes::from);
-                    chunk.push(syslog_event(frame, peer.as_ref(), &ctx.name, &opts, Ack::none()));
+                    chunk.push(syslog_event(
+                        frame,
+                        peer.as_ref(),
+                        &ctx.name,
+                        &opts,
+                        Ack::none(),
+                    ));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {

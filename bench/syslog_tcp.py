@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""End-to-end syslog benchmark: N syslog lines over one TCP connection -> logferry -> a fast
+fake CloudWatch Logs endpoint speaking HTTPS (cwl-testkit's fake-cloudwatch).
+
+Reports events/s (first byte sent -> last event counted by the endpoint), logferry's CPU
+seconds (utime+stime from /proc) and peak RSS (VmHWM), plus a reference run in the same
+invocation (the same bytes through `ncat` into `ncat -l > /dev/null`) and the ratio, because
+these machines are noisy and absolute figures alone mislead.
+
+Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
+"""
+import argparse, json, os, socket, ssl, subprocess, sys, tempfile, time, http.client
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(parts[11]) + int(parts[12])) / tick
+
+def proc_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+def make_lines(path, n):
+    # RFC 5424 lines like a busy node's: ~130 bytes each.
+    with open(path, "wb") as f:
+        chunk = []
+        for i in range(n):
+            chunk.append(b"<30>1 2026-11-25T16:20:39.%03dZ node-1 kubelet 2174 - - I1125 16:20:39.%06d 2174 kubelet.go:2174] \"SyncLoop\" pod=\"kube-system/coredns-%d\"\n" % (i % 1000, i, i))
+            if len(chunk) == 10000:
+                f.write(b"".join(chunk)); chunk = []
+        f.write(b"".join(chunk))
+
+def reference_rate(path, n):
+    port = free_port()
+    sink = subprocess.Popen(["ncat", "-l", "127.0.0.1", str(port), "--recv-only"], stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with open(path, "rb") as f:
+        subprocess.run(["ncat", "--send-only", "127.0.0.1", str(port)], stdin=f, check=True)
+    sink.wait(timeout=60)
+    return n / (time.monotonic() - t0)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/var/tmp/logferry-target"))
+    ap.add_argument("--spool", action="store_true", help="put the syslog source behind the disk spool")
+    args = ap.parse_args()
+    rel = os.path.join(args.target_dir, "release")
+    tmp = tempfile.mkdtemp(prefix="lf-bench-")
+    data = os.path.join(tmp, "lines.txt")
+    make_lines(data, args.lines)
+    ca = os.path.join(tmp, "ca.pem")
+
+    fake = subprocess.Popen([os.path.join(rel, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", ca],
+                            stdout=subprocess.PIPE, text=True)
+    addr = fake.stdout.readline().split()[-1]          # "listening https://127.0.0.1:PORT"
+    host, port = addr.split("//")[1].split(":")
+    ctx = ssl.create_default_context(cafile=ca)
+
+    def fake_stats():
+        c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=5)
+        c.request("GET", "/stats"); r = json.loads(c.getresponse().read()); c.close(); return r
+
+    sport = free_port()
+    cfg = os.path.join(tmp, "logferry.toml")
+    spool = '\nspool = true' if args.spool else ''
+    with open(cfg, "w") as f:
+        f.write(f'''data_dir = "{tmp}/data"
+[sources.syslog]
+type = "syslog"
+address = "tcp://127.0.0.1:{sport}"{spool}
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["syslog"]
+log_group = "/bench/system"
+log_stream = "node-1"
+format = "short"
+region = "us-east-1"
+endpoint = "{addr}"
+''')
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench",
+               AWS_EC2_METADATA_DISABLED="true", SSL_CERT_FILE=ca, LOGFERRY_LOG="warn")
+    lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,
+                          stderr=open(os.path.join(tmp, "logferry.log"), "w"))
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", sport), timeout=0.2).close(); break
+        except OSError:
+            time.sleep(0.1)
+    cpu0 = proc_cpu(lf.pid)
+    t0 = time.monotonic()
+    with open(data, "rb") as f:
+        subprocess.run(["ncat", "--send-only", "127.0.0.1", str(sport)], stdin=f, check=True)
+    t_sent = time.monotonic() - t0
+    deadline = time.monotonic() + 600
+    events = 0
+    while time.monotonic() < deadline:
+        events = fake_stats()["events"]
+        if events >= args.lines:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    cpu = proc_cpu(lf.pid) - cpu0
+    hwm = proc_hwm_kib(lf.pid)
+    lf.terminate(); lf.wait(timeout=60)
+    st = fake_stats()
+    fake.terminate(); fake.wait(timeout=10)
+    ref = reference_rate(data, args.lines)
+    rate = events / elapsed
+    result = {
+        "lines": args.lines, "delivered": events, "violations": st.get("violations"),
+        "requests": st.get("requests"), "seconds": round(elapsed, 3), "send_seconds": round(t_sent, 3),
+        "events_per_s": round(rate), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(hwm / 1024, 1),
+        "reference_ncat_lines_per_s": round(ref), "ratio_vs_reference": round(rate / ref, 3),
+        "spool": args.spool,
+    }
+    print(json.dumps(result, indent=1))
+    ok = events >= args.lines and st.get("violations") == 0
+    sys.exit(0 if ok else 1)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+//! The journald source: the systemd journal, read natively from its files, resumed from a
+//! saved cursor that only ever points at delivered entries.
+//!
+//! The reader (`logferry-journal`) is synchronous, so it runs on its own thread: it reads up to
+//! [`CHUNK_EVENTS`] entries, turns the ones that pass the filters into events tied to one
+//! acknowledgement batch, registers the batch with the cursor of its last entry (filtered-out
+//! entries included, so a long run of them still moves the position), and sends the chunk,
+//! blocking while the sink's channel is full: the journal simply waits on disk.
+//!
+//! A second task collects batch outcomes into a [`Watermark`] and saves the cursor of the
+//! newest batch whose predecessors are all delivered (or dead-lettered), at most once a second
+//! and once more at shutdown, with write-temp + fsync + rename. After a crash, the reader resumes
+//! after that cursor: nothing is lost, and what was in flight is sent again.
+//!
+//! The cursor is in systemd's own format, so `journalctl --after-cursor="$(cat FILE)"` agrees
+//! with it, and a cursor written by another tool can seed it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use logferry_journal::{Cursor, Entry, Journal};
+use tokio::sync::mpsc;
+
+use super::{Chunk, SourceContext, CHUNK_EVENTS};
+use crate::ack::{AckBatch, Watermark};
+use crate::config::{JournalStart, JournaldSourceConfig};
+use crate::event::{names, Event, FieldName};
+
+/// How often the cursor file is rewritten at most.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Most entries examined per chunk, so heavy filtering still moves the cursor often.
+const SCAN_LIMIT: usize = 8 * CHUNK_EVENTS;
+
+/// Where this source keeps its cursor.
+pub fn cursor_path(data_dir: &std::path::Path, source: &str) -> PathBuf {
+    data_dir.join("journald").join(format!("{source}.cursor"))
+}
+
+/// Runs the source until shutdown.
+pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBuf) {
+    let path = cursor_path(&data_dir, &ctx.name);
+    let saved = match crate::state::load(&path) {
+        Ok(s) => s.and_then(|s| match s.trim().parse::<Cursor>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(source = %ctx.name, path = %path.display(), "ignoring unreadable cursor file: {e}");
+                None
+            }
+        }),
+        Err(e) => {
+            tracing::error!(source = %ctx.name, path = %path.display(), "cannot read the cursor file: {e}");
+            None
+        }
+    };
+    let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
+    let (register_tx, mut registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
+    let handle = tokio::runtime::Handle::current();
+    let reader_ctx = ctx.clone();
+    let reader = std::thread::Builder::new()
+        .name(format!("journal-{}", ctx.name))
+        .spawn(move || read_loop(reader_ctx, cfg, saved, outcome_tx, register_tx, handle));
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(source = %ctx.name, "cannot start the journal reader thread: {e}");
+            return;
+        }
+    };
+
+    let mut watermark: Watermark<Cursor> = Watermark::default();
+    let mut latest: Option<Cursor> = None;
+    let mut saved_at = Instant::now();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(SAVE_EVERY);
+    let (mut reg_open, mut out_open) = (true, true);
+    while reg_open || out_open {
+        tokio::select! {
+            r = registrations.recv(), if reg_open => match r {
+                Some((id, cursor)) => if let Some(c) = watermark.push(id, cursor) { latest = Some(c); dirty = true; },
+                None => reg_open = false,
+            },
+            o = outcomes.recv(), if out_open => match o {
+                Some(o) => if let Some(c) = watermark.complete(o) { latest = Some(c); dirty = true; },
+                None => out_open = false,
+            },
+            _ = tick.tick() => {}
+        }
+        if dirty && saved_at.elapsed() >= SAVE_EVERY {
+            save(&ctx.name, &path, latest.as_ref()).await;
+            dirty = false;
+            saved_at = Instant::now();
+        }
+        // Once the reader is gone and the sinks have dropped every batch, we are done; if the
+        // sinks are still draining, outcomes keep coming until they finish or are cancelled.
+    }
+    if dirty {
+        save(&ctx.name, &path, latest.as_ref()).await;
+    }
+    if watermark.is_stuck() {
+        tracing::warn!(source = %ctx.name, "some entries were not delivered; they will be read again on restart");
+    }
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+}
+
+async fn save(source: &str, path: &std::path::Path, cursor: Option<&Cursor>) {
+    let Some(cursor) = cursor else { return };
+    let text = format!("{cursor}\n");
+    let p = path.to_path_buf();
+    let r =
+        tokio::task::spawn_blocking(move || crate::state::save_atomic(&p, text.as_bytes())).await;
+    match r {
+        Ok(Ok(())) => tracing::trace!(source, "cursor saved"),
+        Ok(Err(e)) => {
+            tracing::error!(source, path = %path.display(), "cannot save the cursor: {e}")
+        }
+        Err(e) => tracing::error!(source, "cursor writer failed: {e}"),
+    }
+}
+
+struct Filter {
+    units: Vec<Vec<u8>>,
+    exclude_units: Vec<Vec<u8>>,
+    identifiers: Vec<Vec<u8>>,
+    priority: Option<u8>,
+    matches: Vec<Vec<(String, Vec<u8>)>>,
+}
+
+impl Filter {
+    fn new(cfg: &JournaldSourceConfig) -> Filter {
+        let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        Filter {
+            units: bytes(&cfg.units),
+            exclude_units: bytes(&cfg.exclude_units),
+            identifiers: bytes(&cfg.identifiers),
+            priority: cfg.priority,
+            matches: cfg
+                .matches
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|(f, v)| (f.clone(), v.as_bytes().to_vec()))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn keep(&self, e: &Entry) -> bool {
+        let unit = e.field("_SYSTEMD_UNIT");
+        if !self.units.is_empty() && !unit.is_some_and(|u| self.units.iter().any(|x| x == u)) {
+            return false;
+        }
+        if unit.is_some_and(|u| self.exclude_units.iter().any(|x| x == u)) {
+            return false;
+        }
+        if !self.identifiers.is_empty()
+            && !e
+                .field("SYSLOG_IDENTIFIER")
+                .is_some_and(|i| self.identifiers.iter().any(|x| x == i))
+        {
+            return false;
+        }
+        if let (Some(max), Some(p)) = (self.priority, priority_of(e)) {
+            if p > max {
+                return false;
+            }
+        }
+        if !self.matches.is_empty()
+            && !self.matches.iter().any(|group| {
+                group
+                    .iter()
+                    .all(|(f, v)| e.field_values(f).any(|have| have == v.as_slice()))
+            })
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn priority_of(e: &Entry) -> Option<u8> {
+    match e.field("PRIORITY") {
+        Some([d]) if d.is_ascii_digit() && *d <= b'7' => Some(d - b'0'),
+        _ => None,
+    }
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Builds an event from an entry with one allocation: the values kept are copied into one
+/// buffer, and the event's message and fields are slices of it.
+fn to_event(
+    e: &Entry,
+    extra: &[(String, FieldName)],
+    source: &Arc<str>,
+    ack: crate::ack::Ack,
+) -> Event {
+    const STANDARD: [(&str, &str); 6] = [
+        ("_HOSTNAME", names::HOSTNAME),
+        ("SYSLOG_IDENTIFIER", names::IDENTIFIER),
+        ("_SYSTEMD_UNIT", names::UNIT),
+        ("_BOOT_ID", "boot_id"),
+        ("CONTAINER_NAME", "container_name"),
+        ("_TRANSPORT", "transport"),
+    ];
+    let message = e.field("MESSAGE").unwrap_or_default();
+    let pid = e.field("SYSLOG_PID").or_else(|| e.field("_PID"));
+    let ident = e.field("SYSLOG_IDENTIFIER").or_else(|| e.field("_COMM"));
+    let mut buf: Vec<u8> = Vec::with_capacity(message.len() + 128);
+    let mut spans: Vec<(FieldName, usize, usize)> = Vec::with_capacity(8);
+    buf.extend_from_slice(message);
+    let msg_end = buf.len();
+    let mut push = |buf: &mut Vec<u8>, name: FieldName, v: &[u8]| {
+        let start = buf.len();
+        buf.extend_from_slice(v);
+        spans.push((name, start, buf.len()));
+    };
+    for (journal_name, name) in STANDARD {
+        let v = if journal_name == "SYSLOG_IDENTIFIER" {
+            ident
+        } else {
+            e.field(journal_name)
+        };
+        if let Some(v) = v {
+            push(&mut buf, FieldName::Static(name), v);
+        }
+    }
+    if let Some(p) = pid {
+        push(&mut buf, FieldName::Static(names::PID), p);
+    }
+    for (journal_name, name) in extra {
+        for v in e.field_values(journal_name) {
+            push(&mut buf, name.clone(), v);
+        }
+    }
+    let all = Bytes::from(buf);
+    let fields = spans
+        .into_iter()
+        .map(|(n, s, end)| (n, all.slice(s..end)))
+        .collect();
+    let usec = e
+        .field("_SOURCE_REALTIME_TIMESTAMP")
+        .and_then(parse_u64)
+        .unwrap_or(e.realtime_usec);
+    let facility = e
+        .field("SYSLOG_FACILITY")
+        .and_then(parse_u64)
+        .filter(|f| *f < 24)
+        .unwrap_or(1) as u8;
+    Event {
+        timestamp_ms: (usec / 1000) as i64,
+        message: all.slice(..msg_end),
+        priority: priority_of(e).map(|p| facility * 8 + p),
+        fields,
+        source: source.clone(),
+        truncated_bytes: 0,
+        ack,
+    }
+}
+
+fn read_loop(
+    ctx: SourceContext,
+    cfg: JournaldSourceConfig,
+    saved: Option<Cursor>,
+    outcomes: mpsc::UnboundedSender<crate::ack::BatchOutcome>,
+    register: mpsc::UnboundedSender<(u64, Cursor)>,
+    handle: tokio::runtime::Handle,
+) {
+    let name = ctx.name.clone();
+    let mut journal = match Journal::open_dirs(&cfg.directories) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(source = %name, "cannot open the journal: {e}");
+            return;
+        }
+    };
+    match (&saved, &cfg.start) {
+        (Some(c), _) => {
+            tracing::info!(source = %name, cursor = %c, "resuming after the saved cursor");
+            journal.seek_after_cursor(c);
+        }
+        (None, JournalStart::Beginning) => journal.seek_head(),
+        (None, JournalStart::End) => journal.seek_tail(),
+        (None, JournalStart::Since(usec)) => journal.seek_realtime(*usec),
+    }
+    let filter = Filter::new(&cfg);
+    let extra: Vec<(String, FieldName)> = cfg
+        .fields
+        .iter()
+        .map(|f| {
+            let shown = if cfg.strip_underscores {
+                f.trim_start_matches('_')
+            } else {
+                f.as_str()
+            };
+            (
+                f.clone(),
+                FieldName::Owned(shown.to_ascii_lowercase().into()),
+            )
+        })
+        .collect();
+    let mut entry = Entry::new();
+    let mut batch_id = 0u64;
+    while !ctx.shutdown.is_cancelled() {
+        batch_id += 1;
+        let batch = AckBatch::new(batch_id, &outcomes);
+        let mut chunk: Chunk = Vec::with_capacity(CHUNK_EVENTS);
+        let mut last: Option<Cursor> = None;
+        let mut scanned = 0;
+        while chunk.len() < CHUNK_EVENTS && scanned < SCAN_LIMIT {
+            match journal.next_entry_into(&mut entry) {
+                Ok(true) => {
+                    scanned += 1;
+                    last = Some(entry.cursor());
+                    if filter.keep(&entry) {
+                        chunk.push(to_event(&entry, &extra, &name, batch.ack()));
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(source = %name, "journal read error: {e}");
+                    break;
+                }
+            }
+        }
+        for fe in journal.take_file_errors() {
+            tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
+        }
+        let Some(cursor) = last else {
+            drop(batch);
+            batch_id -= 1;
+            if let Err(e) = journal.wait(Duration::from_millis(500)) {
+                tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            continue;
+        };
+        if register.send((batch_id, cursor)).is_err() {
+            return;
+        }
+        drop(batch);
+        if !chunk.is_empty() && !handle.block_on(ctx.send(chunk)) {
+            return;
+        }
+    }
+}

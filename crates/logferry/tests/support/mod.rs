@@ -1,0 +1,235 @@
+//! Test support: run the real `logferry` binary against real peers.
+//!
+//! The CloudWatch side is a real `moto_server` (through `cwl-testkit`), optionally behind the
+//! validating, fault-injecting `cwl-proxy`; syslog comes from `logger`, `ncat` or raw sockets.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use cwl_testkit::{Moto, Proxy};
+
+/// A free loopback TCP port (also used for UDP: free for both in practice on a test box).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Starts the proxy binary built alongside the tests.
+pub fn proxy(upstream: &str) -> Proxy {
+    Proxy::start(upstream).expect("start cwl-proxy (cargo build --workspace --bins first)")
+}
+
+/// A running logferry process with its own data dir and log file.
+pub struct Logferry {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+pub fn aws_env(cmd: &mut Command) {
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTESTING")
+        .env("AWS_SECRET_ACCESS_KEY", "planted-secret-do-not-log")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("LOGFERRY_LOG_GROUP")
+        .env_remove("LOGFERRY_LOG_STREAM")
+        .env("LOGFERRY_LOG", "info,logferry=debug");
+}
+
+impl Logferry {
+    /// Writes `config` (with `@DATA@` replaced by the data dir) and starts `logferry run`.
+    pub fn start(config: &str) -> Logferry {
+        Self::start_with(config, |_| {})
+    }
+
+    /// Like [`Logferry::start`], letting the caller adjust the command (env, stdin).
+    pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Logferry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("logferry.toml");
+        let text = config.replace("@DATA@", &dir.path().join("data").display().to_string());
+        std::fs::write(&config_path, text).expect("write config");
+        let log_path = dir.path().join("logferry.log");
+        let mut lf = Logferry {
+            child: None,
+            dir,
+            config_path,
+            log_path,
+        };
+        lf.spawn(adjust);
+        lf
+    }
+
+    /// Starts (again) the process on the same config and data dir.
+    pub fn spawn(&mut self, adjust: impl FnOnce(&mut Command)) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--log-format")
+            .arg("json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        aws_env(&mut cmd);
+        adjust(&mut cmd);
+        let before = self.log().matches("\"listening\"").count();
+        self.child = Some(cmd.spawn().expect("spawn logferry"));
+        let _ = before;
+    }
+
+    /// Waits until `n` sources report listening (counting from the start of the log file).
+    pub fn wait_listening(&self, n: usize) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.log().matches("\"message\":\"listening\"").count() >= n
+        });
+        assert!(ok, "logferry did not start listening:\n{}", self.log());
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY-free: `kill` is a separate program.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "logferry did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!("logferry did not exit in {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Logferry {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends `data` over one TCP connection and closes it.
+pub fn tcp_send(port: u16, data: &[u8]) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(data).expect("send");
+}
+
+/// Runs a command, asserting success.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// All events of `group`/`stream` in moto (empty if the stream does not exist).
+pub fn events(endpoint: &str, group: &str, stream: &str) -> Vec<(i64, String)> {
+    cwl_testkit::client::read_events(endpoint, group, stream).unwrap_or_default()
+}
+
+/// Waits until `group`/`stream` holds at least `n` events and two reads in a row agree (moto
+/// pages by index into a sorted list, so a read during ingestion can repeat or skip events);
+/// returns them.
+pub fn wait_events(
+    endpoint: &str,
+    group: &str,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    wait_until(timeout, || {
+        got = events(endpoint, group, stream);
+        if got.len() < n {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let again = events(endpoint, group, stream);
+        let stable = again == got;
+        got = again;
+        stable
+    });
+    got
+}
+
+/// Dead-letter lines written by the sink named `sink`.
+pub fn dead_letters(data_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data_dir.join("dead-letter").join(format!("{sink}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

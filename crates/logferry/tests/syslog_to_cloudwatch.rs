@@ -1,0 +1,611 @@
+//! End to end: real syslog clients -> logferry -> (cwl-proxy ->) moto_server, read back.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config(sources: &str, endpoint: &str, sink_extra: &str) -> String {
+    format!(
+        r#"
+data_dir = "@DATA@"
+shutdown_grace = "20s"
+{sources}
+
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["in"]
+log_group = "/test/{{hostname}}"
+log_stream = "node"
+endpoint = "{endpoint}"
+region = "us-east-1"
+batch_timeout = "200ms"
+{sink_extra}
+"#
+    )
+}
+
+fn hostname() -> String {
+    logferry::sink::client::hostname()
+}
+
+fn tcp_source(port: u16) -> String {
+    format!("[sources.in]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\n")
+}
+
+fn assert_no_violations(proxy: &Proxy) {
+    let stats = proxy.stats().expect("proxy stats");
+    assert_eq!(
+        stats["violations"], 0,
+        "PutLogEvents limit violations: {stats:#}"
+    );
+}
+
+#[test]
+fn real_clients_over_tcp_udp_and_unix_sockets_reach_cloudwatch() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let (tcp, udp) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tmp");
+    let ustream = dir.path().join("stream.sock");
+    let udgram = dir.path().join("dgram.sock");
+    let sources = format!(
+        r#"
+[sources.in]
+type = "syslog"
+address = "tcp://127.0.0.1:{tcp}"
+[sources.udp]
+type = "syslog"
+address = "udp://127.0.0.1:{udp}"
+[sources.ustream]
+type = "syslog"
+address = "unix://{}"
+[sources.udgram]
+type = "syslog"
+address = "unixgram://{}"
+"#,
+        ustream.display(),
+        udgram.display()
+    );
+    let cfg = config(&sources, &proxy.endpoint(), "format = \"short\"").replace(
+        "inputs = [\"in\"]",
+        "inputs = [\"in\", \"udp\", \"ustream\", \"udgram\"]",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(4);
+
+    let port = |p: u16| p.to_string();
+    run(Command::new("logger").args([
+        "--tcp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(tcp),
+        "--rfc5424",
+        "--octet-count",
+        "-t",
+        "app5424",
+        "msg one 5424",
+    ]));
+    run(Command::new("logger").args([
+        "--tcp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(tcp),
+        "--rfc3164",
+        "-t",
+        "app3164",
+        "msg two 3164",
+    ]));
+    run(Command::new("logger").args([
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(udp),
+        "--rfc5424",
+        "-t",
+        "appudp",
+        "msg three udp",
+    ]));
+    run(Command::new("logger").args([
+        "-u",
+        &udgram.display().to_string(),
+        "-t",
+        "appdgram",
+        "msg four unixgram",
+    ]));
+    // The old chain: `journalctl -o short -f | ncat 127.0.0.1 514`.
+    let mut ncat = Command::new("ncat")
+        .args(["127.0.0.1", &port(tcp)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ncat");
+    ncat.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"Nov 25 16:20:39 node-1 kubelet[2174]: I1125 msg five journalctl\n")
+        .expect("write");
+    drop(ncat.stdin.take());
+    assert!(ncat.wait().expect("ncat").success());
+    let mut ncat = Command::new("ncat")
+        .args(["-U", &ustream.display().to_string()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ncat -U");
+    ncat.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"<13>Nov 25 16:20:40 node-2 cron[1]: msg six unix stream\n")
+        .expect("write");
+    drop(ncat.stdin.take());
+    assert!(ncat.wait().expect("ncat").success());
+
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 6, WAIT);
+    let texts: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(got.len(), 6, "{texts:#?}\n{}", lf.log());
+    let find = |needle: &str| {
+        texts
+            .iter()
+            .find(|t| t.ends_with(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {texts:#?}"))
+            .to_string()
+    };
+    assert!(find("msg one 5424").contains(" app5424"), "{texts:?}");
+    assert!(find("msg two 3164").contains(" app3164"), "{texts:?}");
+    assert!(find("msg three udp").contains(" appudp"), "{texts:?}");
+    assert!(find("msg four unixgram").contains(" appdgram"), "{texts:?}");
+    // A journalctl line passes through unchanged.
+    assert!(
+        texts.contains(&"Nov 25 16:20:39 node-1 kubelet[2174]: I1125 msg five journalctl"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"Nov 25 16:20:40 node-2 cron[1]: msg six unix stream"),
+        "{texts:?}"
+    );
+    // Source timestamps are kept: the journalctl line's time, not the arrival time.
+    let five = got
+        .iter()
+        .find(|(_, m)| m.ends_with("msg five journalctl"))
+        .expect("five");
+    let c = logferry::format::civil_from_ms(five.0);
+    assert_eq!(
+        (c.month, c.day, c.hour, c.minute, c.second),
+        (11, 25, 16, 20, 39)
+    );
+    assert_no_violations(&proxy);
+}
+
+#[test]
+fn thirty_thousand_lines_arrive_once_in_valid_requests() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    // Small batches force many requests and several in flight per stream.
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        "format = \"message\"\nmax_batch_events = 2000\n",
+    ));
+    lf.wait_listening(1);
+    let n = 30_000;
+    let mut data = Vec::new();
+    for i in 0..n {
+        // Mix framings and sizes: octet counting and newlines, 5424 and plain text.
+        let body = format!(
+            "<14>1 2026-11-25T10:00:00.{:03}Z h app - - - line {i:06} {}",
+            i % 1000,
+            "x".repeat(i % 300)
+        );
+        if i % 3 == 0 {
+            data.extend_from_slice(format!("{} {}", body.len(), body).as_bytes());
+        } else {
+            data.extend_from_slice(body.as_bytes());
+            data.push(b'\n');
+        }
+    }
+    // Over several connections at once.
+    let chunks: Vec<Vec<u8>> = {
+        let text = data;
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for k in 1..=4 {
+            let mut end = text.len() * k / 4;
+            // cut at a frame boundary: after a newline that precedes a frame
+            while end < text.len() && text[end - 1] != b'\n' {
+                end += 1;
+            }
+            parts.push(text[start..end].to_vec());
+            start = end;
+        }
+        parts
+    };
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|c| std::thread::spawn(move || tcp_send(tcp, &c)))
+        .collect();
+    for h in handles {
+        h.join().expect("sender");
+    }
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", n, WAIT);
+    let ids: BTreeSet<&str> = got.iter().filter_map(|(_, m)| m.get(5..11)).collect();
+    assert_eq!(got.len(), n, "duplicates or loss\n{}", lf.log());
+    assert_eq!(ids.len(), n, "every line once");
+    let stats = proxy.stats().expect("stats");
+    assert_eq!(stats["violations"], 0, "{stats:#}");
+    assert!(
+        stats["put_events_forwarded"].as_u64().unwrap_or(0) >= n as u64,
+        "{stats:#}"
+    );
+}
+
+#[test]
+fn oversize_garbage_and_invalid_utf8_lose_nothing_else() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    let mut cfg = config(&tcp_source(tcp), &proxy.endpoint(), "format = \"message\"");
+    cfg = cfg.replace(
+        "type = \"syslog\"\n",
+        "type = \"syslog\"\nmax_frame_bytes = 3000000\n",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    let mut data = Vec::new();
+    data.extend_from_slice(b"before\n");
+    // 2.5 MB line: kept whole (under max_frame_bytes), split into numbered parts for CloudWatch.
+    let big: String = (0..2_500_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    data.extend_from_slice(big.as_bytes());
+    data.push(b'\n');
+    data.extend_from_slice(b"bad \xff\xfe utf8\n");
+    data.extend_from_slice(b"99999999999 <13>not really octet counted\n");
+    data.extend_from_slice(b"\x00\x01\x02 binary\n");
+    data.extend_from_slice(b"after\n");
+    tcp_send(tcp, &data);
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 8, WAIT);
+    let texts: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(
+        texts.contains(&"before"),
+        "{:?}",
+        texts
+            .iter()
+            .map(|t| &t[..t.len().min(40)])
+            .collect::<Vec<_>>()
+    );
+    assert!(texts.contains(&"after"));
+    assert!(texts.contains(&"bad \u{fffd}\u{fffd} utf8"));
+    assert!(texts.iter().any(|t| t.contains("not really octet counted")));
+    assert!(texts.iter().any(|t| t.contains("binary")));
+    let mut parts: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("[part "))
+        .collect();
+    parts.sort();
+    assert_eq!(parts.len(), 3, "2.5 MB in parts of at most 1 MiB");
+    let joined: String = parts
+        .iter()
+        .map(|p| p.split_once("] ").map(|(_, rest)| rest).unwrap_or(""))
+        .collect();
+    assert_eq!(joined, big, "the parts rebuild the line");
+    assert_no_violations(&proxy);
+}
+
+#[test]
+fn frames_over_max_frame_bytes_are_truncated_and_flagged() {
+    let moto = Moto::start().expect("moto");
+    let tcp = free_port();
+    let cfg = config(&tcp_source(tcp), &moto.endpoint(), "format = \"json\"").replace(
+        "type = \"syslog\"\n",
+        "type = \"syslog\"\nmax_frame_bytes = 1000\n",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    let mut data = format!("<13>Nov 25 16:20:39 h app: {}\n", "y".repeat(5000)).into_bytes();
+    data.extend_from_slice(b"<13>Nov 25 16:20:40 h app: next intact\n");
+    tcp_send(tcp, &data);
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 2, WAIT);
+    assert_eq!(got.len(), 2, "{}", lf.log());
+    let parsed: Vec<serde_json::Value> = got
+        .iter()
+        .map(|(_, m)| serde_json::from_str(m).expect("json"))
+        .collect();
+    let cut = parsed
+        .iter()
+        .find(|v| v["truncated_bytes"].is_number())
+        .expect("flagged");
+    assert!(
+        cut["truncated_bytes"].as_u64().unwrap_or(0) >= 4000,
+        "{cut}"
+    );
+    assert!(parsed
+        .iter()
+        .any(|v| v["message"] == "next intact" && v["identifier"] == "app"));
+}
+
+#[test]
+fn events_cloudwatch_would_reject_go_to_the_dead_letter_file() {
+    let moto = Moto::start().expect("moto");
+    let tcp = free_port();
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &moto.endpoint(),
+        "format = \"message\"",
+    ));
+    lf.wait_listening(1);
+    let now = logferry::event::now_ms();
+    let stamp = |ms: i64| {
+        let mut s = String::new();
+        logferry::format::rfc3339_ms(ms, &mut s);
+        s
+    };
+    let day = 86_400_000;
+    let lines = format!(
+        "<14>1 {} h a - - - twenty days old\n<14>1 {} h a - - - three hours ahead\n<14>1 {} h a - - - fine\n",
+        stamp(now - 20 * day),
+        stamp(now + 3 * 3_600_000),
+        stamp(now)
+    );
+    tcp_send(tcp, lines.as_bytes());
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 1, WAIT);
+    assert!(wait_until(WAIT, || dead_letters(&lf.data_dir(), "cw")
+        .len()
+        >= 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let got2 = events(&moto.endpoint(), &group, "node");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got2.len(), 1, "rejected events were sent: {got2:?}");
+    assert_eq!(got[0].1, "fine");
+    let dl = dead_letters(&lf.data_dir(), "cw");
+    let reasons: BTreeSet<(String, String)> = dl
+        .iter()
+        .map(|v| {
+            (
+                v["reason"].as_str().unwrap_or("").to_string(),
+                v["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("too_old".into(), "twenty days old".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("too_new".into(), "three hours ahead".into())),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn per_event_stream_names_from_templates() {
+    let moto = Moto::start().expect("moto");
+    let tcp = free_port();
+    let cfg = config(&tcp_source(tcp), &moto.endpoint(), "format = \"message\"").replace(
+        "log_stream = \"node\"",
+        "log_stream = \"{hostname}/{identifier}\"",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    tcp_send(tcp, b"<13>Nov 25 16:20:39 h kubelet[1]: a\n<13>Nov 25 16:20:39 h containerd: b\n<13>1 - h bad:name*x 2 - - c\nno header at all\n");
+    let group = format!("/test/{}", hostname());
+    let host = hostname();
+    assert_eq!(
+        wait_events(
+            &moto.endpoint(),
+            &group,
+            &format!("{host}/kubelet"),
+            1,
+            WAIT
+        )[0]
+        .1,
+        "a"
+    );
+    assert_eq!(
+        wait_events(
+            &moto.endpoint(),
+            &group,
+            &format!("{host}/containerd"),
+            1,
+            WAIT
+        )[0]
+        .1,
+        "b"
+    );
+    assert_eq!(
+        wait_events(
+            &moto.endpoint(),
+            &group,
+            &format!("{host}/bad_name_x"),
+            1,
+            WAIT
+        )[0]
+        .1,
+        "c"
+    );
+    assert_eq!(
+        wait_events(
+            &moto.endpoint(),
+            &group,
+            &format!("{host}/unknown"),
+            1,
+            WAIT
+        )[0]
+        .1,
+        "no header at all"
+    );
+    let streams = cwl_testkit::client::list_streams(&moto.endpoint(), &group).expect("streams");
+    assert!(
+        streams.iter().all(|s| !s.contains(':') && !s.contains('*')),
+        "{streams:?}\n{}",
+        lf.log()
+    );
+    assert_eq!(streams.len(), 4, "{streams:?}");
+}
+
+#[test]
+fn stdin_pipe_is_delivered_then_logferry_exits_zero() {
+    let moto = Moto::start().expect("moto");
+    let cfg = config(
+        "[sources.in]\ntype = \"stdin\"\n",
+        &moto.endpoint(),
+        "format = \"message\"\nretention_days = 7\n",
+    );
+    let mut lf = Logferry::start_with(&cfg, |cmd| {
+        cmd.stdin(Stdio::piped());
+    });
+    {
+        let child = lf.child.as_mut().expect("child");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for i in 0..5000 {
+            writeln!(stdin, "Nov 25 16:20:39 node-1 app[{i}]: stdin line {i}").expect("write");
+        }
+    }
+    let status = lf.wait_exit(WAIT);
+    assert!(status.success(), "{}", lf.log());
+    // Everything is there the moment logferry exits: it waited for delivery.
+    let group = format!("/test/{}", hostname());
+    let got = events(&moto.endpoint(), &group, "node");
+    assert_eq!(got.len(), 5000, "{}", lf.log());
+    assert_eq!(
+        cwl_testkit::client::group_retention(&moto.endpoint(), &group).expect("retention"),
+        Some(7)
+    );
+}
+
+#[test]
+fn sigterm_flushes_what_is_buffered() {
+    let moto = Moto::start().expect("moto");
+    let tcp = free_port();
+    let cfg = config(&tcp_source(tcp), &moto.endpoint(), "format = \"message\"")
+        .replace("batch_timeout = \"200ms\"", "batch_timeout = \"1h\"");
+    let mut lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    let lines: String = (0..100).map(|i| format!("held {i}\n")).collect();
+    tcp_send(tcp, lines.as_bytes());
+    std::thread::sleep(Duration::from_millis(500));
+    let group = format!("/test/{}", hostname());
+    assert!(
+        events(&moto.endpoint(), &group, "node").is_empty(),
+        "sent before the batch timeout"
+    );
+    let status = lf.terminate();
+    assert!(status.success(), "{}", lf.log());
+    assert_eq!(
+        events(&moto.endpoint(), &group, "node").len(),
+        100,
+        "{}",
+        lf.log()
+    );
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_until_delivered() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    proxy
+        .set_faults(&serde_json::json!({"throttle_pct": 30, "error_503_pct": 20, "error_500_pct": 10, "reset_pct": 5}))
+        .expect("faults");
+    let tcp = free_port();
+    let cfg = config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        "format = \"message\"\nmax_batch_events = 500\nmax_backoff = \"1s\"\n",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    let n = 10_000;
+    let lines: String = (0..n).map(|i| format!("faulty {i:05}\n")).collect();
+    tcp_send(tcp, lines.as_bytes());
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(
+        &moto.endpoint(),
+        &group,
+        "node",
+        n,
+        Duration::from_secs(120),
+    );
+    let unique: BTreeSet<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(unique.len(), n, "lost events\n{}", lf.log());
+    let stats = proxy.stats().expect("stats");
+    let injected = &stats["faults_injected"];
+    assert!(
+        injected.to_string().contains("throttle"),
+        "no fault was injected: {stats:#}"
+    );
+    assert_no_violations(&proxy);
+    // Secrets never reach the logs.
+    assert!(!lf.log().contains("planted-secret-do-not-log"));
+}
+
+#[test]
+fn create_log_group_throttled_or_down_still_delivers() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    proxy
+        .set_faults(&serde_json::json!({"throttle_pct": 60, "error_503_pct": 30, "operations": ["CreateLogGroup", "CreateLogStream"]}))
+        .expect("faults");
+    let tcp = free_port();
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        "format = \"message\"\nmax_backoff = \"500ms\"\n",
+    ));
+    lf.wait_listening(1);
+    tcp_send(tcp, b"survives create faults\n");
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", lf.log());
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:x\"\n\n[sinks.c]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\nretention_days = 10\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert!(
+        err.contains(&format!("{p}:3: sources.s.address: ")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:9: sinks.c.retention_days: 10 is not")),
+        "{err}"
+    );
+    std::fs::write(&path, "[sources.s]\ntype = \"stdin\"\n[sinks.c]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

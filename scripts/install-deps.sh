@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks need, when it is missing:
+# Debian packages (ncat, logger, journald tools, rsyslog) and moto_server from PyPI.
+# Idempotent and quiet; safe to run on every CI run.
+set -euo pipefail
+
+missing=()
+command -v ncat >/dev/null || missing+=(ncat)
+command -v logger >/dev/null || missing+=(bsdutils)
+command -v journalctl >/dev/null || missing+=(systemd)
+[ -x /lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
+command -v socat >/dev/null || missing+=(socat)
+command -v curl >/dev/null || missing+=(curl)
+command -v cc >/dev/null || missing+=(gcc)
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask, boto3' 2>/dev/null; then
+  echo "install-deps: pip install moto[server]" >&2
+  python3 -m pip install -q 'moto[server]>=5.1,<6' boto3
+fi

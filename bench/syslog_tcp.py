@@ -71,7 +71,7 @@ def main():
 
     sport = free_port()
     cfg = os.path.join(tmp, "logferry.toml")
-    spool = '\nspool = true' if args.spool else ''
+    spool = '\nspool = true' if args.spool else '\nspool = false'
     with open(cfg, "w") as f:
         f.write(f'''data_dir = "{tmp}/data"
 [sources.syslog]

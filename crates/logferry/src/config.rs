@@ -189,6 +189,8 @@ pub struct SyslogSourceConfig {
     pub address: ListenAddress,
     /// Frames above this are truncated and flagged.
     pub max_frame_bytes: usize,
+    /// The disk spool in front of the pipeline (None: events go straight to the sinks).
+    pub spool: Option<SpoolSettings>,
 }
 
 /// `[sources.NAME] type = "stdin"`
@@ -196,6 +198,39 @@ pub struct SyslogSourceConfig {
 pub struct StdinSourceConfig {
     /// Lines above this are truncated and flagged.
     pub max_frame_bytes: usize,
+    /// The disk spool in front of the pipeline.
+    pub spool: Option<SpoolSettings>,
+}
+
+/// When spooled records reach the disk for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFsync {
+    /// fdatasync before an append returns: survives power loss, slower.
+    Always,
+    /// fdatasync every 100 ms: a power cut may lose the last ~100 ms; kill -9 loses nothing.
+    Interval,
+}
+
+/// What a full spool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFullPolicy {
+    /// Stop reading input (TCP pushes back; datagrams that cannot be queued are counted dropped).
+    Block,
+    /// Delete the oldest undelivered records to make room (counted and logged).
+    DropOldest,
+}
+
+/// A pushed source's disk spool.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// Bound on the spool's size on disk.
+    pub max_bytes: u64,
+    /// Durability.
+    pub fsync: SpoolFsync,
+    /// Behaviour when full.
+    pub full_policy: SpoolFullPolicy,
 }
 
 /// How an event becomes the message text sent to CloudWatch.
@@ -288,6 +323,10 @@ struct RawRoot {
 struct RawSyslog {
     address: String,
     max_frame_bytes: Option<usize>,
+    spool: Option<bool>,
+    spool_max_bytes: Option<u64>,
+    spool_fsync: Option<SpoolFsync>,
+    spool_full_policy: Option<SpoolFullPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +366,35 @@ struct RawJournald {
 #[serde(deny_unknown_fields)]
 struct RawStdin {
     max_frame_bytes: Option<usize>,
+    spool: Option<bool>,
+    spool_max_bytes: Option<u64>,
+    spool_fsync: Option<SpoolFsync>,
+    spool_full_policy: Option<SpoolFullPolicy>,
+}
+
+fn spool_settings(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    enabled: Option<bool>,
+    max_bytes: Option<u64>,
+    fsync: Option<SpoolFsync>,
+    full: Option<SpoolFullPolicy>,
+) -> Option<SpoolSettings> {
+    if !enabled.unwrap_or(true) {
+        return None;
+    }
+    let max_bytes = max_bytes.unwrap_or(1 << 30);
+    if max_bytes < 1 << 20 {
+        ctx.error(
+            &["sources", name, "spool_max_bytes"],
+            format!("{max_bytes} is too small (at least 1048576)"),
+        );
+    }
+    Some(SpoolSettings {
+        max_bytes,
+        fsync: fsync.unwrap_or(SpoolFsync::Interval),
+        full_policy: full.unwrap_or(SpoolFullPolicy::Block),
+    })
 }
 
 #[derive(Deserialize)]
@@ -681,9 +749,18 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
                 &["sources", name, "max_frame_bytes"],
                 raw.max_frame_bytes,
             );
+            let spool = spool_settings(
+                ctx,
+                name,
+                raw.spool,
+                raw.spool_max_bytes,
+                raw.spool_fsync,
+                raw.spool_full_policy,
+            );
             Some(SourceConfig::Syslog(SyslogSourceConfig {
                 address,
                 max_frame_bytes,
+                spool,
             }))
         }
         "stdin" => {
@@ -693,7 +770,18 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
                 &["sources", name, "max_frame_bytes"],
                 raw.max_frame_bytes,
             );
-            Some(SourceConfig::Stdin(StdinSourceConfig { max_frame_bytes }))
+            let spool = spool_settings(
+                ctx,
+                name,
+                raw.spool,
+                raw.spool_max_bytes,
+                raw.spool_fsync,
+                raw.spool_full_policy,
+            );
+            Some(SourceConfig::Stdin(StdinSourceConfig {
+                max_frame_bytes,
+                spool,
+            }))
         }
         "journald" => {
             let raw: RawJournald = ctx.deserialize(&path, value)?;

@@ -90,14 +90,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         match source {
             SourceConfig::Syslog(cfg) => {
+                let spool = match &cfg.spool {
+                    Some(s) => Some(
+                        source::spooled::open(&config.data_dir, name, s, cfg.max_frame_bytes)
+                            .with_context(|| format!("source `{name}`"))?,
+                    ),
+                    None => None,
+                };
                 let listener = source::syslog::bind(cfg)
                     .await
                     .with_context(|| format!("source `{name}`"))?;
-                tracing::info!(source = %name, address = %listener.local_addr(), "listening");
-                source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener));
+                tracing::info!(source = %name, address = %listener.local_addr(), spool = spool.is_some(), "listening");
+                source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, spool));
             }
             SourceConfig::Stdin(cfg) => {
-                source_tasks.spawn(source::stdin::run(ctx, cfg.clone()));
+                let spool = match &cfg.spool {
+                    Some(s) => Some(
+                        source::spooled::open(&config.data_dir, name, s, cfg.max_frame_bytes)
+                            .with_context(|| format!("source `{name}`"))?,
+                    ),
+                    None => None,
+                };
+                source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool));
             }
             SourceConfig::Journald(cfg) => {
                 tracing::info!(source = %name, directories = ?cfg.directories, "reading the journal");
@@ -133,20 +147,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     source_shutdown.cancel();
-    while source_tasks.join_next().await.is_some() {}
-
+    // One grace period for the whole drain: sources hand over what they hold (spool readers
+    // wait for the outcomes of what they sent), sinks flush and finish their requests.
     let grace = config.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
+        while source_tasks.join_next().await.is_some() {}
         while sink_tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs_f64(),
-            "shutdown grace period over; undelivered events stay unacknowledged"
+            "shutdown grace period over; undelivered events stay unacknowledged (spooled input and journal entries are sent after restart)"
         );
         sink_cancel.cancel();
         while sink_tasks.join_next().await.is_some() {}
+        while source_tasks.join_next().await.is_some() {}
     }
     for (name, s) in &all_stats {
         tracing::info!(

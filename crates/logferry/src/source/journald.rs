@@ -8,7 +8,7 @@
 //! blocking while the sink's channel is full: the journal simply waits on disk.
 //!
 //! A second task collects batch outcomes into a [`Watermark`] and saves the cursor of the
-//! newest batch whose predecessors are all delivered (or dead-lettered), at most once a second
+//! newest batch whose predecessors are all delivered (or dead-lettered), at most every 20 ms
 //! and once more at shutdown, with write-temp + fsync + rename. After a crash, the reader resumes
 //! after that cursor: nothing is lost, and what was in flight is sent again.
 //!
@@ -28,8 +28,12 @@ use crate::ack::{AckBatch, Watermark};
 use crate::config::{JournalStart, JournaldSourceConfig};
 use crate::event::{names, Event, FieldName};
 
-/// How often the cursor file is rewritten at most.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often the cursor file is rewritten at most. Everything delivered since the last save is
+/// sent again after a crash, so this bounds duplicates (by time, not count); each save is a
+/// small write + fsync + rename.
+const SAVE_EVERY: Duration = Duration::from_millis(20);
+/// How long the reader waits for journal changes before checking for shutdown.
+const WAIT_SLICE: Duration = Duration::from_millis(500);
 /// Most entries examined per chunk, so heavy filtering still moves the cursor often.
 const SCAN_LIMIT: usize = 8 * CHUNK_EVENTS;
 
@@ -54,6 +58,28 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
             None
         }
     };
+    // Without a saved cursor, `start = "end"` (or a time) would be re-evaluated on the next
+    // start: entries written after this start but not delivered before a crash would be
+    // skipped. Save a time-only cursor for the starting point now, so a restart resumes there
+    // until the first delivered entry moves it (taken before seeking: at worst an entry or two
+    // are sent again, never skipped).
+    if saved.is_none() {
+        let since = match cfg.start {
+            JournalStart::Beginning => None,
+            JournalStart::End => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| (d.as_micros() as u64).saturating_sub(1)),
+            JournalStart::Since(usec) => Some(usec.saturating_sub(1)),
+        };
+        if let Some(t) = since {
+            let start = Cursor {
+                realtime: Some(t),
+                ..Cursor::default()
+            };
+            save(&ctx.name, &path, Some(&start)).await;
+        }
+    }
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     let (register_tx, mut registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
     let handle = tokio::runtime::Handle::current();
@@ -73,9 +99,10 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
     let mut latest: Option<Cursor> = None;
     let mut saved_at = Instant::now();
     let mut dirty = false;
-    let mut tick = tokio::time::interval(SAVE_EVERY);
     let (mut reg_open, mut out_open) = (true, true);
     while reg_open || out_open {
+        // Armed only while a newer position waits for the save interval to pass.
+        let save_due = tokio::time::Instant::from_std(saved_at + SAVE_EVERY);
         tokio::select! {
             r = registrations.recv(), if reg_open => match r {
                 Some((id, cursor)) => if let Some(c) = watermark.push(id, cursor) { latest = Some(c); dirty = true; },
@@ -85,7 +112,7 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
                 Some(o) => if let Some(c) = watermark.complete(o) { latest = Some(c); dirty = true; },
                 None => out_open = false,
             },
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(save_due), if dirty => {}
         }
         if dirty && saved_at.elapsed() >= SAVE_EVERY {
             save(&ctx.name, &path, latest.as_ref()).await;
@@ -287,6 +314,7 @@ fn read_loop(
         (None, JournalStart::End) => journal.seek_tail(),
         (None, JournalStart::Since(usec)) => journal.seek_realtime(*usec),
     }
+    tracing::info!(source = %name, files = journal.file_paths().len(), "journal opened");
     let filter = Filter::new(&cfg);
     let extra: Vec<(String, FieldName)> = cfg
         .fields
@@ -306,16 +334,37 @@ fn read_loop(
     let mut entry = Entry::new();
     let mut batch_id = 0u64;
     while !ctx.shutdown.is_cancelled() {
+        // Wait for an entry before starting a batch: an `AckBatch` that is dropped empty
+        // reports itself finished, so a batch must exist only once it has a position.
+        match journal.next_entry_into(&mut entry) {
+            Ok(true) => {}
+            Ok(false) => {
+                report_file_errors(&name, &mut journal);
+                if let Err(e) = journal.wait(WAIT_SLICE) {
+                    tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
+                    std::thread::sleep(WAIT_SLICE);
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(source = %name, "journal read error: {e}");
+                std::thread::sleep(WAIT_SLICE);
+                continue;
+            }
+        }
         batch_id += 1;
         let batch = AckBatch::new(batch_id, &outcomes);
         let mut chunk: Chunk = Vec::with_capacity(CHUNK_EVENTS);
-        let mut last: Option<Cursor> = None;
-        let mut scanned = 0;
+        let mut last = entry.cursor();
+        if filter.keep(&entry) {
+            chunk.push(to_event(&entry, &extra, &name, batch.ack()));
+        }
+        let mut scanned = 1;
         while chunk.len() < CHUNK_EVENTS && scanned < SCAN_LIMIT {
             match journal.next_entry_into(&mut entry) {
                 Ok(true) => {
                     scanned += 1;
-                    last = Some(entry.cursor());
+                    last = entry.cursor();
                     if filter.keep(&entry) {
                         chunk.push(to_event(&entry, &extra, &name, batch.ack()));
                     }
@@ -327,24 +376,21 @@ fn read_loop(
                 }
             }
         }
-        for fe in journal.take_file_errors() {
-            tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
-        }
-        let Some(cursor) = last else {
-            drop(batch);
-            batch_id -= 1;
-            if let Err(e) = journal.wait(Duration::from_millis(500)) {
-                tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            continue;
-        };
-        if register.send((batch_id, cursor)).is_err() {
+        report_file_errors(&name, &mut journal);
+        // Registered before the events leave, so the batch is known when its outcome comes
+        // (the watermark also accepts outcomes that arrive first).
+        if register.send((batch_id, last)).is_err() {
             return;
         }
         drop(batch);
         if !chunk.is_empty() && !handle.block_on(ctx.send(chunk)) {
             return;
         }
+    }
+}
+
+fn report_file_errors(name: &str, journal: &mut Journal) {
+    for fe in journal.take_file_errors() {
+        tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
     }
 }

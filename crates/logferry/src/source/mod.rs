@@ -10,6 +10,7 @@
 //!   when CloudWatch has it all).
 
 pub mod journald;
+pub mod spooled;
 pub mod stdin;
 pub mod syslog;
 

@@ -1,32 +1,63 @@
 //! The stdin source: `journalctl -o short -f | logferry run ...` and any other pipe.
 //!
 //! Input is framed like a syslog stream (a line per event, or octet-counted syslog frames,
-//! detected per frame) and parsed leniently, so plain text and syslog lines both work. At end of
-//! input the source waits until every event it read has been delivered or dead-lettered, then
-//! ends; when it was the only source, logferry then exits 0. If some event could not be
-//! delivered (shutdown came first), the source says how many batches failed.
+//! detected per frame) and parsed leniently, so plain text and syslog lines both work. With the
+//! spool (the default), lines are on disk before more is read, and at end of input the source
+//! keeps feeding the sinks until everything spooled is delivered. Without it, the source waits
+//! for the acknowledgements of what it read. Either way, when stdin was the only source,
+//! logferry exits 0 only once CloudWatch has it all.
 
 use std::sync::Arc;
 
+use logferry_spool::Spool;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::syslog::read_stream_with;
-use super::SourceContext;
+use super::syslog::{read_stream_with, Output};
+use super::{spooled, SourceContext};
 use crate::ack::{AckBatch, AckStatus};
 use crate::config::StdinSourceConfig;
 
 /// Reads standard input to its end, then waits for delivery of what was read.
-pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig) {
+pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<Spool>>) {
+    let name: Arc<str> = ctx.name.clone();
+    let mut stdin = tokio::io::stdin();
+    if let Some(spool) = spool {
+        let input_done = CancellationToken::new();
+        let reader = tokio::spawn(spooled::run_reader(
+            ctx.clone(),
+            spool.clone(),
+            input_done.clone(),
+            true,
+        ));
+        let output = Output::Spool {
+            name: name.clone(),
+            spool,
+            counters: Arc::default(),
+            shutdown: ctx.shutdown.clone(),
+        };
+        drop(ctx);
+        let events = read_stream_with(&output, &mut stdin, None, cfg.max_frame_bytes, &mut |_| {
+            None
+        })
+        .await;
+        drop(output);
+        input_done.cancel();
+        tracing::info!(source = %name, events, "end of input; delivering what is spooled");
+        let _ = reader.await;
+        return;
+    }
+
     let (tx, mut outcomes) = mpsc::unbounded_channel();
     let mut next_id = 0u64;
-    let mut stdin = tokio::io::stdin();
     let shutdown = ctx.shutdown.clone();
-    let name: Arc<str> = ctx.name.clone();
-    let events = read_stream_with(ctx, &mut stdin, None, cfg.max_frame_bytes, &mut |_| {
+    let output = Output::Direct(ctx);
+    let events = read_stream_with(&output, &mut stdin, None, cfg.max_frame_bytes, &mut |_| {
         next_id += 1;
         Some(AckBatch::new(next_id, &tx))
     })
     .await;
+    drop(output);
     drop(tx);
     tracing::info!(source = %name, events, "end of input; waiting for delivery");
     let (mut done, mut failed) = (0u64, 0u64);

@@ -14,14 +14,18 @@
 //! containers and on most servers.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
-use logferry_syslog::{datagram_frame, Framer, ParseOptions};
+use logferry_spool::Spool;
+use logferry_syslog::{datagram_frame, Frame, Framer, ParseOptions};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use tokio_util::sync::CancellationToken;
 
-use super::{syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
+use super::spooled::{append_frames, SpoolCounters};
+use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
 use crate::event::now_ms;
@@ -114,26 +118,126 @@ impl Listener {
     }
 }
 
-/// Runs the source until shutdown.
-pub async fn run(ctx: SourceContext, cfg: SyslogSourceConfig, listener: Listener) {
+/// Where a listener's frames go.
+#[derive(Clone)]
+pub enum Output {
+    /// Straight to the sinks.
+    Direct(SourceContext),
+    /// Into the disk spool, from which the spool reader feeds the sinks.
+    Spool {
+        /// The source's name.
+        name: Arc<str>,
+        /// The spool.
+        spool: Arc<Spool>,
+        /// Drops and the like.
+        counters: Arc<SpoolCounters>,
+        /// The source's shutdown token.
+        shutdown: CancellationToken,
+    },
+}
+
+impl Output {
+    fn shutdown(&self) -> &CancellationToken {
+        match self {
+            Output::Direct(ctx) => &ctx.shutdown,
+            Output::Spool { shutdown, .. } => shutdown,
+        }
+    }
+
+    fn name(&self) -> &Arc<str> {
+        match self {
+            Output::Direct(ctx) => &ctx.name,
+            Output::Spool { name, .. } => name,
+        }
+    }
+
+    /// Hands frames on; waits while the pipeline (or the spool) is full. `pushback` says
+    /// whether the transport can be paused (streams) or must not block (datagrams). Returns
+    /// false when nothing downstream is left.
+    async fn frames(
+        &self,
+        frames: Vec<(Frame, Option<Bytes>)>,
+        pushback: bool,
+        make_batch: &mut (dyn FnMut(usize) -> Option<AckBatch> + Send),
+    ) -> bool {
+        match self {
+            Output::Spool {
+                name,
+                spool,
+                counters,
+                shutdown,
+            } => append_frames(name, spool, &frames, counters, pushback, shutdown).await,
+            Output::Direct(ctx) => {
+                let opts = parse_opts();
+                let mut frames = frames.into_iter();
+                loop {
+                    let group: Vec<(Frame, Option<Bytes>)> =
+                        frames.by_ref().take(CHUNK_EVENTS).collect();
+                    if group.is_empty() {
+                        return true;
+                    }
+                    let batch = make_batch(group.len());
+                    let mut chunk: Chunk = Vec::with_capacity(group.len());
+                    for (frame, peer) in group {
+                        let ack = batch.as_ref().map(AckBatch::ack).unwrap_or_else(Ack::none);
+                        chunk.push(syslog_event(frame, peer.as_ref(), &ctx.name, &opts, ack));
+                    }
+                    if !ctx.send(chunk).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the source until shutdown. With a spool, a reader task feeds the sinks from it.
+pub async fn run(
+    ctx: SourceContext,
+    cfg: SyslogSourceConfig,
+    listener: Listener,
+    spool: Option<Arc<Spool>>,
+) {
     let max = cfg.max_frame_bytes;
+    let (output, reader) = match spool {
+        None => (Output::Direct(ctx.clone()), None),
+        Some(spool) => {
+            let reader = tokio::spawn(spooled::run_reader(
+                ctx.clone(),
+                spool.clone(),
+                CancellationToken::new(),
+                false,
+            ));
+            let output = Output::Spool {
+                name: ctx.name.clone(),
+                spool,
+                counters: Arc::default(),
+                shutdown: ctx.shutdown.clone(),
+            };
+            (output, Some(reader))
+        }
+    };
+    // The sinks drain once every sender is gone: keep none here beyond `output`.
+    drop(ctx);
+    let shutdown = output.shutdown().clone();
+    let name = output.name().clone();
     match listener {
         Listener::Tcp(l) => {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                     accepted = l.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            let ctx = ctx.clone();
+                            let out = output.clone();
                             let peer = Bytes::from(peer.to_string());
-                            conns.spawn(async move { read_stream(ctx, stream, Some(peer), max).await });
+                            conns.spawn(async move { read_stream(out, stream, Some(peer), max).await });
                         }
                         Err(e) => {
                             // EMFILE and friends: wait a little rather than spin.
-                            tracing::warn!(source = %ctx.name, "accept failed: {e}");
+                            tracing::warn!(source = %name, "accept failed: {e}");
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
                     },
@@ -146,15 +250,15 @@ pub async fn run(ctx: SourceContext, cfg: SyslogSourceConfig, listener: Listener
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                     accepted = l.accept() => match accepted {
                         Ok((stream, _)) => {
-                            let ctx = ctx.clone();
-                            conns.spawn(async move { read_stream(ctx, stream, None, max).await });
+                            let out = output.clone();
+                            conns.spawn(async move { read_stream(out, stream, None, max).await });
                         }
                         Err(e) => {
-                            tracing::warn!(source = %ctx.name, "accept failed: {e}");
+                            tracing::warn!(source = %name, "accept failed: {e}");
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
                     },
@@ -163,26 +267,32 @@ pub async fn run(ctx: SourceContext, cfg: SyslogSourceConfig, listener: Listener
             drop(l);
             while conns.join_next().await.is_some() {}
         }
-        Listener::Udp(sock) => read_datagrams(ctx, DatagramSocket::Udp(sock), max).await,
-        Listener::UnixDatagram(sock) => read_datagrams(ctx, DatagramSocket::Unix(sock), max).await,
+        Listener::Udp(sock) => read_datagrams(&output, DatagramSocket::Udp(sock), max).await,
+        Listener::UnixDatagram(sock) => {
+            read_datagrams(&output, DatagramSocket::Unix(sock), max).await
+        }
+    }
+    drop(output);
+    if let Some(reader) = reader {
+        let _ = reader.await;
     }
 }
 
-/// Reads frames from one stream connection (or stdin) until EOF or shutdown. Returns the number
-/// of events read.
+/// Reads frames from one stream connection until EOF or shutdown. Returns the number of frames
+/// read.
 pub async fn read_stream<R: AsyncRead + Unpin>(
-    ctx: SourceContext,
+    output: Output,
     mut reader: R,
     peer: Option<Bytes>,
     max_frame_bytes: usize,
 ) -> u64 {
-    read_stream_with(ctx, &mut reader, peer, max_frame_bytes, &mut |_| None).await
+    read_stream_with(&output, &mut reader, peer, max_frame_bytes, &mut |_| None).await
 }
 
 /// Like [`read_stream`], with `make_batch` giving each chunk's events an acknowledgement batch
-/// (called once per chunk, with the chunk's event count).
+/// (called once per chunk, with the chunk's event count; used without a spool only).
 pub async fn read_stream_with<R: AsyncRead + Unpin>(
-    ctx: SourceContext,
+    output: &Output,
     reader: &mut R,
     peer: Option<Bytes>,
     max_frame_bytes: usize,
@@ -192,51 +302,38 @@ pub async fn read_stream_with<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut total = 0u64;
     let mut eof = false;
+    let shutdown = output.shutdown().clone();
     while !eof {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
         let read = tokio::select! {
             r = reader.read_buf(&mut buf) => r,
-            _ = ctx.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
         };
         match read {
             Ok(0) => eof = true,
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(source = %ctx.name, "read error, closing connection: {e}");
+                tracing::debug!(source = %output.name(), "read error, closing connection: {e}");
                 eof = true;
             }
         }
-        let opts = parse_opts();
         let mut frames = Vec::new();
         while let Some(f) = framer.decode(&mut buf) {
-            frames.push(f);
+            frames.push((f, peer.clone()));
         }
         if eof {
             while let Some(f) = framer.decode_eof(&mut buf) {
-                frames.push(f);
+                frames.push((f, peer.clone()));
             }
         }
-        let mut frames = frames.into_iter();
-        loop {
-            let group: Vec<logferry_syslog::Frame> = frames.by_ref().take(CHUNK_EVENTS).collect();
-            if group.is_empty() {
-                break;
-            }
-            let batch = make_batch(group.len());
-            let mut chunk: Chunk = Vec::with_capacity(group.len());
-            for frame in group {
-                if frame.truncated_bytes > 0 {
-                    tracing::debug!(source = %ctx.name, cut = frame.truncated_bytes, "frame over max_frame_bytes truncated");
-                }
-                let ack = batch.as_ref().map(AckBatch::ack).unwrap_or_else(Ack::none);
-                chunk.push(syslog_event(frame, peer.as_ref(), &ctx.name, &opts, ack));
-            }
-            total += chunk.len() as u64;
-            if !ctx.send(chunk).await {
-                return total;
-            }
+        if frames.iter().any(|(f, _)| f.truncated_bytes > 0) {
+            tracing::debug!(source = %output.name(), "frame over max_frame_bytes truncated");
+        }
+        total += frames.len() as u64;
+        if !output.frames(frames, true, make_batch).await {
+            return total;
         }
     }
     total
@@ -263,20 +360,20 @@ impl DatagramSocket {
     }
 }
 
-async fn read_datagrams(ctx: SourceContext, sock: DatagramSocket, max_frame_bytes: usize) {
+async fn read_datagrams(output: &Output, sock: DatagramSocket, max_frame_bytes: usize) {
     let mut buf = vec![0u8; 65_536];
+    let shutdown = output.shutdown().clone();
     loop {
         tokio::select! {
             r = sock.readable() => if let Err(e) = r {
-                tracing::error!(source = %ctx.name, "socket error: {e}");
+                tracing::error!(source = %output.name(), "socket error: {e}");
                 return;
             },
-            _ = ctx.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
-        let opts = parse_opts();
-        let mut chunk: Chunk = Vec::new();
-        // Drain what is queued (up to a chunk) before sending, so bursts cost one send.
-        while chunk.len() < CHUNK_EVENTS {
+        let mut frames = Vec::new();
+        // Drain what is queued (up to a chunk) before handing on, so bursts cost one send.
+        while frames.len() < CHUNK_EVENTS {
             match sock.try_recv(&mut buf) {
                 Ok((n, peer)) => {
                     let data = Bytes::copy_from_slice(&buf[..n]);
@@ -284,23 +381,16 @@ async fn read_datagrams(ctx: SourceContext, sock: DatagramSocket, max_frame_byte
                     if frame.data.is_empty() {
                         continue;
                     }
-                    let peer = peer.map(Bytes::from);
-                    chunk.push(syslog_event(
-                        frame,
-                        peer.as_ref(),
-                        &ctx.name,
-                        &opts,
-                        Ack::none(),
-                    ));
+                    frames.push((frame, peer.map(Bytes::from)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::debug!(source = %ctx.name, "receive error: {e}");
+                    tracing::debug!(source = %output.name(), "receive error: {e}");
                     break;
                 }
             }
         }
-        if !ctx.send(chunk).await {
+        if !output.frames(frames, false, &mut |_| None).await {
             return;
         }
     }

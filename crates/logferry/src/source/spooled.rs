@@ -1,0 +1,360 @@
+//! The disk spool in front of pushed sources (syslog, stdin): what makes input that cannot be
+//! read again survive a kill -9, a crash or an hour without CloudWatch.
+//!
+//! ```text
+//!  connection tasks ──append frames──▶ spool (disk) ──next_batch──▶ reader ──events──▶ sinks
+//!                                        ▲                                              │
+//!                                        └──────────── ack ids ◀── outcomes ◀───────────┘
+//! ```
+//!
+//! A stream connection appends the frames of one read *before* reading more from its socket,
+//! so what a TCP client has handed over is on disk (page cache, fsynced on the configured
+//! policy) before the kernel takes more from it. When the spool is full under the `block`
+//! policy, appends wait for space and the connection stops reading: TCP pushes back. A datagram
+//! that cannot be queued is counted as dropped.
+//!
+//! One reader task per source turns spooled frames into events, one acknowledgement batch per
+//! spool read, and sends them on. Outcomes come back in any order; delivered (or dead-lettered)
+//! records are acknowledged to the spool, which persists its watermark and deletes finished
+//! segments. Failed batches (shutdown came first) are not acknowledged: they are delivered
+//! again, first, after a restart.
+//!
+//! A spooled record is the frame plus what parsing needs later: the arrival time (used for
+//! year inference and as the timestamp of frames that carry none, so replayed input keeps its
+//! original time), the bytes cut by truncation and the peer address.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::{BufMut, Bytes, BytesMut};
+use logferry_spool::{FsyncPolicy, FullPolicy, Spool, SpoolConfig, SpoolError};
+use logferry_syslog::{Frame, Framing, ParseOptions};
+use tokio::sync::mpsc;
+
+use super::{syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
+use crate::ack::AckBatch;
+use crate::config::{SpoolFsync, SpoolFullPolicy, SpoolSettings};
+use crate::event::now_ms;
+
+const RECORD_VERSION: u8 = 1;
+
+/// Opens (and recovers) the spool of source `name` under `data_dir/spool/NAME`.
+pub fn open(
+    data_dir: &Path,
+    name: &str,
+    settings: &SpoolSettings,
+    max_frame_bytes: usize,
+) -> anyhow::Result<Arc<Spool>> {
+    let dir = data_dir.join("spool").join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cfg = SpoolConfig {
+        max_bytes: settings.max_bytes,
+        fsync: match settings.fsync {
+            SpoolFsync::Always => FsyncPolicy::Always,
+            SpoolFsync::Interval => FsyncPolicy::Interval(Duration::from_millis(100)),
+        },
+        full_policy: match settings.full_policy {
+            SpoolFullPolicy::Block => FullPolicy::Block,
+            SpoolFullPolicy::DropOldest => FullPolicy::DropOldest,
+        },
+        max_record_bytes: u32::try_from(max_frame_bytes + 4096).unwrap_or(u32::MAX),
+        // Enough for the reader to keep up from memory, small enough for a tight RSS.
+        memory_tail_bytes: 4 << 20,
+        ..SpoolConfig::default()
+    };
+    let (spool, events) =
+        Spool::open(&dir, cfg).with_context(|| format!("opening the spool {}", dir.display()))?;
+    for e in events {
+        if e.is_data_loss() {
+            tracing::error!(source = name, "spool recovery: {e}");
+        } else {
+            tracing::warn!(source = name, "spool recovery: {e}");
+        }
+    }
+    let stats = spool.stats();
+    if stats.records_pending > 0 {
+        tracing::info!(
+            source = name,
+            pending = stats.records_pending,
+            "spooled events from a previous run will be sent first"
+        );
+    }
+    Ok(Arc::new(spool))
+}
+
+/// Encodes a frame as a spool record.
+pub fn encode(frame: &Frame, peer: Option<&Bytes>, received_ms: i64, out: &mut BytesMut) {
+    let peer = peer
+        .map(|p| &p[..p.len().min(u16::MAX as usize)])
+        .unwrap_or(&[]);
+    out.reserve(1 + 8 + 8 + 2 + peer.len() + frame.data.len());
+    out.put_u8(RECORD_VERSION);
+    out.put_i64_le(received_ms);
+    out.put_u64_le(frame.truncated_bytes);
+    out.put_u16_le(peer.len() as u16);
+    out.put_slice(peer);
+    out.put_slice(&frame.data);
+}
+
+/// Decodes a spool record: (frame, peer, received_ms). `None` for a record this version does
+/// not understand (it is then delivered as raw text rather than lost).
+pub fn decode(record: &Bytes) -> Option<(Frame, Option<Bytes>, i64)> {
+    let b = record.as_ref();
+    if b.len() < 19 || b[0] != RECORD_VERSION {
+        return None;
+    }
+    let received_ms = i64::from_le_bytes(b[1..9].try_into().ok()?);
+    let truncated_bytes = u64::from_le_bytes(b[9..17].try_into().ok()?);
+    let peer_len = usize::from(u16::from_le_bytes(b[17..19].try_into().ok()?));
+    let data_start = 19usize.checked_add(peer_len)?;
+    if data_start > b.len() {
+        return None;
+    }
+    let peer = (peer_len > 0).then(|| record.slice(19..data_start));
+    let frame = Frame {
+        data: record.slice(data_start..),
+        truncated_bytes,
+        framing: Framing::NewlineDelimited,
+    };
+    Some((frame, peer, received_ms))
+}
+
+/// Counters of a spooled source.
+#[derive(Debug, Default)]
+pub struct SpoolCounters {
+    /// Datagrams dropped because the spool was full.
+    pub dropped_full: AtomicU64,
+    /// Records discarded by the drop_oldest policy.
+    pub dropped_oldest: AtomicU64,
+}
+
+/// Appends frames, waiting for space when the spool is full (`block`). Returns false if the
+/// spool failed for good (the caller stops reading).
+pub async fn append_frames(
+    source: &str,
+    spool: &Arc<Spool>,
+    frames: &[(Frame, Option<Bytes>)],
+    counters: &SpoolCounters,
+    wait_for_space: bool,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    if frames.is_empty() {
+        return true;
+    }
+    let received = now_ms();
+    let mut buf = BytesMut::new();
+    let mut records: Vec<Bytes> = Vec::with_capacity(frames.len());
+    for (f, peer) in frames {
+        encode(f, peer.as_ref(), received, &mut buf);
+        records.push(buf.split().freeze());
+    }
+    let mut warned = false;
+    loop {
+        match spool.append_batch(&records) {
+            Ok(outcome) => {
+                if outcome.dropped_records > 0 {
+                    counters
+                        .dropped_oldest
+                        .fetch_add(outcome.dropped_records, Ordering::Relaxed);
+                    tracing::warn!(
+                        source,
+                        dropped = outcome.dropped_records,
+                        "spool full: dropped the oldest undelivered records (spool_full_policy = \"drop_oldest\")"
+                    );
+                }
+                return true;
+            }
+            Err(e) if e.is_full() && wait_for_space => {
+                if !warned {
+                    tracing::warn!(
+                        source,
+                        "spool full ({e}); input paused until space frees up"
+                    );
+                    warned = true;
+                }
+                if shutdown.is_cancelled() {
+                    // Stopping while full: these frames (at most one read) were not spooled.
+                    tracing::error!(
+                        source,
+                        lost = frames.len(),
+                        "shutdown while the spool is full: frames not spooled"
+                    );
+                    return false;
+                }
+                let space = spool.space_notify();
+                let _ = tokio::time::timeout(Duration::from_millis(500), space.notified()).await;
+            }
+            Err(e) if e.is_full() => {
+                counters
+                    .dropped_full
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    source,
+                    dropped = frames.len(),
+                    "spool full ({e}): datagrams dropped"
+                );
+                return true;
+            }
+            Err(e @ SpoolError::RecordTooLarge { .. })
+            | Err(e @ SpoolError::BatchTooLarge { .. }) => {
+                tracing::error!(source, "cannot spool frames: {e}");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(source, "spool write failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Reads the spool and feeds the sinks until shutdown (or, with `until_empty`, until the input
+/// has ended and everything spooled is delivered). Then waits for the outcomes of what it sent,
+/// acknowledges them, and closes the spool cleanly.
+pub async fn run_reader(
+    ctx: SourceContext,
+    spool: Arc<Spool>,
+    input_done: tokio_util::sync::CancellationToken,
+    until_empty: bool,
+) {
+    let (tx, mut outcomes) = mpsc::unbounded_channel::<crate::ack::BatchOutcome>();
+    let in_flight: Arc<std::sync::Mutex<HashMap<u64, Vec<u64>>>> = Arc::default();
+    let acker = {
+        let spool = spool.clone();
+        let in_flight = in_flight.clone();
+        tokio::spawn(async move {
+            while let Some(o) = outcomes.recv().await {
+                let ids = in_flight
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&o.batch_id));
+                if let (Some(ids), true) = (ids, o.status.is_final()) {
+                    spool.ack_many(&ids);
+                }
+            }
+        })
+    };
+    let data = spool.data_notify();
+    let mut batch_id = 0u64;
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            // On SIGTERM stop taking from the spool: what is left stays on disk for next time.
+            break;
+        }
+        let records = match spool.next_batch(CHUNK_EVENTS, 4 << 20) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(source = %ctx.name, "spool read failed: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            if until_empty && input_done.is_cancelled() && spool.stats().records_pending == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = data.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = ctx.shutdown.cancelled() => {}
+            }
+            continue;
+        }
+        batch_id += 1;
+        let batch = AckBatch::new(batch_id, &tx);
+        let mut ids = Vec::with_capacity(records.len());
+        let mut chunk: Chunk = Vec::with_capacity(records.len());
+        for rec in records {
+            ids.push(rec.id);
+            let (frame, peer, received) = decode(&rec.payload).unwrap_or_else(|| {
+                (
+                    Frame {
+                        data: rec.payload.clone(),
+                        truncated_bytes: 0,
+                        framing: Framing::NewlineDelimited,
+                    },
+                    None,
+                    rec.appended_ms as i64,
+                )
+            });
+            let opts = ParseOptions {
+                now_unix_ms: received,
+                local_utc_offset_secs: 0,
+            };
+            chunk.push(syslog_event(
+                frame,
+                peer.as_ref(),
+                &ctx.name,
+                &opts,
+                batch.ack(),
+            ));
+        }
+        if let Ok(mut m) = in_flight.lock() {
+            m.insert(batch_id, ids);
+        }
+        drop(batch);
+        if !ctx.send(chunk).await {
+            break;
+        }
+    }
+    // Let the sinks drain: they finish once every source has dropped its senders.
+    drop(ctx);
+    drop(tx);
+    let _ = acker.await;
+    let spool = Arc::try_unwrap(spool);
+    match spool {
+        Ok(s) => {
+            if let Err(e) = s.close() {
+                tracing::error!("closing the spool: {e}");
+            }
+        }
+        Err(s) => {
+            if let Err(e) = s.flush() {
+                tracing::error!("flushing the spool: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let frame = Frame {
+            data: Bytes::from_static(b"<13>Nov 25 16:20:39 h app: hi"),
+            truncated_bytes: 7,
+            framing: Framing::OctetCounted,
+        };
+        let peer = Bytes::from_static(b"127.0.0.1:5000");
+        let mut buf = BytesMut::new();
+        encode(&frame, Some(&peer), 1234, &mut buf);
+        let rec = buf.freeze();
+        let (f, p, t) = decode(&rec).expect("decodes");
+        assert_eq!(f.data, frame.data);
+        assert_eq!(f.truncated_bytes, 7);
+        assert_eq!(p.as_deref(), Some(&b"127.0.0.1:5000"[..]));
+        assert_eq!(t, 1234);
+        let mut buf = BytesMut::new();
+        encode(&frame, None, 5, &mut buf);
+        assert_eq!(decode(&buf.freeze()).expect("decodes").1, None);
+    }
+
+    #[test]
+    fn damaged_records_are_refused_not_panicked_on() {
+        for len in 0..40 {
+            let junk = Bytes::from(vec![1u8; len]);
+            let _ = decode(&junk);
+        }
+        let mut bad = vec![1u8; 19];
+        bad[17] = 0xff;
+        bad[18] = 0xff;
+        assert!(decode(&Bytes::from(bad)).is_none());
+        assert!(decode(&Bytes::from_static(b"\x02xxxxxxxxxxxxxxxxxxxxxxx")).is_none());
+    }
+}

@@ -235,7 +235,8 @@ fn to_event(
         ("_TRANSPORT", "transport"),
     ];
     let message = e.field("MESSAGE").unwrap_or_default();
-    let pid = e.field("SYSLOG_PID").or_else(|| e.field("_PID"));
+    // As `journalctl -o short` does: the trusted `_PID` first, then the one the sender claims.
+    let pid = e.field("_PID").or_else(|| e.field("SYSLOG_PID"));
     let ident = e.field("SYSLOG_IDENTIFIER").or_else(|| e.field("_COMM"));
     let mut buf: Vec<u8> = Vec::with_capacity(message.len() + 128);
     let mut spans: Vec<(FieldName, usize, usize)> = Vec::with_capacity(8);

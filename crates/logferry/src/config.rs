@@ -80,6 +80,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long a SIGTERM/SIGINT may take to flush what is held.
     pub shutdown_grace: Duration,
+    /// An event held this long makes `/ready` (and, with CloudWatch answering, `/health`) fail.
+    pub health_stuck_after: Duration,
     /// Sources by name, in file order.
     pub sources: Vec<(String, SourceConfig)>,
     /// Sinks by name, in file order.
@@ -129,6 +131,8 @@ pub struct JournaldSourceConfig {
     pub fields: Vec<String>,
     /// Strip the leading `_` of trusted fields in `fields`.
     pub strip_underscores: bool,
+    /// Never save the cursor (`logferry tail`).
+    pub dry_run: bool,
 }
 
 /// Where a syslog source listens.
@@ -312,6 +316,8 @@ struct RawRoot {
     data_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_duration_opt")]
     shutdown_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    health_stuck_after: Option<Duration>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -695,6 +701,7 @@ pub fn parse(
         path: path.to_path_buf(),
         data_dir,
         shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(25)),
+        health_stuck_after: raw.health_stuck_after.unwrap_or(Duration::from_secs(300)),
         sources,
         sinks,
     })
@@ -897,6 +904,7 @@ fn journald_config(ctx: &mut Ctx<'_>, name: &str, raw: RawJournald) -> Option<So
         matches,
         fields: raw.fields,
         strip_underscores: raw.strip_underscores.unwrap_or(true),
+        dry_run: false,
     }))
 }
 

@@ -12,9 +12,11 @@
 //! - [`runtime`]: wiring it together, signals and the shutdown grace period.
 
 pub mod ack;
+pub mod commands;
 pub mod config;
 pub mod event;
 pub mod format;
+pub mod metrics;
 pub mod runtime;
 pub mod sink;
 pub mod source;

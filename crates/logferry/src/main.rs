@@ -1,4 +1,4 @@
-//! The `logferry` command line: `run`, `validate`.
+//! The `logferry` command line: `run`, `validate`, `check`, `tail`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,33 @@ enum Command {
         /// The config file.
         #[arg(long, short, env = "LOGFERRY_CONFIG")]
         config: PathBuf,
+        /// Serve /metrics, /health and /ready here ("off" to disable).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9880",
+            env = "LOGFERRY_METRICS_ADDRESS"
+        )]
+        metrics_address: String,
+    },
+    /// Check that this host can ship: config, data_dir, journal access, region, credentials
+    /// (which provider, never the secret), the CloudWatch endpoint and log group.
+    Check {
+        /// The config file.
+        #[arg(long, short, env = "LOGFERRY_CONFIG")]
+        config: PathBuf,
+        /// Also put one event into a throwaway stream to prove write permission.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Print the events that would be shipped, as they would be sent; sends nothing, moves no
+    /// cursor.
+    Tail {
+        /// The config file.
+        #[arg(long, short, env = "LOGFERRY_CONFIG")]
+        config: PathBuf,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Check a config file; print every problem as FILE:LINE: key: what is wrong.
     Validate {
@@ -60,6 +87,17 @@ fn init_logging(format: Option<LogFormat>) {
     }
 }
 
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("logferry: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -73,7 +111,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Check { config, write } => {
+            let config = match logferry::config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    println!("FAIL  config:\n{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            match tokio_runtime() {
+                Ok(rt) => match rt.block_on(logferry::commands::check(&config, write)) {
+                    0 => ExitCode::SUCCESS,
+                    _ => ExitCode::FAILURE,
+                },
+                Err(code) => code,
+            }
+        }
+        Command::Tail { config, source } => {
             init_logging(cli.log_format);
             let config = match logferry::config::load(&config) {
                 Ok(c) => c,
@@ -82,18 +136,38 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("logferry: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
+            match tokio_runtime() {
+                Ok(rt) => match rt.block_on(logferry::commands::tail(&config, source.as_deref())) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("logferry: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(code) => code,
+            }
+        }
+        Command::Run {
+            config,
+            metrics_address,
+        } => {
+            let opts = logferry::runtime::RunOptions {
+                metrics_address: (!metrics_address.is_empty() && metrics_address != "off")
+                    .then_some(metrics_address),
+            };
+            init_logging(cli.log_format);
+            let config = match logferry::config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(logferry::runtime::run(config)) {
+            let runtime = match tokio_runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(logferry::runtime::run(config, opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

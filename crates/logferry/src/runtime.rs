@@ -10,6 +10,11 @@
 //!
 //! Everything that can fail at start (a port in use, a bad name once `{hostname}` is known, no
 //! region) fails before any input is accepted.
+//!
+//! SIGHUP reloads: the new file is validated first (a bad one is logged and ignored, the running
+//! pipeline untouched); a good one stops the pipeline the same careful way (cursors saved,
+//! spools closed, nothing acknowledged that was not delivered) and starts a new one from it. If
+//! the new one cannot start (a port taken, say), the old config is started again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::metrics::{self, Registry, SourceEntry, SourceStats};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
 use crate::sink::{client, request::LogLimiter, CloudWatchSink, Shared};
@@ -28,8 +34,75 @@ use crate::source::{self, Chunk, SourceContext};
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
 const SINK_CHANNEL_CHUNKS: usize = 16;
 
-/// Runs the pipeline described by `config` until a signal, or until every source has ended.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Process-wide settings that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where `/metrics`, `/health` and `/ready` are served (None: not at all).
+    pub metrics_address: Option<String>,
+}
+
+/// Why a pipeline ended.
+enum Ended {
+    /// SIGTERM/SIGINT or all sources finished: exit.
+    Stop,
+    /// SIGHUP with a valid new config.
+    Reload(Box<Config>),
+}
+
+/// The registry the metrics endpoint reads; replaced by each pipeline.
+type RegistrySlot = Arc<std::sync::Mutex<Arc<Registry>>>;
+
+fn empty_registry(config: &Config) -> Arc<Registry> {
+    Arc::new(Registry {
+        sources: Vec::new(),
+        sinks: Vec::new(),
+        stuck_after: config.health_stuck_after,
+    })
+}
+
+/// Runs logferry until SIGTERM/SIGINT, or until every source has ended; reloads on SIGHUP.
+pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    let slot: RegistrySlot = Arc::new(std::sync::Mutex::new(empty_registry(&config)));
+    let metrics_stop = CancellationToken::new();
+    if let Some(addr) = &opts.metrics_address {
+        let listener = metrics::bind(addr).await?;
+        tracing::info!(address = %addr, "serving /metrics, /health and /ready");
+        let slot = slot.clone();
+        let stop = metrics_stop.clone();
+        tokio::spawn(async move { metrics::serve(listener, slot, stop).await });
+    }
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let mut config = config;
+    let mut previous: Option<Config> = None;
+    let result = loop {
+        match run_pipeline(&config, &slot, &mut sighup).await {
+            Ok(Ended::Stop) => break Ok(()),
+            Ok(Ended::Reload(new)) => {
+                previous = Some(std::mem::replace(&mut config, *new));
+                tracing::info!(config = %config.path.display(), "configuration reloaded");
+            }
+            Err(e) => match previous.take() {
+                Some(old) => {
+                    tracing::error!("the new configuration failed to start ({e:#}); going back to the previous one");
+                    config = old;
+                }
+                None => break Err(e),
+            },
+        }
+        if let Ok(mut g) = slot.lock() {
+            *g = empty_registry(&config);
+        }
+    };
+    metrics_stop.cancel();
+    result
+}
+
+async fn run_pipeline(
+    config: &Config,
+    slot: &RegistrySlot,
+    sighup: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<Ended> {
     let sink_cancel = CancellationToken::new();
     let source_shutdown = CancellationToken::new();
     let mut sink_tasks = JoinSet::new();
@@ -61,6 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel: sink_cancel.clone(),
             name: name.clone(),
             log_limiter: LogLimiter::default(),
+            in_flight_since: Default::default(),
         });
         tracing::info!(
             sink = %name,
@@ -77,17 +151,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut source_tasks = JoinSet::new();
+    let mut registry_sources = Vec::new();
     for (name, source) in &config.sources {
         let outputs = sink_inputs
             .iter()
             .filter(|(inputs, _)| inputs.contains(name))
             .map(|(_, tx)| tx.clone())
             .collect();
+        let stats = Arc::new(SourceStats::default());
         let ctx = SourceContext {
             name: name.as_str().into(),
             outputs,
             shutdown: source_shutdown.clone(),
+            stats: stats.clone(),
         };
+        let mut spool_handle = None;
         match source {
             SourceConfig::Syslog(cfg) => {
                 let spool = match &cfg.spool {
@@ -101,6 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("source `{name}`"))?;
                 tracing::info!(source = %name, address = %listener.local_addr(), spool = spool.is_some(), "listening");
+                spool_handle = spool.clone();
                 source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, spool));
             }
             SourceConfig::Stdin(cfg) => {
@@ -111,6 +190,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     ),
                     None => None,
                 };
+                spool_handle = spool.clone();
                 source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool));
             }
             SourceConfig::Journald(cfg) => {
@@ -122,17 +202,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ));
             }
         }
+        registry_sources.push(SourceEntry {
+            name: name.clone(),
+            kind: match source {
+                SourceConfig::Syslog(_) => "syslog",
+                SourceConfig::Stdin(_) => "stdin",
+                SourceConfig::Journald(_) => "journald",
+            },
+            stats,
+            spool: spool_handle,
+        });
+    }
+    if let Ok(mut g) = slot.lock() {
+        *g = Arc::new(Registry {
+            sources: registry_sources,
+            sinks: all_stats.clone(),
+            stuck_after: config.health_stuck_after,
+        });
     }
     drop(sink_inputs);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut ended = Ended::Stop;
     loop {
         tokio::select! {
             _ = sigterm.recv() => {
                 tracing::info!("SIGTERM: stopping sources, flushing");
                 break;
             }
+            _ = sighup.recv() => match crate::config::load(&config.path) {
+                Ok(new) => {
+                    tracing::info!("SIGHUP: new configuration is valid; restarting the pipeline with it");
+                    ended = Ended::Reload(Box::new(new));
+                    break;
+                }
+                Err(errors) => {
+                    tracing::error!("SIGHUP: the configuration file has errors; keeping the running one:\n{errors}");
+                }
+            },
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("SIGINT: stopping sources, flushing");
                 break;
@@ -178,5 +286,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "sink summary"
         );
     }
-    Ok(())
+    // Release the spools (their locks) before a reloaded pipeline opens them again.
+    if let Ok(mut g) = slot.lock() {
+        *g = empty_registry(config);
+    }
+    Ok(ended)
 }

@@ -61,6 +61,8 @@ pub struct Shared {
     pub name: String,
     /// Rate limiting of repeated warnings.
     pub log_limiter: request::LogLimiter,
+    /// Requests in flight and when each was dispatched, for the oldest-unsent-event age.
+    pub in_flight_since: std::sync::Mutex<std::collections::BTreeMap<u64, Instant>>,
 }
 
 struct StreamState {
@@ -83,6 +85,7 @@ pub struct CloudWatchSink {
     group_buf: String,
     stream_buf: String,
     rejected: Vec<(Pending, Reason)>,
+    request_seq: u64,
 }
 
 impl CloudWatchSink {
@@ -100,6 +103,7 @@ impl CloudWatchSink {
             group_buf: String::new(),
             stream_buf: String::new(),
             rejected: Vec::new(),
+            request_seq: 0,
         }
     }
 
@@ -242,9 +246,17 @@ impl CloudWatchSink {
         let stream_permit = acquire(slots, &mut self.tasks).await;
         let global_permit = acquire(self.global_slots.clone(), &mut self.tasks).await;
         let shared = self.shared.clone();
+        self.request_seq += 1;
+        let seq = self.request_seq;
+        if let Ok(mut m) = shared.in_flight_since.lock() {
+            m.insert(seq, Instant::now());
+        }
         self.tasks.spawn(async move {
             let _permits = (stream_permit, global_permit);
             request::deliver(&shared, &group, &stream, request).await;
+            if let Ok(mut m) = shared.in_flight_since.lock() {
+                m.remove(&seq);
+            }
         });
     }
 
@@ -271,6 +283,24 @@ impl CloudWatchSink {
         for key in due {
             self.flush_stream(&key).await;
         }
+        let oldest_building = self
+            .streams
+            .values()
+            .filter_map(|s| s.builder.opened())
+            .map(|t| now.duration_since(t))
+            .max()
+            .unwrap_or_default();
+        let oldest_in_flight = self
+            .shared
+            .in_flight_since
+            .lock()
+            .ok()
+            .and_then(|m| m.values().next().map(|t| now.duration_since(*t)))
+            .unwrap_or_default();
+        self.shared.stats.oldest_held_age_ms.store(
+            oldest_building.max(oldest_in_flight).as_millis() as u64,
+            Ordering::Relaxed,
+        );
         let stream_concurrency = self.shared.config.stream_concurrency;
         self.streams.retain(|_, s| {
             !(s.builder.is_empty()

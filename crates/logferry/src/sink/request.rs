@@ -131,6 +131,11 @@ where
     }
 }
 
+/// An SDK error and its causes on one line, for operators (no secrets: see [`error_chain`]).
+pub fn describe_error(err: &dyn std::error::Error) -> String {
+    error_chain(err)
+}
+
 /// The error and its causes on one line. The SDK's errors never include secrets (it redacts
 /// credentials in its Debug/Display output), and we print only Display.
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -367,10 +372,27 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                     req.headers_mut().insert("content-length", len.to_string());
                 })
                 .send();
+            let started = std::time::Instant::now();
             let result = tokio::select! {
                 r = call => r,
                 _ = shared.cancel.cancelled() => return,
             };
+            stats.observe_latency(started.elapsed());
+            let answered = match &result {
+                Ok(_) => {
+                    stats
+                        .last_success_ms
+                        .store(crate::event::now_ms(), Ordering::Relaxed);
+                    true
+                }
+                Err(SdkError::ServiceError(_)) => true,
+                Err(_) => false,
+            };
+            if answered {
+                stats
+                    .last_answer_ms
+                    .store(crate::event::now_ms(), Ordering::Relaxed);
+            }
             let failure = match result {
                 Ok(out) => {
                     let info = out.rejected_log_events_info();
@@ -409,6 +431,7 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                             other => ("create", format!("{other:?}")),
                         };
                         let wait = backoff(attempt, shared.config.max_backoff);
+                        stats.set_error(&format!("creating the log stream ({kind}): {detail}"));
                         warn_retry(
                             shared,
                             "creating the log stream",
@@ -469,6 +492,7 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                         stats.ambiguous_resends.fetch_add(1, Ordering::Relaxed);
                     }
                     let wait = backoff(attempt, shared.config.max_backoff);
+                    stats.set_error(&format!("PutLogEvents {kind}: {detail}"));
                     warn_retry(shared, "PutLogEvents", group, stream, kind, &detail, wait);
                     attempt += 1;
                     if !sleep_or_cancel(shared, wait).await {

@@ -5,7 +5,9 @@
 //! held`. Plain atomics, updated per request rather than per event where possible, so keeping
 //! the books costs nothing measurable. The metrics endpoint and the shutdown summary read them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use super::dead_letter::Reason;
 
@@ -45,7 +47,24 @@ pub struct SinkStats {
     pub streams_created: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
+    /// Age of the oldest event the sink holds, in ms (0 when none), refreshed every tick.
+    pub oldest_held_age_ms: AtomicU64,
+    /// When CloudWatch last accepted a request (Unix ms; 0 = never).
+    pub last_success_ms: AtomicI64,
+    /// When CloudWatch last answered anything, success or error (Unix ms; 0 = never).
+    pub last_answer_ms: AtomicI64,
+    /// PutLogEvents latency histogram (cumulative buckets of [`LATENCY_BUCKETS`]).
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Sum of PutLogEvents latencies, µs.
+    pub latency_sum_us: AtomicU64,
+    /// PutLogEvents calls timed.
+    pub latency_count: AtomicU64,
+    /// The last failure, for health reports (never contains credentials).
+    pub last_error: Mutex<String>,
 }
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl SinkStats {
     /// Adds to a dead-letter counter.
@@ -57,6 +76,27 @@ impl SinkStats {
             Reason::InvalidParameter => &self.dead_invalid,
         };
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one PutLogEvents call's latency.
+    pub fn observe_latency(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Remembers the last failure.
+    pub fn set_error(&self, e: &str) {
+        if let Ok(mut g) = self.last_error.lock() {
+            g.clear();
+            g.push_str(e);
+        }
     }
 
     /// All dead-lettered events.

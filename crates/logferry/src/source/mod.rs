@@ -14,6 +14,7 @@ pub mod spooled;
 pub mod stdin;
 pub mod syslog;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,6 +40,8 @@ pub struct SourceContext {
     pub outputs: Vec<mpsc::Sender<Chunk>>,
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
+    /// The source's counters (for metrics).
+    pub stats: Arc<crate::metrics::SourceStats>,
 }
 
 impl SourceContext {
@@ -48,6 +51,17 @@ impl SourceContext {
         if chunk.is_empty() {
             return true;
         }
+        let (mut bytes, mut truncated, mut newest) = (0u64, 0u64, 0i64);
+        for e in &chunk {
+            bytes += e.message.len() as u64;
+            truncated += u64::from(e.truncated_bytes > 0);
+            newest = newest.max(e.timestamp_ms);
+        }
+        let st = &self.stats;
+        st.events.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        st.bytes.fetch_add(bytes, Ordering::Relaxed);
+        st.truncated.fetch_add(truncated, Ordering::Relaxed);
+        st.last_event_ms.fetch_max(newest, Ordering::Relaxed);
         let mut alive = false;
         let last = self.outputs.len().saturating_sub(1);
         let mut chunk = Some(chunk);

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use super::{syslog_event, Chunk, SourceContext};
 use crate::ack::AckBatch;
 use crate::config::{SpoolFsync, SpoolFullPolicy, SpoolSettings};
 use crate::event::now_ms;
+use crate::metrics::SourceStats;
 
 const RECORD_VERSION: u8 = 1;
 
@@ -132,22 +133,13 @@ pub fn decode(record: &Bytes) -> Option<(Frame, Option<Bytes>, i64)> {
     Some((frame, peer, received_ms))
 }
 
-/// Counters of a spooled source.
-#[derive(Debug, Default)]
-pub struct SpoolCounters {
-    /// Datagrams dropped because the spool was full.
-    pub dropped_full: AtomicU64,
-    /// Records discarded by the drop_oldest policy.
-    pub dropped_oldest: AtomicU64,
-}
-
 /// Appends frames, waiting for space when the spool is full (`block`). Returns false if the
 /// spool failed for good (the caller stops reading).
 pub async fn append_frames(
     source: &str,
     spool: &Arc<Spool>,
     frames: &[(Frame, Option<Bytes>)],
-    counters: &SpoolCounters,
+    counters: &SourceStats,
     wait_for_space: bool,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
@@ -167,7 +159,7 @@ pub async fn append_frames(
             Ok(outcome) => {
                 if outcome.dropped_records > 0 {
                     counters
-                        .dropped_oldest
+                        .dropped_spool_oldest
                         .fetch_add(outcome.dropped_records, Ordering::Relaxed);
                     tracing::warn!(
                         source,
@@ -199,7 +191,7 @@ pub async fn append_frames(
             }
             Err(e) if e.is_full() => {
                 counters
-                    .dropped_full
+                    .dropped_spool_full
                     .fetch_add(frames.len() as u64, Ordering::Relaxed);
                 tracing::warn!(
                     source,

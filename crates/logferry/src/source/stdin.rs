@@ -33,7 +33,7 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
         let output = Output::Spool {
             name: name.clone(),
             spool,
-            counters: Arc::default(),
+            counters: ctx.stats.clone(),
             shutdown: ctx.shutdown.clone(),
         };
         drop(ctx);

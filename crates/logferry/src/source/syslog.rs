@@ -24,11 +24,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use super::spooled::{append_frames, SpoolCounters};
+use super::spooled::append_frames;
 use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
 use crate::event::now_ms;
+use crate::metrics::SourceStats;
 
 const READ_CHUNK: usize = 64 * 1024;
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
@@ -129,8 +130,8 @@ pub enum Output {
         name: Arc<str>,
         /// The spool.
         spool: Arc<Spool>,
-        /// Drops and the like.
-        counters: Arc<SpoolCounters>,
+        /// The source's counters (spool drops).
+        counters: Arc<SourceStats>,
         /// The source's shutdown token.
         shutdown: CancellationToken,
     },
@@ -211,7 +212,7 @@ pub async fn run(
             let output = Output::Spool {
                 name: ctx.name.clone(),
                 spool,
-                counters: Arc::default(),
+                counters: ctx.stats.clone(),
                 shutdown: ctx.shutdown.clone(),
             };
             (output, Some(reader))

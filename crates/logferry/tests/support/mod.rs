@@ -55,7 +55,9 @@ pub fn aws_env(cmd: &mut Command) {
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("LOGFERRY_LOG_GROUP")
         .env_remove("LOGFERRY_LOG_STREAM")
-        .env("LOGFERRY_LOG", "info,logferry=debug");
+        .env("LOGFERRY_LOG", "info,logferry=debug")
+        // Tests run in parallel: no fixed metrics port unless a test asks for one.
+        .env("LOGFERRY_METRICS_ADDRESS", "off");
 }
 
 impl Logferry {
@@ -181,6 +183,23 @@ impl Drop for Logferry {
 pub fn tcp_send(port: u16, data: &[u8]) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.write_all(data).expect("send");
+}
+
+/// GET `path` from a plain-HTTP server at `addr`: (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
 
 /// Runs a command, asserting success.

@@ -1,0 +1,485 @@
+//! Metrics and health over HTTP: `/metrics` (Prometheus text format), `/health`, `/ready`.
+//!
+//! The counters are the plain atomics the pipeline already keeps for its books
+//! ([`SinkStats`], [`SourceStats`], the spool's own statistics); this module only renders them.
+//! Writing the text format by hand (a few dozen lines) avoids a metrics registry in the hot
+//! path and keeps label values under our control: they are config names, never event data or
+//! credentials.
+//!
+//! Health:
+//! - `/ready` answers 503 while any sink holds an event older than `stuck_after`, whatever the
+//!   cause (CloudWatch unreachable, throttling, a stuck request), with the reason.
+//! - `/health` (liveness) answers 503 only when that happens *while CloudWatch answers*: the
+//!   agent is stuck although the service is there, which a restart may cure. When CloudWatch is
+//!   unreachable a restart cannot help, so liveness stays green and readiness says why.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use logferry_spool::Spool;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::now_ms;
+use crate::sink::stats::{SinkStats, LATENCY_BUCKETS};
+
+/// Counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Events read.
+    pub events: AtomicU64,
+    /// Message bytes read.
+    pub bytes: AtomicU64,
+    /// Events truncated to `max_frame_bytes`.
+    pub truncated: AtomicU64,
+    /// Datagrams dropped because the spool was full.
+    pub dropped_spool_full: AtomicU64,
+    /// Records dropped by the spool's drop_oldest policy.
+    pub dropped_spool_oldest: AtomicU64,
+    /// Timestamp (Unix ms) of the newest event read; for the journal, how far behind it is.
+    pub last_event_ms: AtomicI64,
+}
+
+/// One source as the registry sees it.
+pub struct SourceEntry {
+    /// Config name.
+    pub name: String,
+    /// `syslog`, `stdin`, `journald`.
+    pub kind: &'static str,
+    /// Its counters.
+    pub stats: Arc<SourceStats>,
+    /// Its spool, if any.
+    pub spool: Option<Arc<Spool>>,
+}
+
+/// Everything `/metrics` and the health endpoints read.
+pub struct Registry {
+    /// Sources.
+    pub sources: Vec<SourceEntry>,
+    /// Sinks by name.
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+    /// An event held longer than this makes the pipeline unready (and, with CloudWatch
+    /// answering, unhealthy).
+    pub stuck_after: Duration,
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Text(String);
+
+impl Text {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn line(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+impl Registry {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut t = Text(String::with_capacity(8192));
+        let now = now_ms();
+        t.header(
+            "logferry_build_info",
+            "gauge",
+            "Version of the running logferry.",
+        );
+        t.line(
+            "logferry_build_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+            1,
+        );
+        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        type SourceCounter = fn(&SourceStats) -> &AtomicU64;
+        let source_counters: [(&str, &str, SourceCounter); 3] = [
+            (
+                "logferry_source_events_total",
+                "Events read by a source.",
+                |s| &s.events,
+            ),
+            (
+                "logferry_source_bytes_total",
+                "Message bytes read by a source.",
+                |s| &s.bytes,
+            ),
+            (
+                "logferry_source_truncated_total",
+                "Events truncated to max_frame_bytes (kept, flagged).",
+                |s| &s.truncated,
+            ),
+        ];
+        for (name, help, get) in source_counters {
+            t.header(name, "counter", help);
+            for e in &self.sources {
+                t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
+            }
+        }
+        t.header(
+            "logferry_source_dropped_total",
+            "counter",
+            "Events a source dropped, by reason (only by configured policy).",
+        );
+        for e in &self.sources {
+            for (reason, c) in [
+                ("spool_full", &e.stats.dropped_spool_full),
+                ("spool_drop_oldest", &e.stats.dropped_spool_oldest),
+            ] {
+                t.line(
+                    "logferry_source_dropped_total",
+                    &format!("{},reason=\"{reason}\"", src(e)),
+                    c.load(Ordering::Relaxed),
+                );
+            }
+        }
+        t.header(
+            "logferry_source_lag_seconds",
+            "gauge",
+            "Age of the newest event a source has read (journal: how far behind its tail).",
+        );
+        for e in &self.sources {
+            let last = e.stats.last_event_ms.load(Ordering::Relaxed);
+            if last > 0 {
+                t.line(
+                    "logferry_source_lag_seconds",
+                    &src(e),
+                    format!("{:.3}", (now - last).max(0) as f64 / 1000.0),
+                );
+            }
+        }
+        t.header(
+            "logferry_spool_bytes",
+            "gauge",
+            "Bytes of a source's spool on disk.",
+        );
+        t.header(
+            "logferry_spool_records_pending",
+            "gauge",
+            "Spooled records not yet delivered.",
+        );
+        t.header(
+            "logferry_spool_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest undelivered spooled record.",
+        );
+        for e in &self.sources {
+            if let Some(spool) = &e.spool {
+                let st = spool.stats();
+                t.line("logferry_spool_bytes", &src(e), st.bytes_on_disk);
+                t.line(
+                    "logferry_spool_records_pending",
+                    &src(e),
+                    st.records_pending,
+                );
+                let age = st
+                    .oldest_pending_appended_ms
+                    .map(|ms| (now - ms as i64).max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                t.line(
+                    "logferry_spool_oldest_pending_seconds",
+                    &src(e),
+                    format!("{age:.3}"),
+                );
+            }
+        }
+
+        type SinkCounter = fn(&SinkStats) -> &AtomicU64;
+        let sink_counters: [(&str, &str, SinkCounter); 11] = [
+            (
+                "logferry_sink_events_received_total",
+                "Events a sink took in.",
+                |s| &s.events_received,
+            ),
+            (
+                "logferry_sink_events_delivered_total",
+                "Events CloudWatch accepted.",
+                |s| &s.events_delivered,
+            ),
+            (
+                "logferry_sink_billed_bytes_total",
+                "Bytes CloudWatch bills for ingestion (message bytes + 26 per event).",
+                |s| &s.bytes_delivered,
+            ),
+            (
+                "logferry_sink_split_parts_total",
+                "Extra parts created by splitting oversize events.",
+                |s| &s.split_parts,
+            ),
+            (
+                "logferry_sink_requests_total",
+                "PutLogEvents attempts.",
+                |s| &s.requests,
+            ),
+            (
+                "logferry_sink_retries_total",
+                "PutLogEvents attempts that were retries.",
+                |s| &s.retries,
+            ),
+            (
+                "logferry_sink_throttled_total",
+                "ThrottlingException answers.",
+                |s| &s.throttled,
+            ),
+            (
+                "logferry_sink_ambiguous_resends_total",
+                "Retries after failures CloudWatch may have ingested (possible duplicates).",
+                |s| &s.ambiguous_resends,
+            ),
+            (
+                "logferry_sink_groups_created_total",
+                "Log groups created.",
+                |s| &s.groups_created,
+            ),
+            (
+                "logferry_sink_streams_created_total",
+                "Log streams created.",
+                |s| &s.streams_created,
+            ),
+            (
+                "logferry_sink_requests_in_flight",
+                "PutLogEvents requests in flight.",
+                |s| &s.in_flight,
+            ),
+        ];
+        for (name, help, get) in sink_counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            t.header(name, kind, help);
+            for (sink, s) in &self.sinks {
+                t.line(
+                    name,
+                    &format!("sink=\"{}\"", label(sink)),
+                    get(s).load(Ordering::Relaxed),
+                );
+            }
+        }
+        t.header(
+            "logferry_sink_events_dead_lettered_total",
+            "counter",
+            "Events CloudWatch will never accept, written to the dead-letter file, by reason.",
+        );
+        t.header(
+            "logferry_sink_events_dropped_total",
+            "counter",
+            "Events dropped by explicit policy, by reason.",
+        );
+        t.header(
+            "logferry_sink_oldest_unsent_seconds",
+            "gauge",
+            "Age of the oldest event a sink holds (building or in flight).",
+        );
+        t.header(
+            "logferry_sink_put_latency_seconds",
+            "histogram",
+            "PutLogEvents latency.",
+        );
+        for (sink, s) in &self.sinks {
+            let l = format!("sink=\"{}\"", label(sink));
+            for (reason, c) in [
+                ("too_old", &s.dead_too_old),
+                ("too_new", &s.dead_too_new),
+                ("expired", &s.dead_expired),
+                ("invalid_parameter", &s.dead_invalid),
+            ] {
+                t.line(
+                    "logferry_sink_events_dead_lettered_total",
+                    &format!("{l},reason=\"{reason}\""),
+                    c.load(Ordering::Relaxed),
+                );
+            }
+            t.line(
+                "logferry_sink_events_dropped_total",
+                &format!("{l},reason=\"empty_message\""),
+                s.dropped_empty.load(Ordering::Relaxed),
+            );
+            t.line(
+                "logferry_sink_oldest_unsent_seconds",
+                &l,
+                format!(
+                    "{:.3}",
+                    s.oldest_held_age_ms.load(Ordering::Relaxed) as f64 / 1000.0
+                ),
+            );
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                t.line(
+                    "logferry_sink_put_latency_seconds_bucket",
+                    &format!("{l},le=\"{bound}\""),
+                    s.latency_buckets[i].load(Ordering::Relaxed),
+                );
+            }
+            let count = s.latency_count.load(Ordering::Relaxed);
+            t.line(
+                "logferry_sink_put_latency_seconds_bucket",
+                &format!("{l},le=\"+Inf\""),
+                count,
+            );
+            t.line(
+                "logferry_sink_put_latency_seconds_sum",
+                &l,
+                format!(
+                    "{:.6}",
+                    s.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+                ),
+            );
+            t.line("logferry_sink_put_latency_seconds_count", &l, count);
+        }
+        t.0
+    }
+
+    /// Readiness: `Err(reason)` when some sink holds an event older than `stuck_after`.
+    pub fn ready(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, s) in &self.sinks {
+            let age = Duration::from_millis(s.oldest_held_age_ms.load(Ordering::Relaxed));
+            if age > self.stuck_after {
+                let last_error = s.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                problems.push(format!(
+                    "sink {name}: oldest unsent event is {} s old (last error: {})",
+                    age.as_secs(),
+                    if last_error.is_empty() {
+                        "none"
+                    } else {
+                        &last_error
+                    }
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Liveness: `Err(reason)` when a sink is stuck although CloudWatch answers.
+    pub fn healthy(&self) -> Result<(), String> {
+        let now = now_ms();
+        let mut problems = Vec::new();
+        for (name, s) in &self.sinks {
+            let age = Duration::from_millis(s.oldest_held_age_ms.load(Ordering::Relaxed));
+            let answered = s.last_answer_ms.load(Ordering::Relaxed);
+            let reachable = answered > 0
+                && Duration::from_millis((now - answered).max(0) as u64) <= self.stuck_after;
+            if age > self.stuck_after && reachable {
+                let last_error = s.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                problems.push(format!(
+                    "sink {name}: CloudWatch answers but the oldest unsent event is {} s old (last error: {last_error})",
+                    age.as_secs()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn route(registry: &Registry, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            registry.render(),
+        ),
+        "/health" => match registry.healthy() {
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+            Err(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("unhealthy: {why}\n"),
+            ),
+        },
+        "/ready" => match registry.ready() {
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics, /health or /ready\n".into(),
+        ),
+    }
+}
+
+/// Binds the endpoint (a startup error if the address is taken).
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let a: SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--metrics-address `{addr}`: {e}"))?;
+    tokio::net::TcpListener::bind(a)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics endpoint {addr}: {e}"))
+}
+
+/// Serves until `stop` is cancelled, reading whichever registry `slot` holds at each request.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    slot: Arc<std::sync::Mutex<Arc<Registry>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("metrics endpoint accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let registry = slot.lock().map(|g| g.clone()).ok();
+                let resp = match registry {
+                    Some(r) => route(&r, &req),
+                    None => respond(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        "registry unavailable\n".into(),
+                    ),
+                };
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}

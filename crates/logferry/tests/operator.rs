@@ -1,0 +1,336 @@
+//! Operator experience, end to end: metrics scraped over HTTP, health that notices a stuck
+//! pipeline (CloudWatch held down or refusing by the fault proxy), `check`, `tail`, and SIGHUP
+//! reload.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config(port: u16, endpoint: &str, group: &str) -> String {
+    format!(
+        r#"
+data_dir = "@DATA@"
+shutdown_grace = "5s"
+health_stuck_after = "2s"
+
+[sources.in]
+type = "syslog"
+address = "tcp://127.0.0.1:{port}"
+
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["in"]
+log_group = "{group}"
+log_stream = "s"
+format = "message"
+endpoint = "{endpoint}"
+region = "us-east-1"
+batch_timeout = "100ms"
+max_backoff = "500ms"
+"#
+    )
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn with_metrics(addr: &str) -> impl FnOnce(&mut Command) + '_ {
+    move |cmd| {
+        cmd.env("LOGFERRY_METRICS_ADDRESS", addr);
+    }
+}
+
+#[test]
+fn metrics_count_what_was_shipped_and_billed() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let lf = Logferry::start_with(
+        &config(port, &moto.endpoint(), "/ops/metrics"),
+        with_metrics(&maddr),
+    );
+    lf.wait_listening(1);
+    let lines: Vec<String> = (0..100).map(|i| format!("metric line {i}")).collect();
+    let billed: usize = lines.iter().map(|l| l.len() + 26).sum();
+    tcp_send(
+        port,
+        lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    wait_events(&moto.endpoint(), "/ops/metrics", "s", 100, WAIT);
+    let mut text = String::new();
+    let ok = wait_until(WAIT, || {
+        text = http_get(&maddr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        metric(&text, "logferry_sink_events_delivered_total{sink=\"cw\"}") == Some(100.0)
+    });
+    assert!(ok, "{text}");
+    assert_eq!(
+        metric(&text, "logferry_sink_billed_bytes_total{sink=\"cw\"}"),
+        Some(billed as f64)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "logferry_source_events_total{source=\"in\",type=\"syslog\"}"
+        ),
+        Some(100.0)
+    );
+    assert!(
+        metric(
+            &text,
+            "logferry_sink_put_latency_seconds_count{sink=\"cw\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "logferry_sink_events_dead_lettered_total{sink=\"cw\",reason=\"too_old\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(metric(
+        &text,
+        "logferry_spool_records_pending{source=\"in\",type=\"syslog\"}"
+    )
+    .is_some());
+    assert!(
+        !text.contains("planted-secret"),
+        "a secret reached the metrics"
+    );
+    assert_eq!(http_get(&maddr, "/health").map(|r| r.0), Some(200));
+    assert_eq!(http_get(&maddr, "/ready").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn health_notices_a_stuck_pipeline_and_says_why() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let lf = Logferry::start_with(
+        &config(port, &proxy.endpoint(), "/ops/health"),
+        with_metrics(&maddr),
+    );
+    lf.wait_listening(1);
+    tcp_send(port, b"first\n");
+    wait_events(&moto.endpoint(), "/ops/health", "s", 1, WAIT);
+
+    // CloudWatch held down: not ready (and why); liveness stays green, a restart cannot help.
+    proxy
+        .set_faults(&serde_json::json!({"outage": true}))
+        .expect("faults");
+    tcp_send(port, b"held during the outage\n");
+    let mut ready = (0, String::new());
+    assert!(
+        wait_until(WAIT, || {
+            ready = http_get(&maddr, "/ready").unwrap_or_default();
+            ready.0 == 503
+        }),
+        "never unready: {ready:?}"
+    );
+    assert!(ready.1.contains("oldest unsent event"), "{ready:?}");
+    assert_eq!(http_get(&maddr, "/health").map(|r| r.0), Some(200));
+
+    // CloudWatch answers but refuses everything: the agent is stuck while the service is there.
+    proxy
+        .set_faults(&serde_json::json!({"throttle_pct": 100}))
+        .expect("faults");
+    let mut health = (0, String::new());
+    assert!(
+        wait_until(WAIT, || {
+            health = http_get(&maddr, "/health").unwrap_or_default();
+            health.0 == 503
+        }),
+        "never unhealthy: {health:?}\n{}",
+        lf.log()
+    );
+    assert!(
+        health.1.contains("Throttling") || health.1.contains("throttled"),
+        "{health:?}"
+    );
+
+    // Recovery: everything delivered, healthy and ready again.
+    proxy.clear_faults().expect("clear");
+    wait_events(&moto.endpoint(), "/ops/health", "s", 2, WAIT);
+    assert!(wait_until(WAIT, || http_get(&maddr, "/ready").map(|r| r.0)
+        == Some(200)));
+    assert_eq!(http_get(&maddr, "/health").map(|r| r.0), Some(200));
+}
+
+fn run_check(
+    config_text: &str,
+    args: &[&str],
+    adjust: impl FnOnce(&mut Command),
+) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        config_text.replace("@DATA@", &dir.path().join("data").display().to_string()),
+    )
+    .expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    cmd.arg("check").arg("--config").arg(&path).args(args);
+    aws_env(&mut cmd);
+    adjust(&mut cmd);
+    let out = cmd.output().expect("run check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_explains_each_failure_and_never_prints_secrets() {
+    let moto = Moto::start().expect("moto");
+    let cfg = config(free_port(), &moto.endpoint(), "/ops/check");
+
+    let (ok, out) = run_check(&cfg, &["--write"], |_| {});
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok    sink cw credentials: found, supplied by EnvironmentVariable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/ops/check does not exist yet; logferry will create it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    sink cw write: put one event in /ops/check"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("planted-secret-do-not-log") && !out.contains("AKIDTESTING"),
+        "{out}"
+    );
+
+    let (ok, out) = run_check(&cfg, &[], |cmd| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_CONFIG_FILE", "/nonexistent/config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  sink cw credentials"), "{out}");
+    assert!(out.contains("fix: set AWS_ACCESS_KEY_ID"), "{out}");
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (ok, out) = run_check(&config(free_port(), &dead, "/ops/check"), &[], |_| {});
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  sink cw endpoint: cannot reach CloudWatch Logs"),
+        "{out}"
+    );
+
+    let strict = cfg.replace("/ops/check", "/ops/not-there").replace(
+        "batch_timeout",
+        "create_missing_group = false\nbatch_timeout",
+    );
+    let (ok, out) = run_check(&strict, &[], |_| {});
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("does not exist and create_missing_group = false"),
+        "{out}"
+    );
+}
+
+#[test]
+fn tail_prints_what_would_be_sent_and_sends_nothing() {
+    let moto = Moto::start().expect("moto");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.toml");
+    let text = config(free_port(), &moto.endpoint(), "/ops/{identifier}")
+        .replace(
+            "type = \"syslog\"\naddress = \"tcp://127.0.0.1",
+            "type = \"stdin\"\n# address = \"tcp://127.0.0.1",
+        )
+        .replace("format = \"message\"", "format = \"short\"")
+        .replace("@DATA@", &dir.path().join("data").display().to_string());
+    std::fs::write(&path, text).expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    cmd.args(["tail", "--config"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    aws_env(&mut cmd);
+    let mut child = cmd.spawn().expect("tail");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "<13>Nov 25 16:20:39 node-1 kubelet[7]: tailed line").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("/ops/kubelet s Nov 25 16:20:39 node-1 kubelet[7]: tailed line"),
+        "{stdout}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cwl_testkit::client::list_groups(&moto.endpoint())
+        .unwrap_or_default()
+        .is_empty());
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    let mut lf = Logferry::start(&config(port, &moto.endpoint(), "/ops/one"));
+    lf.wait_listening(1);
+    tcp_send(port, b"to one\n");
+    wait_events(&moto.endpoint(), "/ops/one", "s", 1, WAIT);
+    let text = std::fs::read_to_string(&lf.config_path).expect("read");
+    std::fs::write(&lf.config_path, text.replace("/ops/one", "/ops/two")).expect("write");
+    let hup = |pid: u32| {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status();
+    };
+    hup(lf.pid());
+    lf.wait_listening(2);
+    tcp_send(port, b"to two\n");
+    assert_eq!(
+        wait_events(&moto.endpoint(), "/ops/two", "s", 1, WAIT).len(),
+        1,
+        "{}",
+        lf.log()
+    );
+    // A broken file is refused; the running pipeline goes on.
+    std::fs::write(&lf.config_path, "this is [not toml").expect("write");
+    hup(lf.pid());
+    assert!(
+        wait_until(WAIT, || lf.log().contains("keeping the running one")),
+        "{}",
+        lf.log()
+    );
+    tcp_send(port, b"still to two\n");
+    assert_eq!(
+        wait_events(&moto.endpoint(), "/ops/two", "s", 2, WAIT).len(),
+        2,
+        "{}",
+        lf.log()
+    );
+    assert_eq!(events(&moto.endpoint(), "/ops/one", "s").len(), 1);
+    let status = lf.terminate();
+    assert!(status.success());
+}

@@ -614,6 +614,37 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
+/// The configuration used when `logferry run` is given no file: the host journal to the group
+/// named by `LOGFERRY_LOG_GROUP`, one stream per instance (EC2 instance id, else host name), as
+/// the old journalctl | awslogs chain did with one environment variable. `LOGFERRY_LOG_STREAM`,
+/// `LOGFERRY_DATA_DIR`, `LOGFERRY_START` (`end`, `beginning`, or an RFC 3339 time) and
+/// `LOGFERRY_FORMAT` adjust it.
+pub fn zero_config(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let text = r#"
+data_dir = "${LOGFERRY_DATA_DIR:-/var/lib/logferry}"
+
+[sources.journal]
+type = "journald"
+start = "${LOGFERRY_START:-end}"
+
+[sinks.cloudwatch]
+type = "cloudwatch_logs"
+inputs = ["journal"]
+log_stream = "{instance_id}"
+format = "${LOGFERRY_FORMAT:-short}"
+"#;
+    if env("LOGFERRY_LOG_GROUP").is_none_or(|g| g.is_empty()) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: PathBuf::from("(no config file)"),
+            line: 1,
+            key: "LOGFERRY_LOG_GROUP".into(),
+            message: "give --config FILE, or set LOGFERRY_LOG_GROUP to ship the host journal there"
+                .into(),
+        }]));
+    }
+    parse(Path::new("(built-in zero config)"), text, env)
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -1206,6 +1237,21 @@ retention_days = 13
         let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
         assert_eq!(s.log_group.source(), "/from/env");
         assert_eq!(s.log_stream.source(), "node-{hostname}");
+    }
+
+    #[test]
+    fn zero_config_needs_only_a_group() {
+        let env = |n: &str| (n == "LOGFERRY_LOG_GROUP").then(|| "/fleet/system".to_string());
+        let c = zero_config(&env).expect("valid");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/logferry"));
+        assert!(
+            matches!(&c.sources[0].1, SourceConfig::Journald(j) if j.start == JournalStart::End)
+        );
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        assert_eq!(s.log_group.source(), "/fleet/system");
+        assert!(s.log_stream.uses_instance_id());
+        let errs = zero_config(&no_env).expect_err("no group");
+        assert!(errs.to_string().contains("LOGFERRY_LOG_GROUP"));
     }
 
     #[test]

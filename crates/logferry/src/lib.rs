@@ -18,6 +18,7 @@ pub mod event;
 pub mod format;
 pub mod metrics;
 pub mod runtime;
+pub mod sd_notify;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -29,9 +29,10 @@ enum LogFormat {
 enum Command {
     /// Run until SIGTERM/SIGINT (or until stdin input is delivered), then flush and exit.
     Run {
-        /// The config file.
+        /// The config file. Without one, LOGFERRY_LOG_GROUP=NAME ships the host journal to
+        /// that group, one stream per instance.
         #[arg(long, short, env = "LOGFERRY_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Serve /metrics, /health and /ready here ("off" to disable).
         #[arg(
             long,
@@ -156,7 +157,11 @@ fn main() -> ExitCode {
                     .then_some(metrics_address),
             };
             init_logging(cli.log_format);
-            let config = match logferry::config::load(&config) {
+            let loaded = match &config {
+                Some(path) => logferry::config::load(path),
+                None => logferry::config::zero_config(&|n| std::env::var(n).ok()),
+            };
+            let config = match loaded {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");

@@ -73,6 +73,24 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
+    if let Some(every) = crate::sd_notify::watchdog_interval() {
+        // Pinged only while the pipeline is not stuck, so systemd restarts a stuck agent.
+        let slot = slot.clone();
+        let stop = metrics_stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let healthy = slot.lock().map(|r| r.healthy().is_ok()).unwrap_or(true);
+                if healthy {
+                    crate::sd_notify::notify("WATCHDOG=1");
+                }
+            }
+        });
+    }
     let mut config = config;
     let mut previous: Option<Config> = None;
     let result = loop {
@@ -224,6 +242,7 @@ async fn run_pipeline(
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    crate::sd_notify::notify("READY=1\nSTATUS=shipping");
     let mut ended = Ended::Stop;
     loop {
         tokio::select! {
@@ -254,6 +273,10 @@ async fn run_pipeline(
             },
         }
     }
+    crate::sd_notify::notify(match ended {
+        Ended::Stop => "STOPPING=1\nSTATUS=flushing",
+        Ended::Reload(_) => "RELOADING=1\nSTATUS=reloading",
+    });
     source_shutdown.cancel();
     // One grace period for the whole drain: sources hand over what they hold (spool readers
     // wait for the outcomes of what they sent), sinks flush and finish their requests.

@@ -11,3 +11,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Test binaries find cwl-proxy and fake-cloudwatch next to them.
 cargo build --workspace --bins
 cargo test --workspace
+# Deployment artifacts: Dockerfile lint, Kubernetes schemas, systemd-analyze, Ignition, IAM.
+scripts/test-deploy.sh

@@ -12,7 +12,9 @@
 //! * this library, for integration tests: [`Moto`], [`Proxy`] and [`FakeCloudWatch`]
 //!   process handles (killed on drop), a blocking client to read back what moto stored
 //!   ([`read_events`], [`list_streams`], [`list_groups`]) and the limit checks themselves
-//!   ([`limits`]).
+//!   ([`limits`]);
+//! * [`Journald`]: a real `systemd-journald` in a private mount namespace, to write entries
+//!   to and read them back with journalctl (root only; skips cleanly otherwise).
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -29,6 +31,7 @@
 //! `default-features = false` to skip the servers' hyper/rustls/rcgen dependencies.
 
 pub mod client;
+pub mod journald;
 pub mod limits;
 mod procs;
 #[cfg(feature = "servers")]
@@ -38,4 +41,5 @@ pub use client::{
     call, call_raw, create_group, create_stream, group_retention, http_request, list_groups,
     list_streams, put_events, read_events, HttpResponse,
 };
+pub use journald::{JournalSender, Journald};
 pub use procs::{find_binary, FakeCloudWatch, Moto, Proxy};

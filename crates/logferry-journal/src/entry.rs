@@ -65,6 +65,18 @@ impl Entry {
         self.fields.iter().map(move |s| self.split(s))
     }
 
+    /// Like [`Entry::fields`] with names as bytes (no UTF-8 check: for callers matching
+    /// names against byte strings on a hot path).
+    pub fn fields_bytes(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields.iter().map(move |s| {
+            let (start, eq, end) = (s.start as usize, s.eq as usize, s.end as usize);
+            (
+                self.buf.get(start..eq).unwrap_or_default(),
+                self.buf.get(eq + 1..end).unwrap_or_default(),
+            )
+        })
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()

@@ -159,6 +159,19 @@ impl JournalFile {
         Ok(())
     }
 
+    /// Drops this process's page-table references to the mapping (`MADV_DONTNEED`), so pages
+    /// already read stop counting toward its resident set. They stay in the page cache and are
+    /// faulted back in, cheaply, when read again.
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: the mapping is shared and read-only: after MADV_DONTNEED the next access
+        // reads the file's current contents, which every access already assumes (values are
+        // read once and validated; `&mut Journal` guarantees no slice of the map is borrowed).
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     fn update_limit(&mut self) {
         let arena = u64_at(&self.map, H_ARENA_SIZE as u64).unwrap_or(0);
         let end = self.header_size.saturating_add(arena);

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""End-to-end journal benchmark: a journal of >= 300,000 entries -> logferry (`type = "journald"`,
+`start = "beginning"`) -> a fast fake CloudWatch Logs endpoint speaking HTTPS (cwl-testkit's
+fake-cloudwatch).
+
+Reports entries/s (logferry started -> last event counted by the endpoint; also the time to the
+first accepted request and the rate after it), logferry's CPU
+seconds (utime+stime from /proc) and peak RSS (VmHWM), plus a reference measured in the same
+invocation, `journalctl -D DIR -o export > /dev/null` (reading and serialising every entry
+without shipping it), and the ratio, because these machines are noisy and absolute figures alone
+mislead. Targets: >= 160,000 entries/s end to end and < 60 MiB peak RSS.
+
+The journal: `--journal DIR` if given, else /var/tmp/lf-bench-journal/log if it holds one (left
+by an earlier run), else one is created there from a generated export stream with
+systemd-journal-remote (journald's own file format, the default compact/keyed-hash/zstd layout).
+
+Usage: bench/journal_e2e.py [--journal DIR] [--entries N] [--target-dir DIR] [--format short]
+"""
+import argparse, glob, json, os, ssl, subprocess, sys, tempfile, time, http.client
+
+DEFAULT_DIR = "/var/tmp/lf-bench-journal/log"
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(parts[11]) + int(parts[12])) / tick
+
+
+def proc_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def has_journal(d):
+    return bool(glob.glob(os.path.join(d, "**", "*.journal*"), recursive=True))
+
+
+def create_journal(d, n):
+    """Writes n entries like a busy node's (~100-byte messages, a few identifiers and units)
+    into d/system.journal with systemd-journal-remote."""
+    os.makedirs(d, exist_ok=True)
+    now = int(time.time() * 1_000_000) - n  # recent: inside CloudWatch's 14-day window
+    boot = "0123456789abcdef0123456789abcdef"
+    exp = os.path.join(os.path.dirname(d.rstrip("/")) or ".", "bench.export")
+    with open(exp, "wb") as f:
+        chunk = []
+        for i in range(n):
+            ident = ("app-worker", "kubelet", "containerd", "sshd")[i % 4]
+            chunk.append(
+                (f"__REALTIME_TIMESTAMP={now + i}\n__MONOTONIC_TIMESTAMP={1_000_000 + i}\n"
+                 f"_BOOT_ID={boot}\n_HOSTNAME=node-1\n_TRANSPORT=journal\nPRIORITY={i % 8}\n"
+                 f"SYSLOG_IDENTIFIER={ident}\n_PID={1000 + i % 50}\n_COMM={ident}\n"
+                 f"_SYSTEMD_UNIT={ident}.service\n"
+                 f"MESSAGE=request {i} handled in {i % 1000} ms path=/api/v1/items/{i * 7 % 100000}\n\n"
+                 ).encode())
+            if len(chunk) == 10000:
+                f.write(b"".join(chunk)); chunk = []
+        f.write(b"".join(chunk))
+    subprocess.run([JOURNAL_REMOTE, f"--output={d}/system.journal", exp], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.remove(exp)
+
+
+def count_entries(d):
+    p = subprocess.Popen(["journalctl", "-D", d, "--no-pager", "-o", "export"], stdout=subprocess.PIPE)
+    n = 0
+    for line in p.stdout:
+        if line.startswith(b"__CURSOR="):
+            n += 1
+    p.wait()
+    return n
+
+
+def reference_rate(d, n):
+    t0 = time.monotonic()
+    subprocess.run(["journalctl", "-D", d, "--no-pager", "-o", "export"], stdout=subprocess.DEVNULL, check=True)
+    return n / (time.monotonic() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--journal", default=None)
+    ap.add_argument("--entries", type=int, default=300_000, help="entries when creating a journal")
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/var/tmp/logferry-target"))
+    ap.add_argument("--format", default="short", choices=["short", "json", "message"])
+    args = ap.parse_args()
+    rel = os.path.join(args.target_dir, "release")
+    jdir = args.journal or DEFAULT_DIR
+    if not has_journal(jdir):
+        print(f"creating a {args.entries}-entry journal in {jdir}", file=sys.stderr)
+        create_journal(jdir, args.entries)
+    n = count_entries(jdir)
+    if n < 300_000:
+        print(f"warning: the journal holds only {n} entries", file=sys.stderr)
+
+    tmp = tempfile.mkdtemp(prefix="lf-bench-journal-")
+    ca = os.path.join(tmp, "ca.pem")
+    fake = subprocess.Popen([os.path.join(rel, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", ca],
+                            stdout=subprocess.PIPE, text=True)
+    addr = fake.stdout.readline().split()[-1]          # "listening https://127.0.0.1:PORT"
+    host, port = addr.split("//")[1].split(":")
+    ctx = ssl.create_default_context(cafile=ca)
+
+    conn = [None]
+
+    def fake_stats():
+        # One kept-alive connection: a TLS handshake per poll would steal CPU on a small box.
+        for _ in range(2):
+            try:
+                if conn[0] is None:
+                    conn[0] = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=5)
+                conn[0].request("GET", "/stats")
+                return json.loads(conn[0].getresponse().read())
+            except (OSError, http.client.HTTPException):
+                conn[0] = None
+        raise RuntimeError("fake-cloudwatch /stats unreachable")
+
+    cfg = os.path.join(tmp, "logferry.toml")
+    with open(cfg, "w") as f:
+        f.write(f'''data_dir = "{tmp}/data"
+[sources.journal]
+type = "journald"
+directory = "{jdir}"
+start = "beginning"
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["journal"]
+log_group = "/bench/journal"
+log_stream = "node-1"
+format = "{args.format}"
+region = "us-east-1"
+endpoint = "{addr}"
+''')
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench",
+               AWS_EC2_METADATA_DISABLED="true", SSL_CERT_FILE=ca, LOGFERRY_LOG="warn")
+    t0 = time.monotonic()
+    lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,
+                          stderr=open(os.path.join(tmp, "logferry.log"), "w"))
+    deadline = time.monotonic() + 600
+    events, first = 0, None
+    while time.monotonic() < deadline:
+        events = fake_stats()["events"]
+        if first is None and events > 0:
+            first = (time.monotonic() - t0, events)
+        if events >= n or lf.poll() is not None:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - t0
+    cpu = proc_cpu(lf.pid)
+    hwm = proc_hwm_kib(lf.pid)
+    lf.terminate(); lf.wait(timeout=60)
+    st = fake_stats()
+    fake_cpu = proc_cpu(fake.pid)
+    fake.terminate(); fake.wait(timeout=10)
+    ref = reference_rate(jdir, n)
+    rate = events / elapsed
+    result = {
+        "journal": jdir, "entries": n, "delivered": st.get("events"), "violations": st.get("violations"),
+        "rejected": st.get("rejected_events"), "requests": st.get("requests"), "format": args.format,
+        "seconds": round(elapsed, 3), "entries_per_s": round(rate),
+        # Startup (config, TLS, CreateLogGroup/Stream) until the first accepted request, and the
+        # rate after it: the part that scales with the journal's size.
+        "first_event_s": round(first[0], 3) if first else None,
+        "steady_entries_per_s": round((events - first[1]) / (elapsed - first[0])) if first and elapsed > first[0] else None, "cpu_seconds": round(cpu, 2),
+        "peak_rss_mib": round(hwm / 1024, 1), "fake_cloudwatch_cpu_seconds": round(fake_cpu, 2),
+        "reference_journalctl_export_per_s": round(ref), "ratio_vs_reference": round(rate / ref, 3),
+        "targets_met": rate >= 160_000 and hwm / 1024 < 60,
+    }
+    print(json.dumps(result, indent=1))
+    ok = events >= n and st.get("violations") == 0
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,8 @@ MOTO_PORT=$(free_port)
 moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$T/moto.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null && break; sleep 0.2; done
 
-# 2. A real journald, private to this demo, with some entries in it.
+# 2. A real journald, private to this demo (a mount namespace; the host journal is untouched),
+#    with some entries in it.
 mkdir -p "$T/sock" "$T/journal" /run/systemd/journal /run/log/journal
 printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\nReadKMsg=no\nForwardToSyslog=no\nForwardToWall=no\n' >"$T/journald.conf"
 unshare --mount --propagation private sh -c "mount --bind $T/sock /run/systemd/journal && mount --bind $T/journal /run/log/journal && mount --bind $T/journald.conf /etc/systemd/journald.conf && exec /lib/systemd/systemd-journald" >"$T/journald.log" 2>&1 & pids+=($!)
@@ -47,11 +48,17 @@ address = "tcp://127.0.0.1:$SYSLOG_PORT"
 type = "syslog"
 address = "udp://127.0.0.1:$SYSLOG_PORT"
 
+# The journal read natively from its files: no journalctl, no libsystemd; resumed from a cursor.
+[sources.journal]
+type = "journald"
+directory = "$T/journal"
+start = "beginning"
+
 [sinks.cloudwatch]
 type = "cloudwatch_logs"
-inputs = ["syslog_tcp", "syslog_udp"]
+inputs = ["syslog_tcp", "syslog_udp", "journal"]
 log_group = "/demo/{hostname}/system"
-log_stream = "{instance_id}"
+log_stream = "{instance_id}/{source}"
 format = "short"
 region = "us-east-1"
 endpoint = "http://127.0.0.1:$MOTO_PORT"
@@ -62,13 +69,14 @@ AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
   "$LOGFERRY" run --config "$T/logferry.toml" --log-format text 2>"$T/logferry.log" & LF=$!; pids+=($LF)
 for _ in $(seq 100); do grep -q "listening.*udp" "$T/logferry.log" 2>/dev/null && break; sleep 0.1; done
 
-# 4. Input: the real journal the way the old chain sent it, and real syslog clients.
+# 4. Input: the journal is read natively by the `journal` source; here it also goes the way the
+#    old chain sent it (journalctl | ncat into the syslog port), next to real syslog clients.
 journalctl -D "$T/journal" -o short --no-pager | ncat 127.0.0.1 "$SYSLOG_PORT"
 logger --tcp -n 127.0.0.1 -P "$SYSLOG_PORT" --rfc5424 -t demo-app "hello over TCP, RFC 5424"
 logger --udp -n 127.0.0.1 -P "$SYSLOG_PORT" --rfc3164 -t demo-app "hello over UDP, RFC 3164"
 
 # 5. SIGTERM: logferry flushes what it holds, then exits 0.
-sleep 1; kill -TERM "$LF"; wait "$LF"
+sleep 2; kill -TERM "$LF"; wait "$LF"
 echo "--- logferry's log (tail) ---"; tail -n 5 "$T/logferry.log"
 
 # 6. What arrived in CloudWatch.

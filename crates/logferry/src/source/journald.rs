@@ -441,6 +441,7 @@ fn read_loop(
     let mut entry = Entry::new();
     let mut builder = ChunkBuilder::default();
     let mut batch_id = 0u64;
+    let mut progress = Backfill::new();
     while !ctx.shutdown.is_cancelled() {
         // Wait for an entry before starting a batch: an `AckBatch` that is dropped empty
         // reports itself finished, so a batch must exist only once it has a position.
@@ -487,6 +488,7 @@ fn read_loop(
             }
         }
         report_file_errors(&name, &mut journal);
+        progress.entries(scanned as u64, last.realtime.unwrap_or(0), &name);
         if batch_id.is_multiple_of(RELEASE_EVERY_BATCHES) {
             journal.release_memory();
         }
@@ -500,6 +502,62 @@ fn read_loop(
         if !chunk.is_empty() && !handle.block_on(ctx.send(chunk)) {
             return;
         }
+    }
+}
+
+/// Reports backfill progress (a source far behind the present, e.g. `start = "beginning"` on a
+/// large journal) every [`Backfill::EVERY`]: rate, how far behind, and an ETA.
+struct Backfill {
+    since: Instant,
+    entries: u64,
+    journal_us_at_start: u64,
+}
+
+impl Backfill {
+    const EVERY: Duration = Duration::from_secs(10);
+    const BEHIND: Duration = Duration::from_secs(60);
+
+    fn new() -> Self {
+        Backfill {
+            since: Instant::now(),
+            entries: 0,
+            journal_us_at_start: 0,
+        }
+    }
+
+    fn entries(&mut self, n: u64, newest_realtime_us: u64, source: &str) {
+        if self.journal_us_at_start == 0 {
+            self.journal_us_at_start = newest_realtime_us;
+        }
+        self.entries += n;
+        let elapsed = self.since.elapsed();
+        if elapsed < Self::EVERY {
+            return;
+        }
+        let now_us = (crate::event::now_ms().max(0) as u64) * 1000;
+        let behind = Duration::from_micros(now_us.saturating_sub(newest_realtime_us));
+        if behind > Self::BEHIND && newest_realtime_us > 0 {
+            let rate = self.entries as f64 / elapsed.as_secs_f64();
+            let journal_advanced =
+                newest_realtime_us.saturating_sub(self.journal_us_at_start) as f64 / 1e6;
+            // Journal seconds covered per wall second; catching up only when above 1.
+            let speed = journal_advanced / elapsed.as_secs_f64();
+            let eta = if speed > 1.0 {
+                format!("{:.0} s", behind.as_secs_f64() / (speed - 1.0))
+            } else {
+                "unknown (not catching up)".to_string()
+            };
+            tracing::info!(
+                source,
+                entries_per_s = rate.round() as u64,
+                behind_s = behind.as_secs(),
+                catch_up_speed = format!("{speed:.1}x"),
+                "backfill: {} behind the present, ETA {eta}",
+                humantime::format_duration(Duration::from_secs(behind.as_secs()))
+            );
+        }
+        *self = Backfill::new();
+        self.journal_us_at_start = newest_realtime_us;
     }
 }
 

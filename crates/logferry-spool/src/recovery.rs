@@ -28,6 +28,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{RecoveryEvent, SpoolError};
+use crate::format::MAX_FIRST_ID;
 use crate::format::{
     decode_checkpoint, parse_record, parse_segment_file_name, Corruption, Parsed, CHECKPOINT_FILE,
     CORRUPT_EXT, HEADER_LEN, TMP_EXT,
@@ -214,6 +215,15 @@ fn read_checkpoint(dir: &Path, events: &mut Vec<RecoveryEvent>) -> Result<u64, S
     let path = dir.join(CHECKPOINT_FILE);
     match fs::read(&path) {
         Ok(bytes) => match decode_checkpoint(&bytes) {
+            // Ids at or above MAX_FIRST_ID cannot name a segment: believing such a watermark
+            // would put new appends in files recovery cannot see (found by the fuzzer).
+            Ok(w) if w >= MAX_FIRST_ID => {
+                events.push(RecoveryEvent::CheckpointInvalid {
+                    path,
+                    reason: format!("watermark {w} is beyond the largest record id"),
+                });
+                Ok(0)
+            }
             Ok(w) => Ok(w),
             Err(reason) => {
                 events.push(RecoveryEvent::CheckpointInvalid { path, reason });

@@ -678,7 +678,11 @@ pub fn parse(
                 file: path.to_path_buf(),
                 line,
                 key: "(syntax)".into(),
-                message: e.message().trim().to_string(),
+                message: match e.message().trim() {
+                    // Some syntax errors (`y=` at the end of the file) carry no message.
+                    "" => "invalid TOML syntax here".to_string(),
+                    m => m.to_string(),
+                },
             }]));
         }
     };
@@ -1190,6 +1194,18 @@ retention_days = 13
         let errs = errors("[sources.a]\ntype = \"syslog\"\naddress = \n");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("c.toml:3: (syntax):"), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_errors_always_say_something() {
+        // Found by the config_parser fuzz target: toml gives this one an empty message.
+        let errs = errors("y=");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("c.toml:1: (syntax): ")
+                && errs[0].len() > "c.toml:1: (syntax): ".len(),
+            "{errs:?}"
+        );
     }
 
     #[test]

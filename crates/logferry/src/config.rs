@@ -462,10 +462,15 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn error(&mut self, path: &[&str], message: impl Into<String>) {
         let line = self.line_of(path);
+        let key = path.join(".");
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             line,
-            key: path.join("."),
+            key: if key.is_empty() {
+                "(top level)".into()
+            } else {
+                key
+            },
             message: message.into(),
         });
     }
@@ -503,7 +508,12 @@ impl<'a> Ctx<'a> {
                 // serde reports an unknown key from inside the table, without naming it in the
                 // path: pull it out of the message so the line points at the typo.
                 if let Some(unknown) = backticked_after(&inner, "unknown field ") {
-                    full.push(unknown);
+                    // An empty key (`"" = 1`) is legal TOML; show it quoted (found by fuzzing).
+                    full.push(if unknown.is_empty() {
+                        "\"\"".into()
+                    } else {
+                        unknown
+                    });
                 } else if let Some(missing) = backticked_after(&inner, "missing field ") {
                     let refs: Vec<&str> = full.iter().map(String::as_str).collect();
                     let line = self.line_of(&refs);
@@ -1199,6 +1209,11 @@ retention_days = 13
     #[test]
     fn syntax_errors_always_say_something() {
         // Found by the config_parser fuzz target: toml gives this one an empty message.
+        let errs = errors("\"\" = 1\n");
+        assert!(
+            errs[0].starts_with("c.toml:1: \"\": unknown field"),
+            "{errs:?}"
+        );
         let errs = errors("y=");
         assert_eq!(errs.len(), 1);
         assert!(

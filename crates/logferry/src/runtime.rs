@@ -32,7 +32,7 @@ use crate::sink::{client, request::LogLimiter, CloudWatchSink, Shared};
 use crate::source::{self, Chunk, SourceContext};
 
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
-const SINK_CHANNEL_CHUNKS: usize = 16;
+const SINK_CHANNEL_CHUNKS: usize = 8;
 
 /// Process-wide settings that are not in the config file.
 #[derive(Debug, Clone, Default)]

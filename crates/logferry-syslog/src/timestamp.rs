@@ -29,8 +29,9 @@ pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Inverse of [`days_from_civil`]: the (year, month, day) of a day number.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Inverse of [`days_from_civil`]: the (year, month, day) of a day number (days since
+/// 1970-01-01). Public because logferry formats dates with it too (one calendar, one place).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -43,19 +43,11 @@ pub struct Civil {
     pub millis: u32,
 }
 
-/// Splits Unix milliseconds into a UTC calendar time (Howard Hinnant's `civil_from_days`).
+/// Splits Unix milliseconds into a UTC calendar time (the codec's `civil_from_days`).
 pub fn civil_from_ms(ms: i64) -> Civil {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = logferry_syslog::civil_from_days(days);
     let secs = (rem / 1000) as u32;
     Civil {
         year,

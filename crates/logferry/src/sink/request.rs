@@ -31,6 +31,7 @@ use super::batch::Pending;
 use super::dead_letter::{Reason, Record};
 use super::Shared;
 use crate::ack::AckStatus;
+use crate::format::push_json_str;
 
 /// How a failed call should be handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,44 +223,6 @@ async fn sleep_or_cancel(shared: &Shared, d: Duration) -> bool {
     }
 }
 
-/// Bytes that JSON requires escaping: `"`, `\\` and the controls below 0x20.
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    // Most log lines need no escaping at all: check first, then copy in one go.
-    if !bytes.iter().any(|&b| needs_escape(b)) {
-        out.extend_from_slice(bytes);
-    } else {
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !needs_escape(b) {
-                continue;
-            }
-            out.extend_from_slice(&bytes[start..i]);
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 15)]);
-                }
-            }
-            start = i + 1;
-        }
-        out.extend_from_slice(&bytes[start..]);
-    }
-    out.push(b'"');
-}
-
 /// The PutLogEvents JSON body for `events`, built once per request and reused by every retry.
 ///
 /// Why not let the SDK serialize `InputLogEvent`s: its serializer escapes strings character by
@@ -269,48 +232,24 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
 /// signing. The request format is the documented AWS JSON 1.1 shape, checked byte for byte by
 /// the tests' validating proxy and by moto.
 pub fn encode_body(group: &str, stream: &str, events: &[Pending]) -> bytes::Bytes {
+    use std::fmt::Write as _;
     let size: usize = events.iter().map(|p| p.message.len() + 40).sum::<usize>() + 128;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(b"{\"logGroupName\":");
-    push_json_string(&mut out, group);
-    out.extend_from_slice(b",\"logStreamName\":");
-    push_json_string(&mut out, stream);
-    out.extend_from_slice(b",\"logEvents\":[");
-    let mut num = itoa_buf();
+    let mut out = String::with_capacity(size);
+    out.push_str("{\"logGroupName\":");
+    push_json_str(&mut out, group);
+    out.push_str(",\"logStreamName\":");
+    push_json_str(&mut out, stream);
+    out.push_str(",\"logEvents\":[");
     for (i, p) in events.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.push(',');
         }
-        out.extend_from_slice(b"{\"timestamp\":");
-        out.extend_from_slice(fmt_i64(&mut num, p.timestamp_ms));
-        out.extend_from_slice(b",\"message\":");
-        push_json_string(&mut out, &p.message);
-        out.push(b'}');
+        let _ = write!(out, "{{\"timestamp\":{},\"message\":", p.timestamp_ms);
+        push_json_str(&mut out, &p.message);
+        out.push('}');
     }
-    out.extend_from_slice(b"]}");
-    bytes::Bytes::from(out)
-}
-
-fn itoa_buf() -> [u8; 24] {
-    [0; 24]
-}
-
-fn fmt_i64(buf: &mut [u8; 24], v: i64) -> &[u8] {
-    let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
+    out.push_str("]}");
+    bytes::Bytes::from(out.into_bytes())
 }
 
 fn warn_retry(
@@ -682,6 +621,7 @@ mod tests {
     #[test]
     fn body_is_the_documented_json() {
         let events: Vec<Pending> = [
+            (i64::MIN, "min"),
             (-5i64, "plain"),
             (0, "q\"b\\s\n\t\u{1}é"),
             (1_764_087_639_123, ""),
@@ -701,15 +641,13 @@ mod tests {
                 "logGroupName": "/g\"",
                 "logStreamName": "s",
                 "logEvents": [
+                    {"timestamp": i64::MIN, "message": "min"},
                     {"timestamp": -5, "message": "plain"},
                     {"timestamp": 0, "message": "q\"b\\s\n\t\u{1}é"},
                     {"timestamp": 1_764_087_639_123i64, "message": ""},
                 ]
             })
         );
-        let mut buf = itoa_buf();
-        assert_eq!(fmt_i64(&mut buf, i64::MIN), i64::MIN.to_string().as_bytes());
-        assert_eq!(fmt_i64(&mut buf, 0), b"0");
     }
 
     #[test]

@@ -149,7 +149,8 @@ impl CloudWatchSink {
                 continue;
             }
             self.route(&event);
-            let key = self.key_buf.clone();
+            // Borrowed out of `key_buf` (and put back) so no event allocates its key.
+            let key = std::mem::take(&mut self.key_buf);
             let ts = event.timestamp_ms;
             let reject = if ts < now - MAX_AGE_MS {
                 Some(Reason::TooOld)
@@ -167,17 +168,18 @@ impl CloudWatchSink {
             if let Some(reason) = reject {
                 self.rejected.extend(parts.into_iter().map(|p| (p, reason)));
                 self.flush_rejected(&key);
-                continue;
-            }
-            for part in parts {
-                let cut = self
-                    .streams
-                    .get_mut(&key)
-                    .and_then(|s| s.builder.push(part));
-                if let Some(request) = cut {
-                    self.dispatch(&key, request).await;
+            } else {
+                for part in parts {
+                    let cut = self
+                        .streams
+                        .get_mut(&key)
+                        .and_then(|s| s.builder.push(part));
+                    if let Some(request) = cut {
+                        self.dispatch(&key, request).await;
+                    }
                 }
             }
+            self.key_buf = key;
         }
     }
 

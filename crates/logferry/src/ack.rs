@@ -152,27 +152,6 @@ impl Ack {
         }
         self.resolved = true;
     }
-
-    /// Whether both tokens belong to the same batch.
-    pub fn same_batch(&self, other: &Ack) -> bool {
-        match (&self.shared, &other.shared) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
-    }
-
-    /// Folds `other` into `self` when both belong to the same batch, so a sink can keep one token
-    /// per batch instead of one per event. Returns `other` back when the batches differ.
-    pub fn absorb(&mut self, mut other: Ack) -> Option<Ack> {
-        if self.same_batch(&other) {
-            // `self` will carry the batch's fate; `other` is just a duplicate reference.
-            other.resolved = true;
-            None
-        } else {
-            Some(other)
-        }
-    }
 }
 
 impl Drop for Ack {
@@ -287,23 +266,6 @@ mod tests {
         a.resolve(AckStatus::Delivered);
         drop(b);
         assert_eq!(rx.try_recv().expect("outcome").status, AckStatus::Failed);
-    }
-
-    #[test]
-    fn absorbed_tokens_carry_the_batch() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let one = AckBatch::new(1, &tx);
-        let two = AckBatch::new(2, &tx);
-        let mut keep = one.ack();
-        assert!(keep.absorb(one.ack()).is_none());
-        let other = keep.absorb(two.ack()).expect("different batch comes back");
-        drop((one, two));
-        keep.resolve(AckStatus::Delivered);
-        other.resolve(AckStatus::Delivered);
-        let mut got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-        got.sort_by_key(|o| o.batch_id);
-        assert_eq!(got.len(), 2);
-        assert!(got.iter().all(|o| o.status == AckStatus::Delivered));
     }
 
     #[test]

@@ -116,6 +116,21 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     result
 }
 
+/// Opens a pushed source's spool, when it has one.
+fn open_spool(
+    config: &Config,
+    name: &str,
+    settings: Option<&crate::config::SpoolSettings>,
+    max_frame_bytes: usize,
+) -> anyhow::Result<Option<Arc<logferry_spool::Spool>>> {
+    settings
+        .map(|s| {
+            source::spooled::open(&config.data_dir, name, s, max_frame_bytes)
+                .with_context(|| format!("source `{name}`"))
+        })
+        .transpose()
+}
+
 async fn run_pipeline(
     config: &Config,
     slot: &RegistrySlot,
@@ -186,13 +201,7 @@ async fn run_pipeline(
         let mut spool_handle = None;
         match source {
             SourceConfig::Syslog(cfg) => {
-                let spool = match &cfg.spool {
-                    Some(s) => Some(
-                        source::spooled::open(&config.data_dir, name, s, cfg.max_frame_bytes)
-                            .with_context(|| format!("source `{name}`"))?,
-                    ),
-                    None => None,
-                };
+                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
                 let listener = source::syslog::bind(cfg)
                     .await
                     .with_context(|| format!("source `{name}`"))?;
@@ -201,13 +210,7 @@ async fn run_pipeline(
                 source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, spool));
             }
             SourceConfig::Stdin(cfg) => {
-                let spool = match &cfg.spool {
-                    Some(s) => Some(
-                        source::spooled::open(&config.data_dir, name, s, cfg.max_frame_bytes)
-                            .with_context(|| format!("source `{name}`"))?,
-                    ),
-                    None => None,
-                };
+                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
                 spool_handle = spool.clone();
                 source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool));
             }

@@ -7,8 +7,8 @@
 //! vanishes affects only its own connection.
 //!
 //! Datagram transports cannot push back: datagrams are read as fast as the pipeline takes them
-//! and a large receive buffer absorbs bursts; overflow is counted by the kernel (and, once the
-//! disk spool is in front, by logferry).
+//! and a large receive buffer absorbs bursts; overflow is counted by the kernel, and a datagram
+//! the full spool cannot take by logferry (`logferry_source_dropped_total{reason="spool_full"}`).
 //!
 //! Timestamps without a zone (RFC 3164, `journalctl -o short` lines) are read as UTC, as in
 //! containers and on most servers.

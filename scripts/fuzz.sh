@@ -19,8 +19,6 @@
 #                         keeping only inputs that add coverage (at most 50 files, small;
 #                         12 for journal_file, whose inputs are ~40 KB journal files)
 #   FUZZ_ARGS             extra libFuzzer arguments
-#   FUZZ_KNOWN_BUGS=1     also assert the invariants that known, not yet fixed bugs break
-#                         (each target says which; their inputs are in fuzz/regressions/)
 #
 # One fuzzer at a time, one job (-jobs=1): the machine's two cores are shared. New inputs go
 # to a scratch corpus, never to the repository, unless FUZZ_SAVE_CORPUS=1. Crashes are written

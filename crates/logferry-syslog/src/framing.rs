@@ -147,15 +147,20 @@ impl Framer {
                     }
                     self.state = State::Framing;
                 }
+                // A `\r` right before the `\n` is the terminator, not dropped content; one
+                // at the very end of the buffer may be, so it waits for the next read.
                 State::SkipLine => match memchr::memchr(b'\n', buf) {
                     Some(i) => {
-                        self.discarded += i as u64;
+                        let content = i - usize::from(i > 0 && buf[i - 1] == b'\r');
+                        self.discarded += content as u64;
                         buf.advance(i + 1);
                         self.state = State::Framing;
                     }
                     None => {
-                        self.discarded += buf.len() as u64;
-                        buf.clear();
+                        let held = usize::from(buf.last() == Some(&b'\r'));
+                        let n = buf.len() - held;
+                        self.discarded += n as u64;
+                        buf.advance(n);
                         return None;
                     }
                 },
@@ -242,8 +247,11 @@ impl Framer {
             None if buf.len() > self.max + 1 => {
                 self.scanned = 0;
                 let head = buf.split_to(self.max).freeze();
-                let dropped = buf.len() as u64;
-                buf.clear();
+                // A trailing `\r` may be half of the `\r\n` ending this line: SkipLine
+                // decides once the next byte is known.
+                let held = usize::from(buf.last() == Some(&b'\r'));
+                let dropped = (buf.len() - held) as u64;
+                buf.advance(buf.len() - held);
                 self.discarded += dropped;
                 self.state = State::SkipLine;
                 Step::Frame(Frame {
@@ -491,6 +499,27 @@ mod tests {
             frame.map(|f| (f.data, f.truncated_bytes)),
             Some((Bytes::from_static(b"abcd"), 0))
         );
+    }
+
+    #[test]
+    fn oversize_line_split_inside_its_crlf_counts_only_content() {
+        // Fuzz regression truncated-bytes-counts-cr: the `\r` buffered when the line is
+        // emitted promptly belongs to the terminator, as it does when read in one piece.
+        let mut f = Framer::new(2);
+        let mut buf = BytesMut::from(&b"abcde\r"[..]);
+        let frame = f.decode(&mut buf);
+        assert_eq!(frame.map(|f| f.truncated_bytes), Some(3));
+        buf.extend_from_slice(b"\nxy\r");
+        assert_eq!(f.decode(&mut buf), None);
+        buf.extend_from_slice(b"\n");
+        assert_eq!(f.decode(&mut buf).map(|f| f.data), Some(Bytes::from_static(b"xy")));
+        assert_eq!(f.discarded_bytes(), 3);
+
+        let mut whole = Framer::new(2);
+        let mut buf = BytesMut::from(&b"abcde\r\nxy\r\n"[..]);
+        let frames = drain(&mut whole, &mut buf);
+        assert_eq!(frames[0].truncated_bytes, 3);
+        assert_eq!(whole.discarded_bytes(), 3);
     }
 
     #[test]

@@ -16,25 +16,13 @@ systemd-journal-remote (journald's own file format, the default compact/keyed-ha
 
 Usage: bench/journal_e2e.py [--journal DIR] [--entries N] [--target-dir DIR] [--format short]
 """
-import argparse, glob, json, os, ssl, subprocess, sys, tempfile, time, http.client
+import argparse, glob, json, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import FakeCloudWatch, proc_cpu, proc_hwm_kib  # noqa: E402
 
 DEFAULT_DIR = "/var/tmp/lf-bench-journal/log"
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
-
-
-def proc_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(parts[11]) + int(parts[12])) / tick
-
-
-def proc_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def has_journal(d):
@@ -100,26 +88,9 @@ def main():
         print(f"warning: the journal holds only {n} entries", file=sys.stderr)
 
     tmp = tempfile.mkdtemp(prefix="lf-bench-journal-")
-    ca = os.path.join(tmp, "ca.pem")
-    fake = subprocess.Popen([os.path.join(rel, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", ca],
-                            stdout=subprocess.PIPE, text=True)
-    addr = fake.stdout.readline().split()[-1]          # "listening https://127.0.0.1:PORT"
-    host, port = addr.split("//")[1].split(":")
-    ctx = ssl.create_default_context(cafile=ca)
-
-    conn = [None]
-
-    def fake_stats():
-        # One kept-alive connection: a TLS handshake per poll would steal CPU on a small box.
-        for _ in range(2):
-            try:
-                if conn[0] is None:
-                    conn[0] = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=5)
-                conn[0].request("GET", "/stats")
-                return json.loads(conn[0].getresponse().read())
-            except (OSError, http.client.HTTPException):
-                conn[0] = None
-        raise RuntimeError("fake-cloudwatch /stats unreachable")
+    fake = FakeCloudWatch(rel, tmp)
+    fake_stats = fake.stats
+    addr = fake.endpoint
 
     cfg = os.path.join(tmp, "logferry.toml")
     with open(cfg, "w") as f:
@@ -137,8 +108,7 @@ format = "{args.format}"
 region = "us-east-1"
 endpoint = "{addr}"
 ''')
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench",
-               AWS_EC2_METADATA_DISABLED="true", SSL_CERT_FILE=ca, LOGFERRY_LOG="warn")
+    env = fake.env()
     t0 = time.monotonic()
     lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,
                           stderr=open(os.path.join(tmp, "logferry.log"), "w"))
@@ -156,8 +126,8 @@ endpoint = "{addr}"
     hwm = proc_hwm_kib(lf.pid)
     lf.terminate(); lf.wait(timeout=60)
     st = fake_stats()
-    fake_cpu = proc_cpu(fake.pid)
-    fake.terminate(); fake.wait(timeout=10)
+    fake_cpu = fake.cpu()
+    fake.stop()
     ref = reference_rate(jdir, n)
     rate = events / elapsed
     result = {

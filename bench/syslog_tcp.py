@@ -9,23 +9,11 @@ these machines are noisy and absolute figures alone mislead.
 
 Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
 """
-import argparse, json, os, socket, ssl, subprocess, sys, tempfile, time, http.client
+import argparse, json, os, socket, subprocess, sys, tempfile, time
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib  # noqa: E402
 
-def proc_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(parts[11]) + int(parts[12])) / tick
-
-def proc_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 def make_lines(path, n):
     # RFC 5424 lines like a busy node's: ~130 bytes each.
@@ -57,17 +45,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lf-bench-")
     data = os.path.join(tmp, "lines.txt")
     make_lines(data, args.lines)
-    ca = os.path.join(tmp, "ca.pem")
-
-    fake = subprocess.Popen([os.path.join(rel, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", ca],
-                            stdout=subprocess.PIPE, text=True)
-    addr = fake.stdout.readline().split()[-1]          # "listening https://127.0.0.1:PORT"
-    host, port = addr.split("//")[1].split(":")
-    ctx = ssl.create_default_context(cafile=ca)
-
-    def fake_stats():
-        c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=5)
-        c.request("GET", "/stats"); r = json.loads(c.getresponse().read()); c.close(); return r
+    fake = FakeCloudWatch(rel, tmp)
+    fake_stats = fake.stats
+    addr = fake.endpoint
 
     sport = free_port()
     cfg = os.path.join(tmp, "logferry.toml")
@@ -86,8 +66,7 @@ format = "short"
 region = "us-east-1"
 endpoint = "{addr}"
 ''')
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench",
-               AWS_EC2_METADATA_DISABLED="true", SSL_CERT_FILE=ca, LOGFERRY_LOG="warn")
+    env = fake.env()
     lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,
                           stderr=open(os.path.join(tmp, "logferry.log"), "w"))
     for _ in range(100):
@@ -112,7 +91,7 @@ endpoint = "{addr}"
     hwm = proc_hwm_kib(lf.pid)
     lf.terminate(); lf.wait(timeout=60)
     st = fake_stats()
-    fake.terminate(); fake.wait(timeout=10)
+    fake.stop()
     ref = reference_rate(data, args.lines)
     rate = events / elapsed
     result = {

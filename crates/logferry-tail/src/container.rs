@@ -1,1 +1,1066 @@
-//! TODO
+//! Kubernetes container logs: the two on-disk formats the kubelet's runtimes write, the
+//! rejoining of lines the runtime split, and the pod a log file belongs to (from its path).
+//!
+//! # CRI (containerd, CRI-O)
+//!
+//! One line per record: `<time> <stream> <tags> <message>`, fields separated by one space
+//! (reference: the kubelet's reader, `parseCRILog` in `pkg/kubelet/kuberuntime/logs/logs.go`,
+//! and the tag constants `LogTagPartial`/`LogTagFull`/`LogTagDelimiter` of `cri-api`):
+//!
+//! - `time`: RFC 3339 with nanoseconds (Go's `RFC3339Nano`, trailing zeros of the fraction
+//!   trimmed, so the fraction has any length or is absent), `Z` or a `±hh:mm` offset.
+//! - `stream`: `stdout` or `stderr`.
+//! - `tags`: colon-separated; the first is `F` (the message ends a line) or `P` (the runtime
+//!   split a long line: more parts of it follow). Later tags are ignored (forward compatible).
+//! - `message`: everything after the space that follows the tags, spaces included; possibly
+//!   empty (the space may then be missing too). It is borrowed, never copied.
+//!
+//! `2024-01-02T03:04:05.123456789Z stdout F hello`
+//!
+//! # Docker json-file
+//!
+//! One JSON object per line (reference: moby `daemon/logger/jsonfilelog/jsonlog`):
+//! `{"log":"hello\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}`, keys in any
+//! order, unknown keys (`attrs`) ignored. `log` is JSON-unescaped. Docker splits lines longer
+//! than 16 KiB into several records; only the last one's `log` ends with `\n`, so a record
+//! without it is partial. The trailing `\n` is not part of the message.
+//!
+//! # Rejoining ([`PartialJoiner`])
+//!
+//! Partial records of one stream are concatenated up to the next full record of that stream;
+//! stdout and stderr are joined separately because their records interleave in one file. The
+//! joined event keeps the first part's timestamp. While parts are held,
+//! [`PartialJoiner::held_from`] is the offset where the oldest held first part starts: a saved
+//! position beyond it would skip those parts after a restart.
+//!
+//! # Pod metadata from the path
+//!
+//! - `.../pods/<namespace>_<pod>_<pod uid>/<container>/<restart count>.log`, and the rotated
+//!   `<n>.log.<YYYYMMDD-hhmmss>` and `<n>.log.<YYYYMMDD-hhmmss>.gz` (the kubelet's
+//!   `BuildPodLogsDirectory` / `BuildContainerLogsDirectory`, and its log rotation). Namespaces
+//!   and pod names are DNS names and cannot contain `_`; the uid is a UUID (or, for static
+//!   pods, a hash) without `_`.
+//! - `.../containers/<pod>_<namespace>_<container>-<64 hex digit container id>.log` (the
+//!   kubelet's symlinks, `BuildContainerLogsPath`); the pod uid is not in that name.
+//!
+//! Only the last path components are looked at, so any root works.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::multiline::append_capped;
+
+/// The stream a container wrote a record to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn from_bytes(s: &[u8]) -> Option<Self> {
+        match s {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+}
+
+/// One parsed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerLine<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub stream: Stream,
+    /// The runtime split a longer line: more parts follow.
+    pub partial: bool,
+    /// Borrowed from the line for CRI; owned (unescaped) for Docker json-file.
+    pub message: Cow<'a, [u8]>,
+}
+
+/// What is wrong with a line that is not in the expected format. Offending field values are
+/// quoted (lossily, at most 64 bytes) so the log of the error is useful on its own.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("container log line is empty")]
+    Empty,
+    #[error("CRI line: invalid timestamp {0:?} (expected RFC 3339, e.g. 2024-01-02T03:04:05.123456789Z)")]
+    CriTimestamp(String),
+    #[error("CRI line: missing stream field")]
+    CriMissingStream,
+    #[error("CRI line: unknown stream {0:?} (expected stdout or stderr)")]
+    CriStream(String),
+    #[error("CRI line: missing tag field (F or P)")]
+    CriMissingTag,
+    #[error("CRI line: unknown tag {0:?} (expected F or P)")]
+    CriTag(String),
+    #[error("Docker json-file line: invalid JSON: {0}")]
+    DockerJson(String),
+    #[error("Docker json-file line: missing {0:?} field")]
+    DockerMissingField(&'static str),
+    #[error("Docker json-file line: unknown stream {0:?} (expected stdout or stderr)")]
+    DockerStream(String),
+    #[error("Docker json-file line: invalid time {0:?} (expected RFC 3339)")]
+    DockerTime(String),
+}
+
+/// A field value for an error message: lossy UTF-8, at most 64 bytes of it.
+fn quote(bytes: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned();
+    if bytes.len() > 64 {
+        s.push('…');
+    }
+    s
+}
+
+/// Splits at the first space: the field and what follows the space (`None` if no space).
+fn field(s: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(b' ', s) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// Parses one CRI record (without its `\n`; a trailing `\n` is tolerated and not part of the
+/// message).
+pub fn parse_cri(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if line.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    let (time, rest) = field(line);
+    let timestamp_ms =
+        parse_rfc3339_ms(time).ok_or_else(|| FormatError::CriTimestamp(quote(time)))?;
+    let (stream, rest) = match rest {
+        Some(rest) => field(rest),
+        None => return Err(FormatError::CriMissingStream),
+    };
+    if stream.is_empty() {
+        return Err(FormatError::CriMissingStream);
+    }
+    let stream = Stream::from_bytes(stream).ok_or_else(|| FormatError::CriStream(quote(stream)))?;
+    let (tags, message) = match rest {
+        Some(rest) => field(rest),
+        None => return Err(FormatError::CriMissingTag),
+    };
+    if tags.is_empty() {
+        return Err(FormatError::CriMissingTag);
+    }
+    let first_tag = tags.split(|&b| b == b':').next().unwrap_or(tags);
+    let partial = match first_tag {
+        b"F" => false,
+        b"P" => true,
+        _ => return Err(FormatError::CriTag(quote(tags))),
+    };
+    Ok(ContainerLine {
+        timestamp_ms,
+        stream,
+        partial,
+        message: Cow::Borrowed(message.unwrap_or_default()),
+    })
+}
+
+/// The fields of a json-file record we use; `Cow` borrows from the line when a string has no
+/// escapes. `Option` so that a missing field gets our own error, naming it.
+#[derive(serde::Deserialize)]
+struct DockerRecord<'a> {
+    #[serde(borrow)]
+    log: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stream: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Option<Cow<'a, str>>,
+}
+
+/// Parses one Docker json-file record.
+pub fn parse_docker_json(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(FormatError::Empty);
+    }
+    let record: DockerRecord<'_> =
+        serde_json::from_slice(line).map_err(|e| FormatError::DockerJson(e.to_string()))?;
+    let log = record.log.ok_or(FormatError::DockerMissingField("log"))?;
+    let stream = record
+        .stream
+        .ok_or(FormatError::DockerMissingField("stream"))?;
+    let time = record.time.ok_or(FormatError::DockerMissingField("time"))?;
+    let stream = Stream::from_bytes(stream.as_bytes())
+        .ok_or_else(|| FormatError::DockerStream(quote(stream.as_bytes())))?;
+    let timestamp_ms = parse_rfc3339_ms(time.as_bytes())
+        .ok_or_else(|| FormatError::DockerTime(quote(time.as_bytes())))?;
+    let partial = !log.ends_with('\n');
+    let message = match log {
+        Cow::Borrowed(s) => Cow::Borrowed(s.strip_suffix('\n').unwrap_or(s).as_bytes()),
+        Cow::Owned(mut s) => {
+            if !partial {
+                s.pop();
+            }
+            Cow::Owned(s.into_bytes())
+        }
+    };
+    Ok(ContainerLine {
+        timestamp_ms,
+        stream,
+        partial,
+        message,
+    })
+}
+
+/// Docker json-file if the line starts with `{` (a CRI line starts with a digit), else CRI.
+pub fn parse_auto(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
+    match line.first() {
+        Some(b'{') => parse_docker_json(line),
+        _ => parse_cri(line),
+    }
+}
+
+/// `n` ASCII digits at `s[at..]` as a number.
+fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
+    let d = s.get(at..at + n)?;
+    let mut v = 0u32;
+    for &b in d {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(b - b'0');
+    }
+    Some(v)
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`,
+/// <https://howardhinnant.github.io/date_algorithms.html>).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12); // March = 0
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an RFC 3339 date-time (`YYYY-MM-DDThh:mm:ss[.frac](Z|±hh:mm)`, the whole slice) to
+/// milliseconds since the Unix epoch. Per RFC 3339 §5.6 `t`/`z` and a space for `T` are
+/// accepted; the fraction has any number of digits and is truncated to milliseconds; a leap
+/// second (`:60`) counts as the first second of the next minute. `None` for anything else,
+/// including impossible dates like February 30.
+pub fn parse_rfc3339_ms(s: &[u8]) -> Option<i64> {
+    let year = digits(s, 0, 4)?;
+    let month = digits(s, 5, 2)?;
+    let day = digits(s, 8, 2)?;
+    let hour = digits(s, 11, 2)?;
+    let minute = digits(s, 14, 2)?;
+    let second = digits(s, 17, 2)?;
+    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let year = i64::from(year);
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+
+    let mut i = 19;
+    let mut millis = 0i64;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while let Some(b) = s.get(i).filter(|b| b.is_ascii_digit()) {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b - b'0');
+            }
+            i += 1;
+        }
+        match i - start {
+            0 => return None,
+            1 => millis *= 100,
+            2 => millis *= 10,
+            _ => {}
+        }
+    }
+    let offset_secs = match s.get(i)? {
+        b'Z' | b'z' => {
+            i += 1;
+            0
+        }
+        sign @ (b'+' | b'-') => {
+            let h = digits(s, i + 1, 2)?;
+            let m = digits(s, i + 4, 2)?;
+            if s[i + 3] != b':' || h > 23 || m > 59 {
+                return None;
+            }
+            i += 6;
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    if i != s.len() {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour * 3600 + minute * 60 + second)
+        - offset_secs;
+    Some(secs * 1000 + millis)
+}
+
+/// The pod and container a log file belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub pod: String,
+    /// Empty for `/var/log/containers/` names, which do not carry it.
+    pub pod_uid: String,
+    pub container: String,
+}
+
+/// Reads the pod and container from a kubelet log path (see the module doc for the layouts).
+/// `None` if the path matches neither.
+pub fn pod_info_from_path(path: &Path) -> Option<PodInfo> {
+    let file = path.file_name()?.to_str()?;
+    from_containers_name(file).or_else(|| from_pods_layout(path, file))
+}
+
+/// `<pod>_<namespace>_<container>-<64 hex>.log`
+fn from_containers_name(file: &str) -> Option<PodInfo> {
+    let stem = file.strip_suffix(".log")?;
+    let split = stem.len().checked_sub(64)?;
+    let (head, id) = (stem.get(..split)?, stem.get(split..)?);
+    if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut parts = head.strip_suffix('-')?.split('_');
+    let (pod, namespace, container) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || [pod, namespace, container].iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
+        pod_uid: String::new(),
+        container: container.to_owned(),
+    })
+}
+
+/// `<namespace>_<pod>_<uid>/<container>/<n>.log[.<rotation suffix>]`
+fn from_pods_layout(path: &Path, file: &str) -> Option<PodInfo> {
+    let after_digits = file.trim_start_matches(|c: char| c.is_ascii_digit());
+    if after_digits.len() == file.len() {
+        return None;
+    }
+    let suffix = after_digits.strip_prefix(".log")?;
+    if !(suffix.is_empty() || suffix.starts_with('.')) {
+        return None;
+    }
+    let container_dir = path.parent()?;
+    let container = container_dir.file_name()?.to_str()?;
+    let pod_dir = container_dir.parent()?.file_name()?.to_str()?;
+    let mut parts = pod_dir.split('_');
+    let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || [namespace, pod, uid, container]
+            .iter()
+            .any(|p| p.is_empty())
+    {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
+        pod_uid: uid.to_owned(),
+        container: container.to_owned(),
+    })
+}
+
+/// A rejoined record: a full line, or partial parts and the full part that ended them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The first part's timestamp.
+    pub timestamp_ms: i64,
+    pub stream: Stream,
+    /// At most `max_bytes` long.
+    pub message: Bytes,
+    /// The file offset just past the last part.
+    pub end_offset: u64,
+    /// Bytes of the parts that were not kept because of `max_bytes`.
+    pub truncated_bytes: u64,
+    /// How many records were joined.
+    pub parts: usize,
+}
+
+struct Held {
+    timestamp_ms: i64,
+    message: Vec<u8>,
+    capped: bool,
+    truncated_bytes: u64,
+    parts: usize,
+    start_offset: u64,
+    end_offset: u64,
+}
+
+impl Held {
+    fn finish(self, stream: Stream) -> Joined {
+        Joined {
+            timestamp_ms: self.timestamp_ms,
+            stream,
+            message: Bytes::from(self.message),
+            end_offset: self.end_offset,
+            truncated_bytes: self.truncated_bytes,
+            parts: self.parts,
+        }
+    }
+}
+
+/// Rejoins the partial records of one file, per stream.
+pub struct PartialJoiner {
+    max_bytes: usize,
+    /// Indexed by [`Stream::index`].
+    held: [Option<Held>; 2],
+}
+
+impl PartialJoiner {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            held: [None, None],
+        }
+    }
+
+    /// Feeds one parsed record that occupies `start_offset..end_offset` of the file. A full
+    /// record comes back joined with the parts of its stream held before it; a partial one is
+    /// held. A message keeps its first `max_bytes` bytes; the rest is counted in
+    /// [`Joined::truncated_bytes`] and never held.
+    pub fn push(
+        &mut self,
+        line: ContainerLine<'_>,
+        start_offset: u64,
+        end_offset: u64,
+    ) -> Option<Joined> {
+        let max_bytes = self.max_bytes;
+        let stream = line.stream;
+        let slot = &mut self.held[stream.index()];
+        match slot {
+            Some(held) => {
+                held.truncated_bytes += append_capped(
+                    &mut held.message,
+                    &mut held.capped,
+                    max_bytes,
+                    b"",
+                    &line.message,
+                );
+                held.parts += 1;
+                held.end_offset = end_offset;
+            }
+            None => {
+                let mut capped = false;
+                let (message, truncated_bytes) = match line.message {
+                    // An owned message that fits is moved, not copied.
+                    Cow::Owned(v) if v.len() <= max_bytes => (v, 0),
+                    message => {
+                        let mut v = Vec::new();
+                        let cut = append_capped(&mut v, &mut capped, max_bytes, b"", &message);
+                        (v, cut)
+                    }
+                };
+                *slot = Some(Held {
+                    timestamp_ms: line.timestamp_ms,
+                    message,
+                    capped,
+                    truncated_bytes,
+                    parts: 1,
+                    start_offset,
+                    end_offset,
+                });
+            }
+        }
+        if line.partial {
+            return None;
+        }
+        slot.take().map(|held| held.finish(stream))
+    }
+
+    /// Emits everything held (the file is closed, or the parts waited too long), oldest first.
+    pub fn flush(&mut self) -> Vec<Joined> {
+        let mut held: Vec<(Stream, Held)> = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .filter_map(|s| self.held[s.index()].take().map(|h| (s, h)))
+            .collect();
+        held.sort_by_key(|(_, h)| h.start_offset);
+        held.into_iter().map(|(s, h)| h.finish(s)).collect()
+    }
+
+    /// The lowest offset at which a held first part starts: the caller may save only
+    /// positions `<=` this while parts are held. `None` when nothing is held.
+    pub fn held_from(&self) -> Option<u64> {
+        self.held.iter().flatten().map(|h| h.start_offset).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chrono::{DateTime, NaiveDate};
+
+    use super::*;
+
+    const T: i64 = 1_704_164_645_123; // 2024-01-02T03:04:05.123Z
+
+    fn cri(line: &str) -> Result<ContainerLine<'_>, FormatError> {
+        parse_cri(line.as_bytes())
+    }
+
+    #[test]
+    fn cri_full_and_partial_lines() {
+        let l = cri("2024-01-02T03:04:05.123456789Z stdout F hello world").expect("valid");
+        assert_eq!(l.timestamp_ms, T);
+        assert_eq!((l.stream, l.partial), (Stream::Stdout, false));
+        assert_eq!(&l.message[..], b"hello world");
+        assert!(
+            matches!(l.message, Cow::Borrowed(_)),
+            "CRI messages are not copied"
+        );
+
+        let l = cri("2024-01-02T03:04:05.123Z stderr P part one").expect("valid");
+        assert_eq!(
+            (l.stream, l.partial, &l.message[..]),
+            (Stream::Stderr, true, &b"part one"[..])
+        );
+        // Only the first of colon-separated tags counts.
+        assert!(
+            cri("2024-01-02T03:04:05.123Z stdout P:x:y m")
+                .expect("valid")
+                .partial
+        );
+        assert!(
+            !cri("2024-01-02T03:04:05.123Z stdout F:x m")
+                .expect("valid")
+                .partial
+        );
+    }
+
+    #[test]
+    fn cri_message_is_everything_after_the_tag_space() {
+        let l = cri("2024-01-02T03:04:05.123Z stdout F   indented  ").expect("valid");
+        assert_eq!(&l.message[..], b"  indented  ");
+        // A trailing newline is tolerated and not part of the message.
+        let l = cri("2024-01-02T03:04:05.123Z stdout F x\n").expect("valid");
+        assert_eq!(&l.message[..], b"x");
+        // Empty messages, with or without the space after the tag.
+        for line in [
+            "2024-01-02T03:04:05.123Z stdout F ",
+            "2024-01-02T03:04:05.123Z stdout F",
+        ] {
+            let l = cri(line).expect("valid");
+            assert_eq!((&l.message[..], l.partial), (&b""[..], false), "{line:?}");
+        }
+        // Bytes that are not UTF-8 pass through.
+        let l = parse_cri(b"2024-01-02T03:04:05.123Z stdout F \xff\xfe").expect("valid");
+        assert_eq!(&l.message[..], b"\xff\xfe");
+    }
+
+    #[test]
+    fn cri_timestamp_with_offset() {
+        let l = cri("2024-01-02T05:34:05.123456+02:30 stdout F x").expect("valid");
+        assert_eq!(l.timestamp_ms, T);
+    }
+
+    #[test]
+    fn cri_errors_say_what_is_wrong() {
+        let cases = [
+            ("", FormatError::Empty),
+            ("\n", FormatError::Empty),
+            ("hello world", FormatError::CriTimestamp("hello".into())),
+            (
+                "2024-13-02T03:04:05Z stdout F x",
+                FormatError::CriTimestamp("2024-13-02T03:04:05Z".into()),
+            ),
+            ("2024-01-02T03:04:05Z", FormatError::CriMissingStream),
+            ("2024-01-02T03:04:05Z  F x", FormatError::CriMissingStream),
+            (
+                "2024-01-02T03:04:05Z stdin F x",
+                FormatError::CriStream("stdin".into()),
+            ),
+            ("2024-01-02T03:04:05Z stdout", FormatError::CriMissingTag),
+            ("2024-01-02T03:04:05Z stdout  x", FormatError::CriMissingTag),
+            (
+                "2024-01-02T03:04:05Z stdout X x",
+                FormatError::CriTag("X".into()),
+            ),
+            (
+                "2024-01-02T03:04:05Z stdout :P x",
+                FormatError::CriTag(":P".into()),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(cri(line), Err(want), "{line:?}");
+        }
+        assert_eq!(
+            FormatError::CriMissingStream.to_string(),
+            "CRI line: missing stream field"
+        );
+        let long = format!("{} stdout F x", "9".repeat(100));
+        let Err(FormatError::CriTimestamp(q)) = cri(&long) else {
+            panic!("bad timestamp accepted")
+        };
+        assert!(
+            q.chars().count() == 65 && q.ends_with('…'),
+            "quoted value is bounded: {q}"
+        );
+    }
+
+    #[test]
+    fn docker_json_full_line_unescaped() {
+        let line = br#"{"log":"tab\there \"q\" \u00e9 \\ end\n","stream":"stderr","time":"2024-01-02T03:04:05.123456789Z"}"#;
+        let l = parse_docker_json(line).expect("valid");
+        assert_eq!(l.timestamp_ms, T);
+        assert_eq!((l.stream, l.partial), (Stream::Stderr, false));
+        assert_eq!(
+            std::str::from_utf8(&l.message),
+            Ok("tab\there \"q\" é \\ end")
+        );
+    }
+
+    #[test]
+    fn docker_json_any_key_order_extra_keys_and_partials() {
+        let line = br#"{"time":"2024-01-02T03:04:05.123Z","attrs":{"tag":"x"},"stream":"stdout","log":"no newline yet"}"#;
+        let l = parse_docker_json(line).expect("valid");
+        assert_eq!(
+            (l.stream, l.partial, &l.message[..]),
+            (Stream::Stdout, true, &b"no newline yet"[..])
+        );
+        // An empty line is a full record with an empty message.
+        let l = parse_docker_json(
+            br#"{"log":"\n","stream":"stdout","time":"2024-01-02T03:04:05.123Z"}"#,
+        )
+        .expect("valid");
+        assert_eq!((l.partial, &l.message[..]), (false, &b""[..]));
+        // Only one trailing newline is the terminator; a "\r" before it is content.
+        let l = parse_docker_json(
+            br#"{"log":"a\r\n\n","stream":"stdout","time":"2024-01-02T03:04:05.123Z"}"#,
+        )
+        .expect("valid");
+        assert_eq!(&l.message[..], b"a\r\n");
+        // Trailing newline/whitespace after the object (the raw file line) is fine.
+        assert!(parse_docker_json(
+            b"{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:05Z\"}\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn docker_json_errors_say_what_is_wrong() {
+        let missing = [
+            (
+                r#"{"stream":"stdout","time":"2024-01-02T03:04:05Z"}"#,
+                "log",
+            ),
+            (
+                r#"{"log":null,"stream":"stdout","time":"2024-01-02T03:04:05Z"}"#,
+                "log",
+            ),
+            (r#"{"log":"x\n","time":"2024-01-02T03:04:05Z"}"#, "stream"),
+            (r#"{"log":"x\n","stream":"stdout"}"#, "time"),
+        ];
+        for (line, field) in missing {
+            assert_eq!(
+                parse_docker_json(line.as_bytes()),
+                Err(FormatError::DockerMissingField(field))
+            );
+        }
+        assert_eq!(
+            parse_docker_json(br#"{"log":"x\n","stream":"stdin","time":"2024-01-02T03:04:05Z"}"#),
+            Err(FormatError::DockerStream("stdin".into()))
+        );
+        assert_eq!(
+            parse_docker_json(br#"{"log":"x\n","stream":"stdout","time":"yesterday"}"#),
+            Err(FormatError::DockerTime("yesterday".into()))
+        );
+        for bad in [
+            &br#"{"log":"x\n","stream":"std"#[..],
+            b"{nope}",
+            br#"{"log":1,"stream":"stdout","time":"2024-01-02T03:04:05Z"}"#,
+            b"{\"log\":\"\xff\"}",
+        ] {
+            let err = parse_docker_json(bad).expect_err("invalid JSON");
+            assert!(matches!(err, FormatError::DockerJson(_)), "{err:?}");
+            assert!(
+                err.to_string()
+                    .starts_with("Docker json-file line: invalid JSON: "),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_docker_json(b"  "), Err(FormatError::Empty));
+    }
+
+    #[test]
+    fn auto_detects_the_format() {
+        let d = parse_auto(br#"{"log":"a\n","stream":"stdout","time":"2024-01-02T03:04:05.123Z"}"#)
+            .expect("docker");
+        let c = parse_auto(b"2024-01-02T03:04:05.123Z stdout F a").expect("cri");
+        assert_eq!(
+            d,
+            ContainerLine {
+                message: Cow::Borrowed(&b"a"[..]),
+                ..c.clone()
+            }
+        );
+        assert_eq!((c.timestamp_ms, &c.message[..]), (T, &b"a"[..]));
+        assert_eq!(parse_auto(b""), Err(FormatError::Empty));
+        assert!(matches!(parse_auto(b"{"), Err(FormatError::DockerJson(_))));
+    }
+
+    #[test]
+    fn rfc3339_matches_chrono_over_many_dates() {
+        let mut day = NaiveDate::from_ymd_opt(1900, 1, 1).expect("date");
+        let end = NaiveDate::from_ymd_opt(2200, 12, 31).expect("date");
+        let mut n = 0u32;
+        while day <= end {
+            let dt = day
+                .and_hms_nano_opt(
+                    n % 24,
+                    (n * 7) % 60,
+                    (n * 13) % 60,
+                    n.wrapping_mul(7_654_321) % 1_000_000_000,
+                )
+                .expect("time");
+            let s = dt.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
+            let want = dt.and_utc().timestamp_millis();
+            assert_eq!(parse_rfc3339_ms(s.as_bytes()), Some(want), "{s}");
+            day = day + chrono::Days::new(13);
+            n += 1;
+        }
+        // Leap days, including the century rules.
+        for (s, ok) in [
+            ("2000-02-29", true),
+            ("2024-02-29", true),
+            ("1900-02-29", false),
+            ("2023-02-29", false),
+        ] {
+            let line = format!("{s}T00:00:00Z");
+            let want = DateTime::parse_from_rfc3339(&line)
+                .ok()
+                .map(|d| d.timestamp_millis());
+            assert_eq!(parse_rfc3339_ms(line.as_bytes()).is_some(), ok, "{line}");
+            assert_eq!(parse_rfc3339_ms(line.as_bytes()), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_fractions_offsets_and_variants() {
+        let base = 1_704_164_645_000; // 2024-01-02T03:04:05Z
+        for (s, want) in [
+            ("2024-01-02T03:04:05Z", base),
+            ("2024-01-02T03:04:05.1Z", base + 100),
+            ("2024-01-02T03:04:05.12Z", base + 120),
+            ("2024-01-02T03:04:05.123Z", base + 123),
+            ("2024-01-02T03:04:05.1239Z", base + 123), // truncated, not rounded
+            ("2024-01-02T03:04:05.999999999999Z", base + 999),
+            ("2024-01-02t03:04:05z", base),
+            ("2024-01-02 03:04:05Z", base),
+            ("2024-01-02T05:04:05+02:00", base),
+            ("2024-01-01T21:34:05-05:30", base),
+            ("2024-01-02T03:04:05.5+00:00", base + 500),
+            ("1969-12-31T23:59:59.999Z", -1),
+            ("2016-12-31T23:59:60Z", 1_483_228_800_000),
+        ] {
+            assert_eq!(parse_rfc3339_ms(s.as_bytes()), Some(want), "{s}");
+        }
+        for s in [
+            "",
+            "2024-01-02",
+            "2024-01-02T03:04:05",
+            "2024-01-02T03:04:05.Z",
+            "2024-01-02T03:04:05+0200",
+            "2024-01-02T03:04:05+02",
+            "2024-01-02T03:04:05Zjunk",
+            "2024-01-02T03:04:05 Z",
+            "2024-01-02T24:00:00Z",
+            "2024-01-02T03:60:00Z",
+            "2024-01-02T03:04:61Z",
+            "2024-00-02T03:04:05Z",
+            "2024-04-31T03:04:05Z",
+            "2024-01-00T03:04:05Z",
+            "2024/01/02T03:04:05Z",
+            "2024-01-02X03:04:05Z",
+            "2024-01-02T03:04:05+24:00",
+            "+024-01-02T03:04:05Z",
+            "２０２４-01-02T03:04:05Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(s.as_bytes()), None, "{s:?}");
+        }
+    }
+
+    fn info(ns: &str, pod: &str, uid: &str, container: &str) -> Option<PodInfo> {
+        Some(PodInfo {
+            namespace: ns.into(),
+            pod: pod.into(),
+            pod_uid: uid.into(),
+            container: container.into(),
+        })
+    }
+
+    #[test]
+    fn pod_info_from_pods_directory() {
+        let uid = "0f1c2d3e-4a5b-6c7d-8e9f-001122334455";
+        let want = info("kube-system", "coredns-5d78c9869d-abcde", uid, "coredns");
+        for file in [
+            "0.log",
+            "12.log",
+            "0.log.20240102-030405",
+            "0.log.20240102-030405.gz",
+        ] {
+            let path =
+                format!("/var/log/pods/kube-system_coredns-5d78c9869d-abcde_{uid}/coredns/{file}");
+            assert_eq!(pod_info_from_path(Path::new(&path)), want, "{path}");
+        }
+        // Any root, relative too.
+        let tmp = PathBuf::from("/tmp/.tmpXyZ/pods/default_web-0_abc123/nginx/3.log");
+        assert_eq!(
+            pod_info_from_path(&tmp),
+            info("default", "web-0", "abc123", "nginx")
+        );
+        assert_eq!(
+            pod_info_from_path(Path::new("default_web-0_u/c/0.log")),
+            info("default", "web-0", "u", "c")
+        );
+    }
+
+    #[test]
+    fn pod_info_from_containers_symlink_name() {
+        let id = "4f2a".repeat(16);
+        let path =
+            format!("/var/log/containers/coredns-5d78c9869d-abcde_kube-system_coredns-{id}.log");
+        assert_eq!(
+            pod_info_from_path(Path::new(&path)),
+            info("kube-system", "coredns-5d78c9869d-abcde", "", "coredns")
+        );
+        // A container name with dashes: the id is taken from the end.
+        let path = format!("/x/web-0_default_log-forwarder-{id}.log");
+        assert_eq!(
+            pod_info_from_path(Path::new(&path)),
+            info("default", "web-0", "", "log-forwarder")
+        );
+    }
+
+    #[test]
+    fn pod_info_rejects_other_paths() {
+        let id = "ab".repeat(32);
+        for path in [
+            "/var/log/syslog".to_string(),
+            "/var/log/app/server.log".to_string(),
+            "/var/log/pods/default_web-0_uid/nginx/current.log".to_string(),
+            "/var/log/pods/default_web-0_uid/nginx/0.logs".to_string(),
+            "/var/log/pods/default_web-0_uid/nginx/0.txt".to_string(),
+            "/var/log/pods/default_web-0/nginx/0.log".to_string(),
+            "/var/log/pods/default_web_0_uid/nginx/0.log".to_string(),
+            "/var/log/pods/_web-0_uid/nginx/0.log".to_string(),
+            "0.log".to_string(),
+            "/0.log".to_string(),
+            format!("/var/log/containers/web-0_default_nginx-{}.log", &id[..63]),
+            format!(
+                "/var/log/containers/web-0_default_nginx-{}zz.log",
+                &id[..62]
+            ),
+            format!("/var/log/containers/web-0_default_nginx_x-{id}.log"),
+            format!("/var/log/containers/web-0_nginx-{id}.log"),
+            format!("/var/log/containers/web-0_default_nginx{id}.log"),
+            // The 64-byte split would fall inside "é": no panic, no match.
+            format!("/var/log/containers/é{}.log", &id[..63]),
+        ] {
+            assert_eq!(pod_info_from_path(Path::new(&path)), None, "{path}");
+        }
+    }
+
+    fn line(ts: i64, stream: Stream, partial: bool, msg: &str) -> ContainerLine<'_> {
+        ContainerLine {
+            timestamp_ms: ts,
+            stream,
+            partial,
+            message: Cow::Borrowed(msg.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn joiner_passes_full_lines_through() {
+        let mut j = PartialJoiner::new(100);
+        let out = j
+            .push(line(5, Stream::Stdout, false, "hello"), 0, 40)
+            .expect("full");
+        assert_eq!(
+            out,
+            Joined {
+                timestamp_ms: 5,
+                stream: Stream::Stdout,
+                message: Bytes::from_static(b"hello"),
+                end_offset: 40,
+                truncated_bytes: 0,
+                parts: 1
+            }
+        );
+        assert_eq!(j.held_from(), None);
+        assert!(j.flush().is_empty());
+    }
+
+    #[test]
+    fn joiner_joins_partials_per_stream_and_guards_positions() {
+        let mut j = PartialJoiner::new(100);
+        assert_eq!(j.push(line(1, Stream::Stdout, true, "a1 "), 100, 110), None);
+        assert_eq!(j.held_from(), Some(100));
+        assert_eq!(j.push(line(2, Stream::Stderr, true, "b1 "), 110, 120), None);
+        assert_eq!(j.push(line(3, Stream::Stdout, true, "a2 "), 120, 130), None);
+        // The oldest held first part bounds the position.
+        assert_eq!(j.held_from(), Some(100));
+        let a = j
+            .push(line(4, Stream::Stdout, false, "a3"), 130, 140)
+            .expect("stdout done");
+        assert_eq!(
+            (a.timestamp_ms, &a.message[..], a.end_offset, a.parts),
+            (1, &b"a1 a2 a3"[..], 140, 3)
+        );
+        assert_eq!(a.stream, Stream::Stdout);
+        // stdout is done; the stderr part from 110 is still held.
+        assert_eq!(j.held_from(), Some(110));
+        let b = j
+            .push(line(5, Stream::Stderr, false, "b2"), 140, 150)
+            .expect("stderr done");
+        assert_eq!(
+            (b.timestamp_ms, &b.message[..], b.end_offset, b.parts),
+            (2, &b"b1 b2"[..], 150, 2)
+        );
+        assert_eq!(j.held_from(), None);
+    }
+
+    #[test]
+    fn joiner_flush_emits_oldest_first() {
+        let mut j = PartialJoiner::new(100);
+        j.push(line(1, Stream::Stderr, true, "err"), 0, 10);
+        j.push(line(2, Stream::Stdout, true, "out"), 10, 20);
+        j.push(line(3, Stream::Stderr, true, "+"), 20, 30);
+        let out = j.flush();
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| (o.stream, &o.message[..], o.end_offset, o.parts))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Stream::Stderr, &b"err+"[..], 30, 2),
+                (Stream::Stdout, &b"out"[..], 20, 1)
+            ]
+        );
+        assert_eq!(j.held_from(), None);
+        assert!(j.flush().is_empty());
+    }
+
+    #[test]
+    fn joiner_caps_at_max_bytes_and_counts_the_rest() {
+        let mut j = PartialJoiner::new(8);
+        assert_eq!(j.push(line(1, Stream::Stdout, true, "12345"), 0, 10), None);
+        assert_eq!(j.push(line(1, Stream::Stdout, true, "67890"), 10, 20), None);
+        assert_eq!(j.push(line(1, Stream::Stdout, true, "abc"), 20, 30), None);
+        let out = j
+            .push(line(1, Stream::Stdout, false, "de"), 30, 40)
+            .expect("full");
+        assert_eq!(
+            (
+                &out.message[..],
+                out.truncated_bytes,
+                out.parts,
+                out.end_offset
+            ),
+            (&b"12345678"[..], 2 + 3 + 2, 4, 40)
+        );
+        // A single full line over the limit is cut too, owned or borrowed.
+        let out = j
+            .push(line(1, Stream::Stdout, false, "0123456789"), 40, 50)
+            .expect("full");
+        assert_eq!(
+            (&out.message[..], out.truncated_bytes),
+            (&b"01234567"[..], 2)
+        );
+        let owned = ContainerLine {
+            message: Cow::Owned(b"0123456789".to_vec()),
+            ..line(1, Stream::Stderr, false, "")
+        };
+        let out = j.push(owned, 50, 60).expect("full");
+        assert_eq!(
+            (&out.message[..], out.truncated_bytes),
+            (&b"01234567"[..], 2)
+        );
+        // max_bytes 0 keeps nothing and still accounts for everything.
+        let mut j = PartialJoiner::new(0);
+        let out = j
+            .push(line(1, Stream::Stdout, false, "abc"), 0, 4)
+            .expect("full");
+        assert_eq!((&out.message[..], out.truncated_bytes), (&b""[..], 3));
+    }
+
+    #[test]
+    fn joiner_with_parsed_cri_lines() {
+        let text = "2024-01-02T03:04:05.123Z stdout P hel\n\
+                    2024-01-02T03:04:06.000Z stderr F oops\n\
+                    2024-01-02T03:04:07.000Z stdout F lo\n";
+        let mut j = PartialJoiner::new(1024);
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        for l in text.split_inclusive('\n') {
+            let end = offset + l.len() as u64;
+            if let Some(joined) = j.push(parse_auto(l.as_bytes()).expect("valid"), offset, end) {
+                out.push(joined);
+            }
+            offset = end;
+        }
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| (o.stream, o.timestamp_ms, &o.message[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Stream::Stderr, T + 877, &b"oops"[..]),
+                (Stream::Stdout, T, &b"hello"[..])
+            ]
+        );
+        assert_eq!(out[1].end_offset, text.len() as u64);
+    }
+}

@@ -177,17 +177,22 @@ pub fn parse_cri(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
     })
 }
 
-/// The fields of a json-file record we use; `Cow` borrows from the line when a string has no
-/// escapes. `Option` so that a missing field gets our own error, naming it.
+/// The fields of a json-file record we use. `Option` so that a missing field gets our own
+/// error, naming it.
 #[derive(serde::Deserialize)]
 struct DockerRecord<'a> {
     #[serde(borrow)]
-    log: Option<Cow<'a, str>>,
+    log: Option<Text<'a>>,
     #[serde(borrow)]
-    stream: Option<Cow<'a, str>>,
+    stream: Option<Text<'a>>,
     #[serde(borrow)]
-    time: Option<Cow<'a, str>>,
+    time: Option<Text<'a>>,
 }
+
+/// A JSON string borrowed from the line when it has no escapes. serde borrows a `Cow` only
+/// when it is the field itself, not inside an `Option`: hence the newtype.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Parses one Docker json-file record.
 pub fn parse_docker_json(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
@@ -196,11 +201,15 @@ pub fn parse_docker_json(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> 
     }
     let record: DockerRecord<'_> =
         serde_json::from_slice(line).map_err(|e| FormatError::DockerJson(e.to_string()))?;
-    let log = record.log.ok_or(FormatError::DockerMissingField("log"))?;
+    let log = record.log.ok_or(FormatError::DockerMissingField("log"))?.0;
     let stream = record
         .stream
-        .ok_or(FormatError::DockerMissingField("stream"))?;
-    let time = record.time.ok_or(FormatError::DockerMissingField("time"))?;
+        .ok_or(FormatError::DockerMissingField("stream"))?
+        .0;
+    let time = record
+        .time
+        .ok_or(FormatError::DockerMissingField("time"))?
+        .0;
     let stream = Stream::from_bytes(stream.as_bytes())
         .ok_or_else(|| FormatError::DockerStream(quote(stream.as_bytes())))?;
     let timestamp_ms = parse_rfc3339_ms(time.as_bytes())
@@ -281,6 +290,7 @@ pub fn parse_rfc3339_ms(s: &[u8]) -> Option<i64> {
     let hour = digits(s, 11, 2)?;
     let minute = digits(s, 14, 2)?;
     let second = digits(s, 17, 2)?;
+    // The digit reads above succeeded, so s has at least 19 bytes: indexing below 19 is safe.
     if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
         return None;
     }
@@ -668,6 +678,8 @@ mod tests {
             (l.stream, l.partial, &l.message[..]),
             (Stream::Stdout, true, &b"no newline yet"[..])
         );
+        // Without escapes the message is borrowed from the line, not copied.
+        assert!(matches!(l.message, Cow::Borrowed(_)));
         // An empty line is a full record with an empty message.
         let l = parse_docker_json(
             br#"{"log":"\n","stream":"stdout","time":"2024-01-02T03:04:05.123Z"}"#,

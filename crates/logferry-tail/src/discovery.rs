@@ -169,7 +169,14 @@ impl Discovery {
     /// them); the walk never fails.
     pub fn scan(&self) -> Scan {
         let mut scan = Scan::default();
-        let mut seen_files = std::collections::HashSet::new();
+        // Two patterns, or `**` (which reaches a directory along several routes), can match a
+        // path twice; a single plain pattern cannot, and then deduplication is not paid for.
+        let dedup = self.includes.len() > 1
+            || self
+                .includes
+                .iter()
+                .any(|i| i.parts.iter().any(|p| matches!(p, Part::AnyDirs)));
+        let mut seen_files = dedup.then(std::collections::HashSet::new);
         let mut seen_dirs = std::collections::HashSet::new();
         for inc in &self.includes {
             if !walk(
@@ -220,9 +227,13 @@ fn add_file(
     ino: u64,
     ft: FileType,
     scan: &mut Scan,
-    seen_files: &mut std::collections::HashSet<PathBuf>,
+    seen_files: &mut Option<std::collections::HashSet<PathBuf>>,
 ) {
-    if !ft.is_dir() && seen_files.insert(path.clone()) {
+    let first = match seen_files {
+        Some(seen) => seen.insert(path.clone()),
+        None => true,
+    };
+    if !ft.is_dir() && first {
         let excluded = disc.is_excluded(&path);
         scan.files.push(Found {
             path,
@@ -239,7 +250,7 @@ fn walk(
     dir: &Path,
     parts: &[Part],
     scan: &mut Scan,
-    seen_files: &mut std::collections::HashSet<PathBuf>,
+    seen_files: &mut Option<std::collections::HashSet<PathBuf>>,
     seen_dirs: &mut std::collections::HashSet<PathBuf>,
 ) -> bool {
     let Some((first, rest)) = parts.split_first() else {

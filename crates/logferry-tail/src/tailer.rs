@@ -37,6 +37,7 @@
 //! file written in a tight loop cannot starve the others.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -230,7 +231,9 @@ pub struct Tailer {
     open: HashMap<FileId, OpenFile>,
     by_key: HashMap<FileKey, FileId>,
     /// Matched paths (and symlink targets) of open files, for routing inotify events.
-    by_path: HashMap<PathBuf, FileId>,
+    /// Keyed by the raw bytes: `Path`'s own `Hash` parses components, and a rescan of ten
+    /// thousand files spends most of its time hashing.
+    by_path: HashMap<OsString, FileId>,
     ready: VecDeque<FileId>,
     notices: Vec<Notice>,
     errors: HashMap<PathBuf, String>,
@@ -439,7 +442,7 @@ impl Tailer {
         for ev in events.drain(..) {
             match ev {
                 DirEvent::Modified(path) => {
-                    if let Some(&id) = self.by_path.get(&path) {
+                    if let Some(&id) = self.by_path.get(path.as_os_str()) {
                         if let Some(f) = self.open.get_mut(&id) {
                             f.touched = true;
                         }
@@ -447,7 +450,7 @@ impl Tailer {
                     }
                 }
                 DirEvent::Changed(path) => {
-                    if let Some(&id) = self.by_path.get(&path) {
+                    if let Some(&id) = self.by_path.get(path.as_os_str()) {
                         self.mark_ready(id);
                     }
                     self.rescan_soon.get_or_insert(now + RESCAN_DEBOUNCE);
@@ -505,21 +508,25 @@ impl Tailer {
 
         let mut by_path = HashMap::with_capacity(scan.files.len());
         let mut excluded_inos = HashSet::new();
+        // Only needed to forget errors and skips of paths that went away.
+        let track_paths = !self.errors.is_empty() || !self.skipped.is_empty();
         let mut scanned_paths = HashSet::new();
         for found in scan.files {
             if found.excluded {
                 excluded_inos.insert(found.ino);
                 continue;
             }
-            scanned_paths.insert(found.path.clone());
+            if track_paths {
+                scanned_paths.insert(found.path.clone());
+            }
             // Fast path: a known file still at its path; `readdir` gave its inode number.
             if !found.symlink {
-                if let Some(&id) = self.by_path.get(&found.path) {
+                if let Some(&id) = self.by_path.get(found.path.as_os_str()) {
                     if let Some(f) = self.open.get_mut(&id) {
                         let same = self.meta.get(&id).is_some_and(|m| m.key.ino == found.ino);
                         if same && f.seen != generation {
                             f.seen = generation;
-                            by_path.insert(found.path, id);
+                            by_path.insert(found.path.into_os_string(), id);
                             continue;
                         }
                     }
@@ -551,7 +558,7 @@ impl Tailer {
                 if let Some(f) = self.open.get_mut(&id) {
                     f.seen = generation;
                 }
-                by_path.insert(found.path, id);
+                by_path.insert(found.path.into_os_string(), id);
             }
         }
 
@@ -608,12 +615,14 @@ impl Tailer {
         }
         for (&id, f) in &self.open {
             if let (Some(real), Phase::Tailing) = (&f.real_path, f.phase) {
-                by_path.insert(real.clone(), id);
+                by_path.insert(real.clone().into_os_string(), id);
             }
         }
         self.by_path = by_path;
-        self.errors.retain(|p, _| scanned_paths.contains(p));
-        self.skipped.retain(|p, _| scanned_paths.contains(p));
+        if track_paths {
+            self.errors.retain(|p, _| scanned_paths.contains(p));
+            self.skipped.retain(|p, _| scanned_paths.contains(p));
+        }
         self.watch_dirs(dirs, now);
     }
 
@@ -657,7 +666,7 @@ impl Tailer {
         id: FileId,
         path: &Path,
         generation: u64,
-        by_path: &mut HashMap<PathBuf, FileId>,
+        by_path: &mut HashMap<OsString, FileId>,
     ) {
         let Some(f) = self.open.get_mut(&id) else {
             return;
@@ -673,7 +682,7 @@ impl Tailer {
                 m.path = Arc::from(path);
             }
         }
-        by_path.insert(path.to_path_buf(), id);
+        by_path.insert(path.as_os_str().to_os_string(), id);
     }
 
     /// Opens a newly matched file, resuming a saved position if one matches. `ino` is what the

@@ -1508,6 +1508,30 @@ mod tests {
     }
 
     #[test]
+    fn rotated_file_deleted_by_compression_is_closed_at_once_not_after_rotate_wait() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, b"one\n");
+        let mut o = opts(d.path(), "app.log");
+        o.rotate_wait = Duration::from_secs(3600);
+        let mut t = Tailer::new(o, vec![]).expect("tailer");
+        let mut seen = Seen::default();
+        pump(&mut t, &mut seen, n_lines(1));
+        let old = seen.lines[0].file;
+        let rotated = d.path().join("app.log.1");
+        fs::rename(&p, &rotated).expect("rename");
+        append(&p, b"new\n");
+        append(&rotated, b"two\n");
+        pump(&mut t, &mut seen, n_lines(3));
+        // logrotate's delaycompress/compress: gzip writes app.log.1.gz and unlinks app.log.1.
+        fs::remove_file(&rotated).expect("rm");
+        pump(&mut t, &mut seen, |s| s.closed(old).is_some());
+        assert_eq!(seen.closed(old), Some(CloseReason::Deleted));
+        assert_eq!(seen.texts_of(old), ["one", "two"]);
+        assert_eq!(t.open_files(), 1);
+    }
+
+    #[test]
     fn unterminated_line_waits_for_its_newline() {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join("app.log");

@@ -57,6 +57,51 @@ fn check_data_dir(r: &mut Report, dir: &Path) {
     }
 }
 
+/// How many files the globs match now, and whether they can be opened.
+fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig) {
+    let what = format!("source {name} (files)");
+    let exclude: Vec<glob::Pattern> = cfg
+        .exclude
+        .iter()
+        .filter_map(|p| glob::Pattern::new(p).ok())
+        .collect();
+    let (mut matched, mut unreadable) = (0usize, Vec::new());
+    for pattern in &cfg.include {
+        let Ok(paths) = glob::glob(pattern) else {
+            continue;
+        };
+        for path in paths.flatten() {
+            if !path.is_file() || exclude.iter().any(|x| x.matches_path(&path)) {
+                continue;
+            }
+            matched += 1;
+            if let Err(e) = std::fs::File::open(&path) {
+                unreadable.push(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    if let Some(first) = unreadable.first() {
+        r.fail(
+            &what,
+            format!(
+                "{} of {matched} files cannot be opened, e.g. {first}",
+                unreadable.len()
+            ),
+            "give logferry's user read access (group adm or root for /var/log)",
+        );
+    } else if matched == 0 {
+        r.warn(
+            &what,
+            format!(
+                "no file matches {:?} yet; they are picked up when they appear",
+                cfg.include
+            ),
+        );
+    } else {
+        r.ok(&what, format!("{matched} files match and are readable"));
+    }
+}
+
 fn check_journal(r: &mut Report, name: &str, dirs: &[std::path::PathBuf]) {
     let what = format!("source {name} (journal)");
     match logferry_journal::Journal::open_dirs(dirs) {
@@ -111,8 +156,10 @@ pub async fn check(config: &Config, write: bool) -> usize {
     r.ok("config", format!("{} is valid", config.path.display()));
     check_data_dir(&mut r, &config.data_dir);
     for (name, source) in &config.sources {
-        if let SourceConfig::Journald(j) = source {
-            check_journal(&mut r, name, &j.directories);
+        match source {
+            SourceConfig::Journald(j) => check_journal(&mut r, name, &j.directories),
+            SourceConfig::File(f) => check_files(&mut r, name, f),
+            _ => {}
         }
     }
     for (name, sink) in &config.sinks {
@@ -306,6 +353,11 @@ pub async fn tail(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
                 let mut cfg = cfg.clone();
                 cfg.dry_run = true;
                 tasks.spawn(source::journald::run(ctx, cfg, config.data_dir.clone()));
+            }
+            SourceConfig::File(cfg) => {
+                let mut cfg = cfg.clone();
+                cfg.dry_run = true;
+                tasks.spawn(source::file::run(ctx, cfg, config.data_dir.clone()));
             }
         }
     }

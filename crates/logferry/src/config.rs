@@ -24,6 +24,11 @@ use serde::Deserialize;
 
 use crate::template::{Template, TemplateKind};
 
+mod file_source;
+pub use file_source::{
+    FileSourceConfig, MultilineSettings, TimestampSettings, KUBERNETES_DEFAULT_INCLUDE,
+};
+
 /// Default size above which a syslog frame is truncated (and flagged).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
 
@@ -97,6 +102,8 @@ pub enum SourceConfig {
     Stdin(StdinSourceConfig),
     /// The systemd journal, read from its files.
     Journald(JournaldSourceConfig),
+    /// Log files (`type = "file"`) or Kubernetes container logs (`type = "kubernetes_logs"`).
+    File(FileSourceConfig),
 }
 
 /// Where a journald source starts when it has no saved cursor.
@@ -839,10 +846,15 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
             let raw: RawJournald = ctx.deserialize(&path, value)?;
             journald_config(ctx, name, raw)
         }
+        "file" | "kubernetes_logs" => {
+            let raw: file_source::RawFile = ctx.deserialize(&path, value)?;
+            file_source::file_config(ctx, name, raw, kind == "kubernetes_logs")
+                .map(SourceConfig::File)
+        }
         other => {
             ctx.error(
                 &["sources", name, "type"],
-                format!("unknown source type `{other}`; expected one of: syslog, stdin, journald"),
+                format!("unknown source type `{other}`; expected one of: syslog, stdin, journald, file, kubernetes_logs"),
             );
             None
         }

@@ -44,13 +44,21 @@ pub struct SourceStats {
     pub dropped_spool_oldest: AtomicU64,
     /// Timestamp (Unix ms) of the newest event read; for the journal, how far behind it is.
     pub last_event_ms: AtomicI64,
+    /// File sources: files open now.
+    pub files_open: AtomicU64,
+    /// File sources: truncations (copytruncate) seen.
+    pub files_truncated: AtomicU64,
+    /// File sources: files in the checkpoint that were gone at start (unread lines lost).
+    pub files_missing: AtomicU64,
+    /// Kubernetes sources: lines that were neither CRI nor Docker json-file (sent as they are).
+    pub unparsed: AtomicU64,
 }
 
 /// One source as the registry sees it.
 pub struct SourceEntry {
     /// Config name.
     pub name: String,
-    /// `syslog`, `stdin`, `journald`.
+    /// `syslog`, `stdin`, `journald`, `file`, `kubernetes_logs`.
     pub kind: &'static str,
     /// Its counters.
     pub stats: Arc<SourceStats>,
@@ -160,6 +168,45 @@ impl Registry {
                     &src(e),
                     format!("{:.3}", (now - last).max(0) as f64 / 1000.0),
                 );
+            }
+        }
+        let files: Vec<&SourceEntry> = self
+            .sources
+            .iter()
+            .filter(|e| matches!(e.kind, "file" | "kubernetes_logs"))
+            .collect();
+        if !files.is_empty() {
+            t.header(
+                "logferry_file_open_files",
+                "gauge",
+                "Files a file source has open.",
+            );
+            for e in &files {
+                let n = e.stats.files_open.load(Ordering::Relaxed);
+                t.line("logferry_file_open_files", &src(e), n);
+            }
+            let file_counters: [(&str, &str, SourceCounter); 3] = [
+                (
+                    "logferry_file_truncations_total",
+                    "Files found truncated (copytruncate) and read again from their start.",
+                    |s| &s.files_truncated,
+                ),
+                (
+                    "logferry_file_missing_total",
+                    "Files with a saved offset that were gone at start (unread lines lost).",
+                    |s| &s.files_missing,
+                ),
+                (
+                    "logferry_file_unparsed_lines_total",
+                    "Container log lines in neither CRI nor Docker format (sent as they are).",
+                    |s| &s.unparsed,
+                ),
+            ];
+            for (name, help, get) in file_counters {
+                t.header(name, "counter", help);
+                for e in &files {
+                    t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
+                }
             }
         }
         t.header(

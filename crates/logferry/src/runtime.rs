@@ -222,6 +222,10 @@ async fn run_pipeline(
                     config.data_dir.clone(),
                 ));
             }
+            SourceConfig::File(cfg) => {
+                tracing::info!(source = %name, include = ?cfg.include, "tailing files");
+                source_tasks.spawn(source::file::run(ctx, cfg.clone(), config.data_dir.clone()));
+            }
         }
         registry_sources.push(SourceEntry {
             name: name.clone(),
@@ -229,6 +233,8 @@ async fn run_pipeline(
                 SourceConfig::Syslog(_) => "syslog",
                 SourceConfig::Stdin(_) => "stdin",
                 SourceConfig::Journald(_) => "journald",
+                SourceConfig::File(f) if f.kubernetes => "kubernetes_logs",
+                SourceConfig::File(_) => "file",
             },
             stats,
             spool: spool_handle,

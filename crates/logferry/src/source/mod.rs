@@ -5,10 +5,14 @@
 //! which is how backpressure reaches the socket or file being read.
 //!
 //! - [`syslog`]: TCP, UDP and unix sockets, through the `logferry-syslog` codec.
+//! - [`journald`]: the systemd journal, from its files, resumed from a saved cursor.
+//! - [`file`]: log files and Kubernetes container logs, through `logferry-tail`, resumed from
+//!   saved offsets.
 //! - [`stdin`]: standard input, one event per line or syslog frame; at end of input it waits
 //!   until everything it read is delivered, then ends (so `journalctl | logferry` exits 0 only
 //!   when CloudWatch has it all).
 
+pub mod file;
 pub mod journald;
 pub mod spooled;
 pub mod stdin;

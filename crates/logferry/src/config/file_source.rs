@@ -1,0 +1,300 @@
+//! `type = "file"` and `type = "kubernetes_logs"`: the settings of the file tailing sources.
+//!
+//! Kept apart from the rest of `config.rs` because it is the largest source table. Both types
+//! share one shape: `kubernetes_logs` is a file source with the container log decoding turned
+//! on and `/var/log/pods/*/*/*.log` as its default `include`. Every value is checked here
+//! (globs, regex, strftime format, encoding label, time zone) so a mistake is a startup error
+//! with its line, not a source that silently reads nothing.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{de_duration_opt, Ctx};
+
+/// Where the kubelet keeps container logs: `<namespace>_<pod>_<uid>/<container>/<n>.log`.
+pub const KUBERNETES_DEFAULT_INCLUDE: &str = "/var/log/pods/*/*/*.log";
+
+/// Lines longer than this are truncated by default: CloudWatch's own event limit (256 KiB,
+/// less 26 bytes of overhead) would split them into parts anyway.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// `[sources.NAME] type = "file"` / `"kubernetes_logs"`
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    /// Glob patterns of files to read (absolute).
+    pub include: Vec<String>,
+    /// Glob patterns of files never to read.
+    pub exclude: Vec<String>,
+    /// Files present at the first start, with no saved offset, are read from their end.
+    pub start_at_end: bool,
+    /// Lines above this are truncated and flagged.
+    pub max_line_bytes: usize,
+    /// The files' text encoding.
+    pub encoding: &'static encoding_rs::Encoding,
+    /// Bytes at the head of a file that identify it besides its inode.
+    pub fingerprint_bytes: usize,
+    /// How often the globs are re-evaluated even without inotify events.
+    pub rescan_interval: Duration,
+    /// How long a renamed-away file stays open after it last grew.
+    pub rotate_wait: Duration,
+    /// Joining continuation lines into one event.
+    pub multiline: Option<MultilineSettings>,
+    /// Reading the event time from the line.
+    pub timestamp: Option<TimestampSettings>,
+    /// Decode CRI / Docker json-file lines and add pod metadata from the path.
+    pub kubernetes: bool,
+    /// Never save positions (`logferry tail`).
+    pub dry_run: bool,
+}
+
+/// `[sources.NAME.multiline]`
+#[derive(Debug, Clone)]
+pub struct MultilineSettings {
+    /// A line matching this starts a new event; others continue the current one.
+    pub start_pattern: regex::bytes::Regex,
+    /// A held event is sent after this long without a new line.
+    pub timeout: Duration,
+    /// Most lines in one event.
+    pub max_lines: usize,
+    /// Most bytes in one event; the rest is counted as truncated.
+    pub max_bytes: usize,
+}
+
+/// `timestamp_format` / `timezone`
+#[derive(Debug, Clone)]
+pub struct TimestampSettings {
+    /// strftime format of the time at the start of each line.
+    pub format: String,
+    /// The zone of times that carry none.
+    pub zone: logferry_tail::timestamp::Zone,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    start: Option<String>,
+    max_line_bytes: Option<usize>,
+    encoding: Option<String>,
+    fingerprint_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    rescan_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    rotate_wait: Option<Duration>,
+    multiline: Option<RawMultiline>,
+    timestamp_format: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMultiline {
+    start_pattern: String,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    timeout: Option<Duration>,
+    max_lines: Option<usize>,
+    max_bytes: Option<usize>,
+}
+
+/// Checks a `file` (or, with `kubernetes`, a `kubernetes_logs`) source table.
+pub(super) fn file_config(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    raw: RawFile,
+    kubernetes: bool,
+) -> Option<FileSourceConfig> {
+    let before = ctx.errors.len();
+    let key = |k: &'static str| ["sources", name, k];
+    let mut include = raw.include;
+    if include.is_empty() {
+        if kubernetes {
+            include.push(KUBERNETES_DEFAULT_INCLUDE.to_string());
+        } else {
+            ctx.error(
+                &key("include"),
+                "is required: a list of glob patterns such as [\"/var/log/app/*.log\"]",
+            );
+        }
+    }
+    for (k, patterns) in [("include", &include), ("exclude", &raw.exclude)] {
+        for p in patterns {
+            if let Err(e) = glob::Pattern::new(p) {
+                ctx.error(&key(k), format!("`{p}` is not a valid glob pattern: {e}"));
+            } else if k == "include" && !p.starts_with('/') {
+                ctx.error(&key(k), format!("`{p}` must be an absolute path"));
+            }
+        }
+    }
+    let start_at_end = match raw.start.as_deref() {
+        None | Some("beginning") => false,
+        Some("end") => true,
+        Some(other) => {
+            ctx.error(
+                &key("start"),
+                format!("`{other}` is neither \"beginning\" nor \"end\""),
+            );
+            false
+        }
+    };
+    let max_line_bytes = raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+    if max_line_bytes < 64 {
+        ctx.error(
+            &key("max_line_bytes"),
+            format!("{max_line_bytes} is too small (at least 64 bytes)"),
+        );
+    }
+    let encoding = match raw.encoding.as_deref() {
+        None => encoding_rs::UTF_8,
+        Some(label) => match encoding_rs::Encoding::for_label(label.as_bytes()) {
+            Some(e) => e,
+            None => {
+                ctx.error(
+                    &key("encoding"),
+                    format!(
+                        "`{label}` is not an encoding label; use e.g. \"utf-8\", \"latin1\", \
+                         \"utf-16le\", \"utf-16be\", \"shift_jis\" (WHATWG labels)"
+                    ),
+                );
+                encoding_rs::UTF_8
+            }
+        },
+    };
+    let fingerprint_bytes = raw.fingerprint_bytes.unwrap_or(256);
+    if !(16..=65536).contains(&fingerprint_bytes) {
+        ctx.error(
+            &key("fingerprint_bytes"),
+            format!("{fingerprint_bytes} is outside 16..=65536"),
+        );
+    }
+    let multiline = raw.multiline.and_then(|m| {
+        let pattern = match regex::bytes::Regex::new(&m.start_pattern) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.error(
+                    &["sources", name, "multiline", "start_pattern"],
+                    format!("not a valid regular expression: {e}"),
+                );
+                return None;
+            }
+        };
+        Some(MultilineSettings {
+            start_pattern: pattern,
+            timeout: m.timeout.unwrap_or(Duration::from_secs(1)),
+            max_lines: m.max_lines.unwrap_or(500).max(1),
+            max_bytes: m.max_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES).max(64),
+        })
+    });
+    let zone = match raw.timezone.as_deref() {
+        None => logferry_tail::timestamp::Zone::Utc,
+        Some(z) => match z.parse::<logferry_tail::timestamp::Zone>() {
+            Ok(z) => z,
+            Err(e) => {
+                ctx.error(&key("timezone"), format!("`{z}`: {e}"));
+                logferry_tail::timestamp::Zone::Utc
+            }
+        },
+    };
+    let timestamp =
+        raw.timestamp_format.and_then(
+            |format| match logferry_tail::timestamp::TimestampParser::new(&format, zone) {
+                Ok(_) => Some(TimestampSettings { format, zone }),
+                Err(e) => {
+                    ctx.error(&key("timestamp_format"), format!("`{format}`: {e}"));
+                    None
+                }
+            },
+        );
+    if ctx.errors.len() != before {
+        return None;
+    }
+    Some(FileSourceConfig {
+        include,
+        exclude: raw.exclude,
+        start_at_end,
+        max_line_bytes,
+        encoding,
+        fingerprint_bytes,
+        rescan_interval: raw.rescan_interval.unwrap_or(Duration::from_secs(5)),
+        rotate_wait: raw.rotate_wait.unwrap_or(Duration::from_secs(5)),
+        multiline,
+        timestamp,
+        kubernetes,
+        dry_run: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, SourceConfig};
+    use std::path::Path;
+
+    fn with_source(source: &str) -> Result<SourceConfig, Vec<String>> {
+        let text = format!(
+            "data_dir = \"/tmp/x\"\n[sources.f]\n{source}\n[sinks.cw]\ntype = \"cloudwatch_logs\"\n\
+             inputs = [\"f\"]\nlog_group = \"/g\"\nlog_stream = \"s\"\n"
+        );
+        match parse(Path::new("c.toml"), &text, &|_| None) {
+            Ok(mut c) => Ok(c.sources.remove(0).1),
+            Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn kubernetes_defaults_to_the_pods_directory() {
+        let Ok(SourceConfig::File(f)) = with_source("type = \"kubernetes_logs\"") else {
+            panic!("valid");
+        };
+        assert!(f.kubernetes);
+        assert_eq!(f.include, [super::KUBERNETES_DEFAULT_INCLUDE]);
+        assert!(!f.start_at_end);
+    }
+
+    #[test]
+    fn every_mistake_names_its_line_and_key() {
+        let errs = with_source(
+            "type = \"file\"\ninclude = [\"relative/*.log\", \"/x/[\"]\nstart = \"middle\"\n\
+             encoding = \"klingon\"\ntimestamp_format = \"%Y-%Q\"\ntimezone = \"Mars/Base\"\n\
+             [sources.f.multiline]\nstart_pattern = \"(\"",
+        )
+        .expect_err("invalid");
+        let all = errs.join("\n");
+        for want in [
+            "c.toml:4: sources.f.include: `relative/*.log` must be an absolute path",
+            "c.toml:4: sources.f.include: `/x/[` is not a valid glob pattern",
+            "c.toml:5: sources.f.start: `middle`",
+            "c.toml:6: sources.f.encoding: `klingon` is not an encoding label",
+            "c.toml:7: sources.f.timestamp_format: `%Y-%Q`",
+            "c.toml:8: sources.f.timezone: `Mars/Base`",
+            "c.toml:10: sources.f.multiline.start_pattern: not a valid regular expression",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        let errs = with_source("type = \"file\"").expect_err("no include");
+        assert!(
+            errs[0].contains("sources.f.include: is required"),
+            "{errs:?}"
+        );
+        let errs =
+            with_source("type = \"file\"\ninclude = [\"/a\"]\ninclde = 1").expect_err("typo");
+        assert!(errs[0].contains("c.toml:5: sources.f.inclde"), "{errs:?}");
+    }
+
+    #[test]
+    fn encodings_and_multiline_are_read() {
+        let Ok(SourceConfig::File(f)) = with_source(
+            "type = \"file\"\ninclude = [\"/var/log/app/*.log\"]\nencoding = \"latin1\"\n\
+             start = \"end\"\n[sources.f.multiline]\nstart_pattern = '^\\d'\ntimeout = \"2s\"",
+        ) else {
+            panic!("valid");
+        };
+        assert_eq!(f.encoding, encoding_rs::WINDOWS_1252);
+        assert!(f.start_at_end);
+        let m = f.multiline.expect("multiline");
+        assert!(m.start_pattern.is_match(b"2026"));
+        assert_eq!(m.timeout, std::time::Duration::from_secs(2));
+    }
+}

@@ -91,6 +91,18 @@ fn append(path: &Path, tag: &str, range: std::ops::Range<usize>) {
     f.write_all(buf.as_bytes()).expect("append");
 }
 
+/// Waits until logferry's checkpoint knows the file now at `path` (it has opened it): a file
+/// rotated away and deleted before any tailer saw it cannot be read by anyone.
+fn wait_known(lf: &Logferry, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(path).expect("stat").ino();
+    let ckpt = lf.data_dir().join("file/f.json");
+    let known = wait_until(Duration::from_secs(30), || {
+        fs::read_to_string(&ckpt).is_ok_and(|t| t.contains(&format!("\"ino\":{ino}")))
+    });
+    assert!(known, "logferry never opened {}\n{}", path.display(), lf.log());
+}
+
 fn wait_count(endpoint: &str, stream: &str, tag: &str, n: usize) -> Vec<(i64, String)> {
     let mut got = Vec::new();
     wait_until(WAIT, || {
@@ -129,6 +141,7 @@ fn logrotate_rename_gzip_and_copytruncate_lose_nothing() {
     };
     let per = 3_000;
     for round in 0..4 {
+        wait_known(&lf, &app);
         append(&app, "rot", round * per..(round + 1) * per);
         // create + compress: app.log -> app.log.1 -> app.log.1.gz (app.log.1 deleted).
         rotate(&format!(
@@ -144,6 +157,7 @@ fn logrotate_rename_gzip_and_copytruncate_lose_nothing() {
     // copytruncate: only what is written between the copy and the truncation can be lost,
     // so the writer waits for delivery before each rotation.
     for round in 0..3 {
+        wait_known(&lf, &copy);
         append(&copy, "cpt", round * per..(round + 1) * per);
         wait_count(&proxy.endpoint(), "node", "cpt", (round + 1) * per);
         rotate(&format!(
@@ -172,6 +186,7 @@ fn kill9_during_rotation_loses_nothing() {
     let per = 2_000;
     let rounds = 6;
     for round in 0..rounds {
+        wait_known(&lf, &app);
         append(&app, "k9", round * per..(round + 1) * per - per / 2);
         std::thread::sleep(Duration::from_millis(150));
         if round % 2 == 1 {
@@ -285,10 +300,15 @@ fn start_end_then_restart_resumes_from_saved_offsets() {
         counts(&got, "old").is_empty(),
         "start = end skips old lines"
     );
-    let text = fs::read_to_string(&ckpt).expect("checkpoint");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json checkpoint");
+    // Saved on its own cadence after delivery: wait for it to reach the end of the file.
     let size = fs::metadata(&app).expect("stat").len();
-    assert_eq!(v["files"][0]["offset"], size, "{text}");
+    let mut text = String::new();
+    let at_end = wait_until(Duration::from_secs(10), || {
+        text = fs::read_to_string(&ckpt).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|v| v["files"][0]["offset"] == size)
+    });
+    assert!(at_end, "checkpoint at the end of the file ({size}): {text}");
 }
 
 /// Long lines are truncated and flagged without costing the lines around them; latin1 is

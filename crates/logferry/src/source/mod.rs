@@ -4,15 +4,18 @@
 //! every sink that lists it, and a shutdown token. Sending awaits when a sink's channel is full,
 //! which is how backpressure reaches the socket or file being read.
 //!
-//! - [`syslog`]: TCP, UDP and unix sockets, through the `logferry-syslog` codec.
+//! - [`syslog`]: TCP (plain or [`tls`]), UDP and unix sockets, through the `logferry-syslog`
+//!   codec, behind the network [`guard`]s (allowed peers, rate limits).
 //! - [`stdin`]: standard input, one event per line or syslog frame; at end of input it waits
 //!   until everything it read is delivered, then ends (so `journalctl | logferry` exits 0 only
 //!   when CloudWatch has it all).
 
+pub mod guard;
 pub mod journald;
 pub mod spooled;
 pub mod stdin;
 pub mod syslog;
+pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

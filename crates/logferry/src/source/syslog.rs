@@ -421,7 +421,7 @@ async fn serve_streams(
                     stats.connections_open.fetch_add(1, Ordering::Relaxed);
                     let open = OpenConnection(stats.clone());
                     let slot = permit.take();
-                    let acceptor = tls.as_ref().and_then(|t| t.acceptor().map(|a| (a, t.handshake_timeout())));
+                    let acceptor = tls.as_ref().map(|t| (t.acceptor(), t.handshake_timeout()));
                     let (out, guards) = (output.clone(), guards.clone());
                     conns.spawn(async move {
                         let _held = (slot, open);

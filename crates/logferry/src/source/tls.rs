@@ -126,20 +126,17 @@ impl Tls {
         self.settings.handshake_timeout
     }
 
-    /// The acceptor for the next connection.
-    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.current
-            .lock()
-            .ok()
-            .map(|g| tokio_rustls::TlsAcceptor::from(g.0.clone()))
+    /// The acceptor for the next connection. Always one: a TLS listener must never fall back
+    /// to plain text, so a poisoned lock is recovered rather than treated as "no TLS".
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        tokio_rustls::TlsAcceptor::from(g.0.clone())
     }
 
     /// Reloads if any file changed since the last attempt.
     pub fn check_reload(&self, source: &str) -> Reload {
         let stamps = Self::stamps_of(&self.settings);
-        let Ok(mut g) = self.current.lock() else {
-            return Reload::Unchanged;
-        };
+        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if g.1 == stamps {
             return Reload::Unchanged;
         }
@@ -163,5 +160,59 @@ impl Tls {
                 Reload::Failed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        (
+            p.self_signed(&key).expect("cert").pem(),
+            key.serialize_pem(),
+        )
+    }
+
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+
+    #[test]
+    fn a_half_written_pair_keeps_the_old_certificate_until_the_rest_lands() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = TlsSettings {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+            client_ca: None,
+            client_auth: ClientAuth::Required,
+            handshake_timeout: Duration::from_secs(1),
+            reload_interval: Duration::from_secs(1),
+        };
+        let (c1, k1) = pair("one");
+        replace(&s.cert, &c1);
+        replace(&s.key, &k1);
+        let tls = Tls::new(&s).expect("loads");
+        assert_eq!(tls.check_reload("t"), Reload::Unchanged);
+        let (c2, k2) = pair("two");
+        // The new key lands first: it does not match the old certificate.
+        replace(&s.key, &k2);
+        assert_eq!(tls.check_reload("t"), Reload::Failed);
+        assert_eq!(
+            tls.check_reload("t"),
+            Reload::Unchanged,
+            "not retried in a loop"
+        );
+        replace(&s.cert, &c2);
+        assert_eq!(tls.check_reload("t"), Reload::Reloaded);
+        // Garbage in place of the certificate: refused, the running one stays.
+        replace(&s.cert, "not a certificate");
+        assert_eq!(tls.check_reload("t"), Reload::Failed);
+        assert!(Tls::new(&s).is_err(), "a startup with it fails");
     }
 }

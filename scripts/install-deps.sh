@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, when it is missing:
-# Debian packages (ncat, logger, journald tools, rsyslog) and moto_server from PyPI.
+# Debian packages (ncat, logger, socat, openssl, journald tools, rsyslog) and moto_server from PyPI.
 # Idempotent and quiet; safe to run on every CI run.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v logger >/dev/null || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 command -v socat >/dev/null || missing+=(socat)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v cc >/dev/null || missing+=(gcc)
 if ((${#missing[@]})); then

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::source::guard::Cidr;
 use crate::template::{Template, TemplateKind};
 
 mod file_source;
@@ -202,6 +203,50 @@ pub struct SyslogSourceConfig {
     pub max_frame_bytes: usize,
     /// The disk spool in front of the pipeline (None: events go straight to the sinks).
     pub spool: Option<SpoolSettings>,
+    /// TLS on a TCP listener (RFC 5425); None: plain.
+    pub tls: Option<TlsSettings>,
+    /// Peers (TCP, UDP) allowed to send; empty: any.
+    pub allowed_peers: Vec<Cidr>,
+    /// Open connections at most (TCP, unix stream); beyond it the listener stops accepting.
+    pub max_connections: usize,
+    /// A stream connection that completes no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// Events per second for the whole source (streams paused, datagrams dropped beyond it).
+    pub max_events_per_second: Option<u64>,
+    /// Bytes per second for the whole source (same policy).
+    pub max_bytes_per_second: Option<u64>,
+}
+
+/// Default `max_connections` of a stream listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default `idle_timeout` of a stream connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether a TLS listener requires client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A client without a certificate signed by `client_ca` is refused.
+    Required,
+    /// A client may present none; one it presents must be signed by `client_ca`.
+    Optional,
+}
+
+/// `[sources.NAME.tls]`: the server side of syslog over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates client certificates must chain to (mTLS); None: not asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: required or optional.
+    pub client_auth: ClientAuth,
+    /// Time a client has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// How often the files are checked for a new certificate.
+    pub reload_interval: Duration,
 }
 
 /// `[sources.NAME] type = "stdin"`
@@ -340,6 +385,27 @@ struct RawSyslog {
     spool_max_bytes: Option<u64>,
     spool_fsync: Option<SpoolFsync>,
     spool_full_policy: Option<SpoolFullPolicy>,
+    allow_insecure_remote: Option<bool>,
+    tls: Option<RawTls>,
+    allowed_peers: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    idle_timeout: Option<Duration>,
+    max_events_per_second: Option<u64>,
+    max_bytes_per_second: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    reload_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -719,6 +785,9 @@ pub fn parse(
     let data_dir = raw
         .data_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/logferry"));
+    // Inputs are checked against every declared source, valid or not: a source with an error
+    // of its own should not also be reported as missing from each sink that lists it.
+    let declared: Vec<String> = raw.sources.keys().cloned().collect();
     let mut sources = Vec::new();
     for (name, value) in raw.sources {
         if let Some(s) = source_config(&mut ctx, &name, value) {
@@ -728,7 +797,7 @@ pub fn parse(
     if ctx.errors.is_empty() && sources.is_empty() {
         ctx.error(&["sources"], "no source is configured");
     }
-    let source_names: HashSet<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+    let source_names: HashSet<&str> = declared.iter().map(String::as_str).collect();
     let mut sinks = Vec::new();
     for (name, value) in raw.sinks {
         if let Some(s) = sink_config(&mut ctx, &name, value, &source_names, &data_dir, env) {
@@ -796,31 +865,7 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
     match kind.as_str() {
         "syslog" => {
             let raw: RawSyslog = ctx.deserialize(&path, value)?;
-            let address = match ListenAddress::parse(&raw.address) {
-                Ok(a) => a,
-                Err(msg) => {
-                    ctx.error(&["sources", name, "address"], msg);
-                    return None;
-                }
-            };
-            let max_frame_bytes = frame_limit(
-                ctx,
-                &["sources", name, "max_frame_bytes"],
-                raw.max_frame_bytes,
-            );
-            let spool = spool_settings(
-                ctx,
-                name,
-                raw.spool,
-                raw.spool_max_bytes,
-                raw.spool_fsync,
-                raw.spool_full_policy,
-            );
-            Some(SourceConfig::Syslog(SyslogSourceConfig {
-                address,
-                max_frame_bytes,
-                spool,
-            }))
+            syslog_config(ctx, name, raw)
         }
         "stdin" => {
             let raw: RawStdin = ctx.deserialize(&path, value)?;
@@ -859,6 +904,171 @@ fn source_config(ctx: &mut Ctx<'_>, name: &str, mut value: toml::Value) -> Optio
             None
         }
     }
+}
+
+/// Whether `HOST:PORT` names this host only (a loopback address or `localhost`). Any other name
+/// may resolve to an address others can reach, so it counts as remote.
+fn is_loopback_host(host_port: &str) -> bool {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            v4 => v4.is_loopback(),
+        })
+}
+
+fn syslog_config(ctx: &mut Ctx<'_>, name: &str, raw: RawSyslog) -> Option<SourceConfig> {
+    let before = ctx.errors.len();
+    let key = |k: &'static str| ["sources", name, k];
+    let address = match ListenAddress::parse(&raw.address) {
+        Ok(a) => a,
+        Err(msg) => {
+            ctx.error(&key("address"), msg);
+            return None;
+        }
+    };
+    let max_frame_bytes = frame_limit(ctx, &key("max_frame_bytes"), raw.max_frame_bytes);
+    let spool = spool_settings(
+        ctx,
+        name,
+        raw.spool,
+        raw.spool_max_bytes,
+        raw.spool_fsync,
+        raw.spool_full_policy,
+    );
+    let (is_tcp, is_udp) = (
+        matches!(address, ListenAddress::Tcp(_)),
+        matches!(address, ListenAddress::Udp(_)),
+    );
+    let is_stream = is_tcp || matches!(address, ListenAddress::UnixStream(_));
+
+    let has_tls = raw.tls.is_some();
+    let tls = match raw.tls {
+        None => None,
+        Some(_) if !is_tcp => {
+            ctx.error(
+                &key("tls"),
+                "TLS is for tcp:// listeners only (RFC 5425); unix sockets are protected by file permissions",
+            );
+            None
+        }
+        Some(t) => {
+            let client_auth = match (&t.client_ca, t.client_auth) {
+                (None, Some(_)) => {
+                    ctx.error(
+                        &["sources", name, "tls", "client_auth"],
+                        "needs `client_ca`: the CA client certificates must be signed by",
+                    );
+                    ClientAuth::Required
+                }
+                (_, a) => a.unwrap_or(ClientAuth::Required),
+            };
+            let settings = TlsSettings {
+                cert: t.cert,
+                key: t.key,
+                client_ca: t.client_ca,
+                client_auth,
+                handshake_timeout: t.handshake_timeout.unwrap_or(Duration::from_secs(10)),
+                reload_interval: t.reload_interval.unwrap_or(Duration::from_secs(5)),
+            };
+            for (k, d) in [
+                ("handshake_timeout", settings.handshake_timeout),
+                ("reload_interval", settings.reload_interval),
+            ] {
+                if d.is_zero() {
+                    ctx.error(&["sources", name, "tls", k], "must be more than zero");
+                }
+            }
+            // Load the files now, so that `logferry validate` and a SIGHUP reload catch a
+            // missing or mismatched certificate before the running listener is replaced.
+            if let Err(e) = crate::source::tls::load(&settings) {
+                ctx.error(&["sources", name, "tls", "cert"], format!("{e:#}"));
+            }
+            Some(settings)
+        }
+    };
+
+    if let ListenAddress::Tcp(hp) | ListenAddress::Udp(hp) = &address {
+        if !has_tls && !is_loopback_host(hp) && raw.allow_insecure_remote != Some(true) {
+            ctx.error(
+                &key("address"),
+                format!(
+                    "`{}` accepts plain {} syslog from other hosts: anyone who can reach the port can write into your logs, unauthenticated and unencrypted. Listen on 127.0.0.1 (or [::1]), add a `tls` table (tcp), or, if the network is trusted, set `allow_insecure_remote = true` (preferably with `allowed_peers`)",
+                    raw.address,
+                    if is_udp { "UDP" } else { "TCP" }
+                ),
+            );
+        }
+    }
+
+    let mut allowed_peers = Vec::new();
+    if let Some(peers) = raw.allowed_peers {
+        if !(is_tcp || is_udp) {
+            ctx.error(
+                &key("allowed_peers"),
+                "unix sockets have no IP peers; restrict them with file permissions",
+            );
+        } else if peers.is_empty() {
+            ctx.error(
+                &key("allowed_peers"),
+                "is empty, which would refuse everyone; remove it to allow any peer",
+            );
+        }
+        for p in &peers {
+            match Cidr::parse(p) {
+                Ok(c) => allowed_peers.push(c),
+                Err(msg) => ctx.error(&key("allowed_peers"), msg),
+            }
+        }
+    }
+    if raw.max_connections.is_some() && !is_stream {
+        ctx.error(
+            &key("max_connections"),
+            "applies to tcp:// and unix:// (stream) listeners only",
+        );
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        ctx.error(
+            &key("max_connections"),
+            format!("{max_connections} is outside 1..=1000000"),
+        );
+    }
+    if raw.idle_timeout.is_some() && !is_stream {
+        ctx.error(
+            &key("idle_timeout"),
+            "applies to tcp:// and unix:// (stream) listeners only",
+        );
+    }
+    let idle_timeout = raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    if idle_timeout.is_zero() {
+        ctx.error(&key("idle_timeout"), "must be more than zero");
+    }
+    for (k, v) in [
+        ("max_events_per_second", raw.max_events_per_second),
+        ("max_bytes_per_second", raw.max_bytes_per_second),
+    ] {
+        if v == Some(0) {
+            ctx.error(&key(k), "must be more than zero (remove it for no limit)");
+        }
+    }
+    if ctx.errors.len() != before {
+        return None;
+    }
+    Some(SourceConfig::Syslog(SyslogSourceConfig {
+        address,
+        max_frame_bytes,
+        spool,
+        tls,
+        allowed_peers,
+        max_connections,
+        idle_timeout,
+        max_events_per_second: raw.max_events_per_second,
+        max_bytes_per_second: raw.max_bytes_per_second,
+    }))
 }
 
 fn journald_config(ctx: &mut Ctx<'_>, name: &str, raw: RawJournald) -> Option<SourceConfig> {
@@ -1295,6 +1505,131 @@ retention_days = 13
         assert!(s.log_stream.uses_instance_id());
         let errs = zero_config(&no_env).expect_err("no group");
         assert!(errs.to_string().contains("LOGFERRY_LOG_GROUP"));
+    }
+
+    fn syslog_cfg(extra: &str) -> String {
+        format!(
+            "[sources.s]\ntype = \"syslog\"\n{extra}\n\n[sinks.c]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\n"
+        )
+    }
+
+    fn syslog_of(text: &str) -> SyslogSourceConfig {
+        match parse(Path::new("c.toml"), text, &no_env) {
+            Ok(c) => match &c.sources[0].1 {
+                SourceConfig::Syslog(s) => s.clone(),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn plain_listeners_beyond_loopback_need_allow_insecure_remote() {
+        for addr in [
+            "tcp://0.0.0.0:514",
+            "udp://[::]:514",
+            "tcp://10.1.2.3:514",
+            "udp://node-1:514",
+        ] {
+            let errs = errors(&syslog_cfg(&format!("address = \"{addr}\"")));
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].starts_with("c.toml:3: sources.s.address: ")
+                    && errs[0].contains("allow_insecure_remote = true"),
+                "{errs:?}"
+            );
+        }
+        for addr in [
+            "tcp://127.0.0.1:514",
+            "udp://[::1]:514",
+            "tcp://localhost:514",
+            "tcp://127.3.4.5:9",
+            "unix:///run/x.sock",
+        ] {
+            assert!(
+                errors(&syslog_cfg(&format!("address = \"{addr}\""))).is_empty(),
+                "{addr}"
+            );
+        }
+        let s = syslog_of(&syslog_cfg(
+            "address = \"udp://0.0.0.0:514\"\nallow_insecure_remote = true\nallowed_peers = [\"10.0.0.0/8\", \"fd00::/8\"]\nmax_events_per_second = 1000",
+        ));
+        assert_eq!(s.allowed_peers.len(), 2);
+        assert_eq!(s.max_events_per_second, Some(1000));
+        // Defaults.
+        let s = syslog_of(&syslog_cfg("address = \"tcp://127.0.0.1:514\""));
+        assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(s.allowed_peers.is_empty() && s.tls.is_none() && s.max_bytes_per_second.is_none());
+    }
+
+    #[test]
+    fn network_guard_keys_are_checked_with_line_and_key() {
+        let errs = errors(&syslog_cfg(
+            "address = \"unixgram:///run/x.sock\"\nallowed_peers = [\"10.0.0.1/8\"]\nmax_connections = 5\nidle_timeout = \"1m\"\nmax_bytes_per_second = 0",
+        ));
+        for want in [
+            "c.toml:4: sources.s.allowed_peers: unix sockets have no IP peers",
+            "c.toml:4: sources.s.allowed_peers: `10.0.0.1/8` has host bits set",
+            "c.toml:5: sources.s.max_connections: applies to tcp",
+            "c.toml:6: sources.s.idle_timeout: applies to tcp",
+            "c.toml:7: sources.s.max_bytes_per_second: must be more than zero",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "{want}\n{errs:?}");
+        }
+        let errs = errors(&syslog_cfg(
+            "address = \"tcp://127.0.0.1:514\"\nallowed_peers = []\nmax_connections = 0\nidle_timeout = 0",
+        ));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("c.toml:4: sources.s.allowed_peers: is empty"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn tls_table_loads_its_files_at_validation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        let table = format!(
+            "address = \"tcp://0.0.0.0:6514\"\n[sources.s.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            c.display(),
+            k.display()
+        );
+        // TLS makes a remote listener acceptable without allow_insecure_remote.
+        let s = syslog_of(&syslog_cfg(&table));
+        let tls = s.tls.expect("tls");
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        // A missing file, client_auth without client_ca, TLS on UDP.
+        let errs = errors(&syslog_cfg(&format!(
+            "{}client_auth = \"optional\"\n",
+            table.replace("k.pem", "missing.pem")
+        )));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:5: sources.s.tls.cert: ")
+                    && e.contains("missing.pem")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:7: sources.s.tls.client_auth: needs `client_ca`")),
+            "{errs:?}"
+        );
+        let errs = errors(&syslog_cfg(&table.replace("tcp://", "udp://")));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:4: sources.s.tls: TLS is for tcp")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,28 @@ pub struct SourceStats {
     pub files_missing: AtomicU64,
     /// Kubernetes sources: lines that were neither CRI nor Docker json-file (sent as they are).
     pub unparsed: AtomicU64,
+    /// Datagrams dropped by `max_events_per_second` / `max_bytes_per_second`.
+    pub dropped_rate_limited: AtomicU64,
+    /// Time stream connections spent paused by the rate limit, in microseconds.
+    pub throttled_us: AtomicU64,
+    /// Stream connections open now.
+    pub connections_open: AtomicU64,
+    /// Stream connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Times the listener stopped accepting because `max_connections` were open.
+    pub connection_limit_reached: AtomicU64,
+    /// Connections closed by `idle_timeout`.
+    pub idle_closed: AtomicU64,
+    /// Connections or datagrams from peers outside `allowed_peers`.
+    pub rejected_peer: AtomicU64,
+    /// TLS handshakes that failed (plain text on a TLS port, bad or missing client certificate).
+    pub rejected_tls_handshake: AtomicU64,
+    /// TLS handshakes not finished within `handshake_timeout`.
+    pub rejected_tls_timeout: AtomicU64,
+    /// TLS certificate reloads that succeeded.
+    pub tls_reloads: AtomicU64,
+    /// TLS certificate reloads that failed (the previous certificate stays).
+    pub tls_reload_failures: AtomicU64,
 }
 
 /// One source as the registry sees it.
@@ -147,6 +169,7 @@ impl Registry {
             for (reason, c) in [
                 ("spool_full", &e.stats.dropped_spool_full),
                 ("spool_drop_oldest", &e.stats.dropped_spool_oldest),
+                ("rate_limited", &e.stats.dropped_rate_limited),
             ] {
                 t.line(
                     "logferry_source_dropped_total",
@@ -155,6 +178,7 @@ impl Registry {
                 );
             }
         }
+        self.render_network(&mut t);
         t.header(
             "logferry_source_lag_seconds",
             "gauge",
@@ -389,6 +413,97 @@ impl Registry {
             t.line("logferry_sink_put_latency_seconds_count", &l, count);
         }
         t.0
+    }
+
+    /// The network listeners' guards (syslog sources only: the others have no peers).
+    fn render_network(&self, t: &mut Text) {
+        let syslog: Vec<&SourceEntry> =
+            self.sources.iter().filter(|e| e.kind == "syslog").collect();
+        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        type Counter = fn(&SourceStats) -> &AtomicU64;
+        let simple: [(&str, &str, &str, Counter); 5] = [
+            (
+                "logferry_source_connections",
+                "gauge",
+                "Stream connections open now.",
+                |s| &s.connections_open,
+            ),
+            (
+                "logferry_source_connections_total",
+                "counter",
+                "Stream connections accepted.",
+                |s| &s.connections_accepted,
+            ),
+            (
+                "logferry_source_connection_limit_reached_total",
+                "counter",
+                "Times a listener stopped accepting because max_connections were open (the kernel backlog then holds new clients).",
+                |s| &s.connection_limit_reached,
+            ),
+            (
+                "logferry_source_idle_closed_total",
+                "counter",
+                "Stream connections closed after idle_timeout without a complete frame.",
+                |s| &s.idle_closed,
+            ),
+            (
+                "logferry_source_tls_reload_failures_total",
+                "counter",
+                "Changed TLS files that did not load (the previous certificate stays in use).",
+                |s| &s.tls_reload_failures,
+            ),
+        ];
+        for (name, kind, help, get) in simple {
+            t.header(name, kind, help);
+            for e in &syslog {
+                t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
+            }
+        }
+        t.header(
+            "logferry_source_tls_reloads_total",
+            "counter",
+            "TLS certificate reloads (new connections use the new certificate).",
+        );
+        for e in &syslog {
+            t.line(
+                "logferry_source_tls_reloads_total",
+                &src(e),
+                e.stats.tls_reloads.load(Ordering::Relaxed),
+            );
+        }
+        t.header(
+            "logferry_source_rejected_total",
+            "counter",
+            "Connections (TCP) or datagrams (UDP) refused before any event was read, by reason.",
+        );
+        for e in &syslog {
+            for (reason, c) in [
+                ("peer_not_allowed", &e.stats.rejected_peer),
+                ("tls_handshake_failed", &e.stats.rejected_tls_handshake),
+                ("tls_handshake_timeout", &e.stats.rejected_tls_timeout),
+            ] {
+                t.line(
+                    "logferry_source_rejected_total",
+                    &format!("{},reason=\"{reason}\"", src(e)),
+                    c.load(Ordering::Relaxed),
+                );
+            }
+        }
+        t.header(
+            "logferry_source_throttled_seconds_total",
+            "counter",
+            "Time stream connections were paused by max_events_per_second / max_bytes_per_second.",
+        );
+        for e in &syslog {
+            t.line(
+                "logferry_source_throttled_seconds_total",
+                &src(e),
+                format!(
+                    "{:.3}",
+                    e.stats.throttled_us.load(Ordering::Relaxed) as f64 / 1e6
+                ),
+            );
+        }
     }
 
     /// Readiness: `Err(reason)` when some sink holds an event older than `stuck_after`.

@@ -12,9 +12,33 @@
 //!
 //! Timestamps without a zone (RFC 3164, `journalctl -o short` lines) are read as UTC, as in
 //! containers and on most servers.
+//!
+//! Listeners may face a network, so input must not be able to knock the agent over:
+//! - **Who**: `allowed_peers` is checked before anything is read: a TCP connection from
+//!   elsewhere is closed at once, a UDP datagram dropped; both counted
+//!   (`logferry_source_rejected_total{reason="peer_not_allowed"}`). TLS (RFC 5425, [`super::tls`])
+//!   authenticates the server and, with `client_ca`, the client.
+//! - **How many**: at `max_connections` open stream connections the listener stops calling
+//!   `accept`, so new clients wait in the kernel's backlog (then in their SYN retries) instead
+//!   of costing memory here; a TLS handshake holds a slot and must finish within
+//!   `handshake_timeout`.
+//! - **How long**: a connection that completes no frame for `idle_timeout` is closed (an idle
+//!   client, or a slowloris one trickling bytes that never make a line).
+//! - **How much**: `max_events_per_second` / `max_bytes_per_second` ([`super::guard::RateLimit`])
+//!   pause stream reading (TCP pushes back, nothing lost, time counted) and drop datagrams over
+//!   the rate (counted).
+//!
+//! Memory per connection is bounded by its read buffer and the framer, which never holds more
+//! than `max_frame_bytes` of one frame: an endless line is emitted truncated as soon as it
+//! passes the limit and its remainder is skipped as it streams in. So memory is at most about
+//! `max_connections x (max_frame_bytes + 64 KiB + TLS buffers)` plus the pipeline's bounded
+//! channel, whatever the clients send.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
@@ -22,9 +46,12 @@ use logferry_spool::Spool;
 use logferry_syslog::{datagram_frame, Frame, Framer, ParseOptions};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{peer_allowed, Cidr, RateLimit};
 use super::spooled::append_frames;
+use super::tls::{Reload, Tls};
 use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
@@ -44,8 +71,8 @@ fn parse_opts() -> ParseOptions {
 /// A bound syslog listener, ready to run. Binding happens before the pipeline starts so that
 /// a port in use is a startup error, not a log line.
 pub enum Listener {
-    /// TCP
-    Tcp(TcpListener),
+    /// TCP, with TLS when configured
+    Tcp(TcpListener, Option<Arc<Tls>>),
     /// UDP
     Udp(UdpSocket),
     /// Unix stream
@@ -70,11 +97,19 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 /// Binds the listener for `cfg`.
 pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
     Ok(match &cfg.address {
-        ListenAddress::Tcp(a) => Listener::Tcp(
-            TcpListener::bind(a)
+        ListenAddress::Tcp(a) => {
+            // Certificates first: a listener that cannot do TLS must not open at all.
+            let tls = match &cfg.tls {
+                Some(t) => Some(Arc::new(
+                    Tls::new(t).context("loading the TLS certificate")?,
+                )),
+                None => None,
+            };
+            let l = TcpListener::bind(a)
                 .await
-                .with_context(|| format!("listening on tcp://{a}"))?,
-        ),
+                .with_context(|| format!("listening on tcp://{a}"))?;
+            Listener::Tcp(l, tls)
+        }
         ListenAddress::Udp(a) => {
             let sock = UdpSocket::bind(a)
                 .await
@@ -105,9 +140,9 @@ impl Listener {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> String {
         match self {
-            Listener::Tcp(l) => l
+            Listener::Tcp(l, tls) => l
                 .local_addr()
-                .map(|a| format!("tcp://{a}"))
+                .map(|a| format!("{}://{a}", if tls.is_some() { "tls" } else { "tcp" }))
                 .unwrap_or_default(),
             Listener::Udp(s) => s
                 .local_addr()
@@ -192,6 +227,33 @@ impl Output {
     }
 }
 
+/// Per-source guards every connection or datagram passes (see the module documentation).
+pub struct Guards {
+    allowed_peers: Vec<Cidr>,
+    rate: Option<RateLimit>,
+    idle_timeout: Option<Duration>,
+    stats: Arc<SourceStats>,
+}
+
+impl Guards {
+    fn new(cfg: &SyslogSourceConfig, stats: Arc<SourceStats>) -> Guards {
+        Guards {
+            allowed_peers: cfg.allowed_peers.clone(),
+            rate: RateLimit::new(cfg.max_events_per_second, cfg.max_bytes_per_second),
+            idle_timeout: Some(cfg.idle_timeout),
+            stats,
+        }
+    }
+
+    fn allows(&self, peer: &SocketAddr) -> bool {
+        let ok = peer_allowed(&self.allowed_peers, peer.ip());
+        if !ok {
+            self.stats.rejected_peer.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
 /// Runs the source until shutdown. With a spool, a reader task feeds the sinks from it.
 pub async fn run(
     ctx: SourceContext,
@@ -200,6 +262,7 @@ pub async fn run(
     spool: Option<Arc<Spool>>,
 ) {
     let max = cfg.max_frame_bytes;
+    let guards = Arc::new(Guards::new(&cfg, ctx.stats.clone()));
     let (output, reader) = match spool {
         None => (Output::Direct(ctx.clone()), None),
         Some(spool) => {
@@ -220,62 +283,224 @@ pub async fn run(
     };
     // The sinks drain once every sender is gone: keep none here beyond `output`.
     drop(ctx);
-    let shutdown = output.shutdown().clone();
-    let name = output.name().clone();
     match listener {
-        Listener::Tcp(l) => {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    accepted = l.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let out = output.clone();
-                            let peer = Bytes::from(peer.to_string());
-                            conns.spawn(async move { read_stream(out, stream, Some(peer), max).await });
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: wait a little rather than spin.
-                            tracing::warn!(source = %name, "accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    },
-                }
-            }
-            drop(l);
-            while conns.join_next().await.is_some() {}
+        Listener::Tcp(l, tls) => {
+            serve_streams(
+                &output,
+                StreamListener::Tcp(l),
+                tls,
+                &guards,
+                cfg.max_connections,
+                max,
+            )
+            .await
         }
         Listener::UnixStream(l) => {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    accepted = l.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            let out = output.clone();
-                            conns.spawn(async move { read_stream(out, stream, None, max).await });
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = %name, "accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    },
-                }
-            }
-            drop(l);
-            while conns.join_next().await.is_some() {}
+            serve_streams(
+                &output,
+                StreamListener::Unix(l),
+                None,
+                &guards,
+                cfg.max_connections,
+                max,
+            )
+            .await
         }
-        Listener::Udp(sock) => read_datagrams(&output, DatagramSocket::Udp(sock), max).await,
+        Listener::Udp(sock) => {
+            read_datagrams(&output, DatagramSocket::Udp(sock), max, &guards).await
+        }
         Listener::UnixDatagram(sock) => {
-            read_datagrams(&output, DatagramSocket::Unix(sock), max).await
+            read_datagrams(&output, DatagramSocket::Unix(sock), max, &guards).await
         }
     }
     drop(output);
     if let Some(reader) = reader {
         let _ = reader.await;
+    }
+}
+
+enum StreamListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+impl StreamListener {
+    async fn accept(&self) -> std::io::Result<Conn> {
+        match self {
+            StreamListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(s, peer))
+            }
+            StreamListener::Unix(l) => Ok(Conn::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+/// Decrements the open-connections gauge when a connection task ends, however it ends.
+struct OpenConnection(Arc<SourceStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts stream connections until shutdown, at most `max_connections` at a time, one task
+/// each; checks the TLS files for changes on the way.
+async fn serve_streams(
+    output: &Output,
+    listener: StreamListener,
+    tls: Option<Arc<Tls>>,
+    guards: &Arc<Guards>,
+    max_connections: usize,
+    max_frame_bytes: usize,
+) {
+    let shutdown = output.shutdown().clone();
+    let name = output.name().clone();
+    let stats = guards.stats.clone();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    let mut reload = tokio::time::interval(
+        tls.as_ref()
+            .map_or(Duration::from_secs(3600), |t| t.reload_interval()),
+    );
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut permit = None;
+    let mut at_limit = false;
+    loop {
+        if permit.is_none() {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permit = Some(p),
+                Err(_) if !at_limit => {
+                    // Stop accepting: the kernel's backlog, then the clients' SYN retries, hold
+                    // new connections back instead of our memory.
+                    at_limit = true;
+                    stats
+                        .connection_limit_reached
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %name, max_connections, "connection limit reached; not accepting until one closes");
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = reload.tick(), if tls.is_some() => {
+                if let Some(t) = &tls {
+                    match t.check_reload(&name) {
+                        Reload::Reloaded => stats.tls_reloads.fetch_add(1, Ordering::Relaxed),
+                        Reload::Failed => stats.tls_reload_failures.fetch_add(1, Ordering::Relaxed),
+                        Reload::Unchanged => 0,
+                    };
+                }
+            }
+            p = slots.clone().acquire_owned(), if permit.is_none() => {
+                permit = p.ok();
+                at_limit = false;
+            }
+            accepted = listener.accept(), if permit.is_some() => match accepted {
+                Ok(conn) => {
+                    let peer = match &conn {
+                        Conn::Tcp(_, peer) => {
+                            if !guards.allows(peer) {
+                                tracing::debug!(source = %name, %peer, "peer not in allowed_peers; connection closed");
+                                continue;
+                            }
+                            Some(Bytes::from(peer.to_string()))
+                        }
+                        Conn::Unix(_) => None,
+                    };
+                    stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                    stats.connections_open.fetch_add(1, Ordering::Relaxed);
+                    let open = OpenConnection(stats.clone());
+                    let slot = permit.take();
+                    let acceptor = tls.as_ref().map(|t| (t.acceptor(), t.handshake_timeout()));
+                    let (out, guards) = (output.clone(), guards.clone());
+                    conns.spawn(async move {
+                        let _held = (slot, open);
+                        serve_connection(out, conn, peer, acceptor, &guards, max_frame_bytes).await
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    tracing::warn!(source = %name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// One connection: the TLS handshake if any, then frames until EOF, idle timeout or shutdown.
+async fn serve_connection(
+    output: Output,
+    conn: Conn,
+    peer: Option<Bytes>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    guards: &Guards,
+    max_frame_bytes: usize,
+) {
+    let nobatch = &mut |_| None;
+    match (conn, tls) {
+        (Conn::Unix(mut s), _) => {
+            read_stream_guarded(
+                &output,
+                &mut s,
+                None,
+                max_frame_bytes,
+                nobatch,
+                Some(guards),
+            )
+            .await;
+        }
+        (Conn::Tcp(mut s, _), None) => {
+            read_stream_guarded(
+                &output,
+                &mut s,
+                peer,
+                max_frame_bytes,
+                nobatch,
+                Some(guards),
+            )
+            .await;
+        }
+        (Conn::Tcp(s, addr), Some((acceptor, timeout))) => {
+            let stats = &guards.stats;
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(timeout, acceptor.accept(s)) => r,
+                _ = output.shutdown().cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(mut s)) => {
+                    read_stream_guarded(
+                        &output,
+                        &mut s,
+                        peer,
+                        max_frame_bytes,
+                        nobatch,
+                        Some(guards),
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    stats.rejected_tls_handshake.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    stats.rejected_tls_timeout.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake timed out");
+                }
+            }
+        }
     }
 }
 
@@ -299,27 +524,66 @@ pub async fn read_stream_with<R: AsyncRead + Unpin>(
     max_frame_bytes: usize,
     make_batch: &mut (dyn FnMut(usize) -> Option<AckBatch> + Send),
 ) -> u64 {
+    read_stream_guarded(output, reader, peer, max_frame_bytes, make_batch, None).await
+}
+
+async fn read_stream_guarded<R: AsyncRead + Unpin>(
+    output: &Output,
+    reader: &mut R,
+    peer: Option<Bytes>,
+    max_frame_bytes: usize,
+    make_batch: &mut (dyn FnMut(usize) -> Option<AckBatch> + Send),
+    guards: Option<&Guards>,
+) -> u64 {
     let mut framer = Framer::new(max_frame_bytes);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut total = 0u64;
     let mut eof = false;
     let shutdown = output.shutdown().clone();
+    let idle_timeout = guards.and_then(|g| g.idle_timeout);
+    let rate = guards.and_then(|g| g.rate.as_ref());
+    // Idle means no *complete frame*, not no bytes: a client trickling a byte now and then
+    // without ever ending a line holds a connection slot just as well as a silent one.
+    let mut last_frame = Instant::now();
     while !eof {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let read = tokio::select! {
-            r = reader.read_buf(&mut buf) => r,
-            _ = shutdown.cancelled() => break,
+        let read = match idle_timeout {
+            Some(idle) => {
+                let deadline = tokio::time::Instant::from_std(last_frame + idle);
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)) => match r {
+                        Ok(r) => r,
+                        Err(_) => {
+                            if let Some(g) = guards {
+                                g.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tracing::debug!(source = %output.name(), ?idle, "no complete frame within idle_timeout; closing the connection");
+                            // What the client did send still counts, as at EOF.
+                            Ok(0)
+                        }
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            None => tokio::select! {
+                r = reader.read_buf(&mut buf) => r,
+                _ = shutdown.cancelled() => break,
+            },
         };
-        match read {
-            Ok(0) => eof = true,
-            Ok(_) => {}
+        let read_bytes = match read {
+            Ok(0) => {
+                eof = true;
+                0
+            }
+            Ok(n) => n,
             Err(e) => {
                 tracing::debug!(source = %output.name(), "read error, closing connection: {e}");
                 eof = true;
+                0
             }
-        }
+        };
         let mut frames = Vec::new();
         while let Some(f) = framer.decode(&mut buf) {
             frames.push((f, peer.clone()));
@@ -332,9 +596,28 @@ pub async fn read_stream_with<R: AsyncRead + Unpin>(
         if frames.iter().any(|(f, _)| f.truncated_bytes > 0) {
             tracing::debug!(source = %output.name(), "frame over max_frame_bytes truncated");
         }
-        total += frames.len() as u64;
+        let n_frames = frames.len() as u64;
+        total += n_frames;
         if !output.frames(frames, true, make_batch).await {
             return total;
+        }
+        if n_frames > 0 {
+            last_frame = Instant::now();
+        }
+        if let (Some(rate), Some(g)) = (rate, guards) {
+            // Pay for what was read (bytes off the socket, so skipped oversize input costs
+            // too); over the rate, stop reading for a while: the client is pushed back.
+            let wait = rate.charge(n_frames, read_bytes as u64);
+            if !wait.is_zero() && !eof {
+                g.stats
+                    .throttled_us
+                    .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                last_frame = Instant::now();
+            }
         }
     }
     total
@@ -353,15 +636,20 @@ impl DatagramSocket {
         }
     }
 
-    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<String>)> {
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>)> {
         match self {
-            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a.to_string()))),
+            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a))),
             DatagramSocket::Unix(s) => s.try_recv_from(buf).map(|(n, _)| (n, None)),
         }
     }
 }
 
-async fn read_datagrams(output: &Output, sock: DatagramSocket, max_frame_bytes: usize) {
+async fn read_datagrams(
+    output: &Output,
+    sock: DatagramSocket,
+    max_frame_bytes: usize,
+    guards: &Guards,
+) {
     let mut buf = vec![0u8; 65_536];
     let shutdown = output.shutdown().clone();
     loop {
@@ -373,10 +661,26 @@ async fn read_datagrams(output: &Output, sock: DatagramSocket, max_frame_bytes: 
             _ = shutdown.cancelled() => return,
         }
         let mut frames = Vec::new();
-        // Drain what is queued (up to a chunk) before handing on, so bursts cost one send.
-        while frames.len() < CHUNK_EVENTS {
+        // Drain what is queued (up to a chunk) before handing on, so bursts cost one send. The
+        // receive count is capped too: a flood of refused (or empty) datagrams must not keep
+        // this task from yielding.
+        let mut received = 0;
+        while frames.len() < CHUNK_EVENTS && received < 4 * CHUNK_EVENTS {
+            received += 1;
             match sock.try_recv(&mut buf) {
                 Ok((n, peer)) => {
+                    // Checked before anything is copied: refused datagrams cost no memory.
+                    if peer.is_some_and(|p| !guards.allows(&p)) {
+                        continue;
+                    }
+                    if guards.rate.as_ref().is_some_and(|r| !r.admit(n as u64)) {
+                        guards
+                            .stats
+                            .dropped_rate_limited
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let peer = peer.map(|p| p.to_string());
                     let data = Bytes::copy_from_slice(&buf[..n]);
                     let frame = datagram_frame(data, max_frame_bytes);
                     if frame.data.is_empty() {

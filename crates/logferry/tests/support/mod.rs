@@ -252,3 +252,52 @@ pub fn dead_letters(data_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Starts logferry with `/metrics` on a free loopback port; returns it with that address.
+pub fn start_with_metrics(config: &str) -> (Logferry, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = addr.clone();
+    let lf = Logferry::start_with(config, move |cmd| {
+        cmd.env("LOGFERRY_METRICS_ADDRESS", &a);
+    });
+    (lf, addr)
+}
+
+/// The sum of every sample of metric `name` whose labels contain all of `labels` (e.g.
+/// `reason="peer_not_allowed"`); None when the endpoint does not answer.
+pub fn metric(addr: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics")?;
+    if status != 200 {
+        return None;
+    }
+    let mut sum = 0.0;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (lab, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if labels.iter().all(|l| lab.contains(l)) {
+            sum += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Some(sum)
+}
+
+/// A field of /proc/PID/status in KiB (`VmHWM`: peak resident set, `VmRSS`: now).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -99,8 +99,10 @@ struct Tracked {
     cand: Option<Cand>,
     /// No longer in its directory (vacuumed); dropped once read to the end.
     removed: bool,
-    /// The entry array chain itself is corrupt: nothing more can be read from this file.
-    broken: bool,
+    /// The entry array chain is corrupt from this index on: nothing at or after it can be
+    /// read. A property of the file, not of the read position: the entries before it stay
+    /// readable after any seek, and the break is reported once.
+    broken_at: Option<u64>,
 }
 
 enum Source {
@@ -212,7 +214,7 @@ impl Journal {
                 n_entries: f.jf.n_entries(),
                 position: f.next - u64::from(f.cand.is_some()),
                 removed: f.removed,
-                broken: f.broken,
+                broken: f.broken_at.is_some(),
             })
             .collect()
     }
@@ -315,7 +317,8 @@ impl Journal {
             return;
         };
         f.cand = None;
-        let (mut lo, mut hi) = (0u64, f.jf.n_entries());
+        let end = f.jf.n_entries().min(f.broken_at.unwrap_or(u64::MAX));
+        let (mut lo, mut hi) = (0u64, end);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match f.jf.slot(mid) {
@@ -478,7 +481,7 @@ impl Journal {
                         next: 0,
                         cand: None,
                         removed: false,
-                        broken: false,
+                        broken_at: None,
                     });
                 }
                 Err(e) => {
@@ -627,10 +630,10 @@ impl Journal {
 /// Loads file `f`'s next valid entry as its candidate, skipping (and reporting) corrupt
 /// ones. Stops at the first index not committed yet.
 fn fill(f: &mut Tracked, errors: &mut Vec<FileError>, total: &mut u64) {
-    if f.cand.is_some() || f.broken {
+    if f.cand.is_some() {
         return;
     }
-    let n = f.jf.n_entries();
+    let n = f.jf.n_entries().min(f.broken_at.unwrap_or(u64::MAX));
     while f.next < n {
         match f.jf.slot(f.next) {
             Slot::Entry(off, meta) => {
@@ -650,7 +653,7 @@ fn fill(f: &mut Tracked, errors: &mut Vec<FileError>, total: &mut u64) {
                     f.jf.path(),
                     format!("entry array chain unusable, rest of file skipped: {e}"),
                 );
-                f.broken = true;
+                f.broken_at = Some(f.next);
                 return;
             }
         }
@@ -779,6 +782,117 @@ mod tests {
         assert!(at_or_before(&other_space, &s1, &c));
         assert!(at_or_before(&meta(4, 1, 1, 1, 1), &s1, &c));
         assert!(!at_or_before(&meta(6, 1, 1, 1, 1), &s1, &c));
+    }
+
+    /// A tiny regular-layout journal file: one DATA object, `n_linked` entries in a first
+    /// entry array whose `next` link points past the end of the file, and a header that
+    /// claims `n_linked + 1` entries, so the chain breaks at index `n_linked`.
+    fn file_with_broken_chain(n_linked: u64) -> Vec<u8> {
+        use crate::format::*;
+        fn put(d: &mut Vec<u8>, off: u64, bytes: &[u8]) {
+            let off = off as usize;
+            if d.len() < off + bytes.len() {
+                d.resize(off + bytes.len(), 0);
+            }
+            d[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        fn align(n: u64) -> u64 {
+            n.next_multiple_of(8)
+        }
+        let mut d = Vec::new();
+        put(&mut d, 0, SIGNATURE);
+        put(&mut d, H_SEQNUM_ID as u64, &[7; 16]);
+        put(&mut d, H_HEADER_SIZE as u64, &HEADER_SIZE_MIN.to_le_bytes());
+        let payload = b"MESSAGE=hi";
+        let data = HEADER_SIZE_MIN;
+        let data_size = DATA_PAYLOAD_OFFSET + payload.len() as u64;
+        put(&mut d, data, &[OBJECT_DATA]);
+        put(&mut d, data + 8, &data_size.to_le_bytes());
+        put(&mut d, data + DATA_PAYLOAD_OFFSET, payload);
+        let mut off = align(data + data_size);
+        let mut entries = Vec::new();
+        for i in 1..=n_linked {
+            let size = ENTRY_ITEMS_OFFSET + 16;
+            put(&mut d, off, &[OBJECT_ENTRY]);
+            put(&mut d, off + 8, &size.to_le_bytes());
+            put(&mut d, off + 16, &i.to_le_bytes()); // seqnum
+            put(&mut d, off + 24, &(1_700_000_000_000_000 + i).to_le_bytes());
+            put(&mut d, off + 32, &(1000 + i).to_le_bytes());
+            put(&mut d, off + 40, &[9; 16]);
+            put(&mut d, off + 56, &i.to_le_bytes()); // xor_hash
+            put(&mut d, off + ENTRY_ITEMS_OFFSET, &data.to_le_bytes());
+            entries.push(off);
+            off = align(off + size);
+        }
+        let array = off;
+        let array_size = ENTRY_ARRAY_ITEMS_OFFSET + 8 * n_linked;
+        put(&mut d, array, &[OBJECT_ENTRY_ARRAY]);
+        put(&mut d, array + 8, &array_size.to_le_bytes());
+        put(&mut d, array + 16, &(1u64 << 40).to_le_bytes()); // next: past the end
+        for (k, e) in entries.iter().enumerate() {
+            put(
+                &mut d,
+                array + ENTRY_ARRAY_ITEMS_OFFSET + 8 * k as u64,
+                &e.to_le_bytes(),
+            );
+        }
+        let end = align(array + array_size);
+        d.resize(end as usize, 0);
+        put(
+            &mut d,
+            H_ARENA_SIZE as u64,
+            &(end - HEADER_SIZE_MIN).to_le_bytes(),
+        );
+        put(&mut d, H_N_ENTRIES as u64, &(n_linked + 1).to_le_bytes());
+        put(&mut d, H_ENTRY_ARRAY_OFFSET as u64, &array.to_le_bytes());
+        d
+    }
+
+    fn read_seqnums(j: &mut Journal) -> Vec<u64> {
+        let mut e = Entry::new();
+        let mut out = Vec::new();
+        while j.next_entry_into(&mut e).unwrap() {
+            out.push(e.seqnum);
+            assert_eq!(e.field("MESSAGE"), Some(&b"hi"[..]));
+        }
+        out
+    }
+
+    #[test]
+    fn a_broken_entry_array_chain_loses_only_what_is_past_the_break_on_every_read() {
+        // Fuzz regression journal_file/entry-array-chain-broken-reread: the file was marked
+        // broken for good when the chain broke, so reading it again after seek_head (or
+        // resuming after a cursor) returned nothing instead of the entries before the break.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.journal");
+        std::fs::write(&path, file_with_broken_chain(3)).unwrap();
+        let mut j = Journal::open_files(std::slice::from_ref(&path)).unwrap();
+
+        assert_eq!(read_seqnums(&mut j), [1, 2, 3]);
+        let chain_errors = |j: &Journal| {
+            j.file_errors()
+                .iter()
+                .filter(|e| e.message.contains("entry array chain unusable"))
+                .count()
+        };
+        assert_eq!(chain_errors(&j), 1, "{:?}", j.file_errors());
+        assert!(j.files()[0].broken);
+
+        j.seek_head();
+        assert_eq!(read_seqnums(&mut j), [1, 2, 3], "second read from the head");
+        let first = {
+            j.seek_head();
+            j.next_entry().unwrap().unwrap().cursor()
+        };
+        j.seek_after_cursor(&first);
+        assert_eq!(read_seqnums(&mut j), [2, 3], "resume after the first entry");
+        j.seek_realtime(1_700_000_000_000_003);
+        assert_eq!(read_seqnums(&mut j), [3]);
+        j.seek_tail();
+        assert_eq!(read_seqnums(&mut j), Vec::<u64>::new());
+        // The break is reported once, clearly, and stays visible in files().
+        assert_eq!(chain_errors(&j), 1, "{:?}", j.file_errors());
+        assert!(j.files()[0].broken);
     }
 
     #[test]

@@ -512,12 +512,43 @@ mod tests {
         buf.extend_from_slice(b"\nxy\r");
         assert_eq!(f.decode(&mut buf), None);
         buf.extend_from_slice(b"\n");
-        assert_eq!(f.decode(&mut buf).map(|f| f.data), Some(Bytes::from_static(b"xy")));
+        assert_eq!(
+            f.decode(&mut buf).map(|f| f.data),
+            Some(Bytes::from_static(b"xy"))
+        );
         assert_eq!(f.discarded_bytes(), 3);
 
         let mut whole = Framer::new(2);
         let mut buf = BytesMut::from(&b"abcde\r\nxy\r\n"[..]);
         let frames = drain(&mut whole, &mut buf);
+        assert_eq!(frames[0].truncated_bytes, 3);
+        assert_eq!(whole.discarded_bytes(), 3);
+    }
+
+    #[test]
+    fn chunked_newline_truncation_is_a_lower_bound_and_discarded_is_exact() {
+        // Fuzz regression newline-truncated-bytes-lower-bound-when-chunked: fed byte by byte,
+        // "013ut" is cut promptly at "013u" (2 bytes past the limit buffered) while read in
+        // one piece all 3 are seen. Both are right by the documented contract; what must not
+        // depend on chunking is the frame, the verdict and the total dropped.
+        let stream = b"013ut";
+        let mut chunked = Framer::new(2);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &b in stream {
+            buf.extend_from_slice(&[b]);
+            frames.extend(drain(&mut chunked, &mut buf));
+        }
+        frames.extend(chunked.decode_eof(&mut buf));
+        assert_eq!(datas(&frames), [&b"01"[..]]);
+        assert_eq!(frames[0].truncated_bytes, 2);
+        assert_eq!(chunked.discarded_bytes(), 3);
+
+        let mut whole = Framer::new(2);
+        let mut buf = BytesMut::from(&stream[..]);
+        let mut frames = drain(&mut whole, &mut buf);
+        frames.extend(whole.decode_eof(&mut buf));
+        assert_eq!(datas(&frames), [&b"01"[..]]);
         assert_eq!(frames[0].truncated_bytes, 3);
         assert_eq!(whole.discarded_bytes(), 3);
     }

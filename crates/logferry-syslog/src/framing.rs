@@ -512,7 +512,10 @@ mod tests {
         buf.extend_from_slice(b"\nxy\r");
         assert_eq!(f.decode(&mut buf), None);
         buf.extend_from_slice(b"\n");
-        assert_eq!(f.decode(&mut buf).map(|f| f.data), Some(Bytes::from_static(b"xy")));
+        assert_eq!(
+            f.decode(&mut buf).map(|f| f.data),
+            Some(Bytes::from_static(b"xy"))
+        );
         assert_eq!(f.discarded_bytes(), 3);
 
         let mut whole = Framer::new(2);

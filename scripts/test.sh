@@ -12,7 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # `advisories` is left out: its database lives on GitHub, which this machine cannot reach
 # (SECURITY.md says how to run it). .ci/run installs cargo-deny; a developer without it is told.
 if command -v cargo-deny >/dev/null; then
-  cargo deny --log-level error check licenses bans sources
+  cargo deny check --hide-inclusion-graph licenses bans sources
 else
   echo "test.sh: cargo-deny not installed, supply-chain check skipped (cargo install --locked cargo-deny)" >&2
 fi

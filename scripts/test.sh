@@ -8,6 +8,14 @@ export CARGO_TERM_COLOR=never
 scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Supply chain (deny.toml): allowed licenses, duplicate versions (warnings), crates.io only.
+# `advisories` is left out: its database lives on GitHub, which this machine cannot reach
+# (SECURITY.md says how to run it). .ci/run installs cargo-deny; a developer without it is told.
+if command -v cargo-deny >/dev/null; then
+  cargo deny check --hide-inclusion-graph licenses bans sources
+else
+  echo "test.sh: cargo-deny not installed, supply-chain check skipped (cargo install --locked cargo-deny)" >&2
+fi
 # Test binaries find cwl-proxy and fake-cloudwatch next to them.
 cargo build --workspace --bins
 cargo test --workspace

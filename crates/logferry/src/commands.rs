@@ -154,6 +154,9 @@ fn provider_name(c: &aws_credential_types::Credentials) -> String {
 pub async fn check(config: &Config, write: bool) -> usize {
     let mut r = Report { failures: 0 };
     r.ok("config", format!("{} is valid", config.path.display()));
+    for w in &config.warnings {
+        r.warn("config", w);
+    }
     check_data_dir(&mut r, &config.data_dir);
     for (name, source) in &config.sources {
         match source {

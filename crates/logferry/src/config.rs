@@ -13,6 +13,11 @@
 //!
 //! `LOGFERRY_LOG_GROUP` and `LOGFERRY_LOG_STREAM` override every CloudWatch sink's names, in the
 //! spirit of the old awslogs container's environment variables.
+//!
+//! Credentials written in a sink's `auth` table are [`Secret`]s: the config's `Debug` output
+//! redacts them, and no error message quotes them (a bad `${` reference or a mistyped value in
+//! `auth` is reported by key and line only). [`load`] warns when a file holding inline secrets
+//! is readable by every user, or when any config file is writable by every user.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -22,6 +27,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::secret::Secret;
 use crate::source::guard::Cidr;
 use crate::template::{Template, TemplateKind};
 
@@ -92,6 +98,11 @@ pub struct Config {
     pub sources: Vec<(String, SourceConfig)>,
     /// Sinks by name, in file order.
     pub sinks: Vec<(String, SinkConfig)>,
+    /// Sinks whose `auth` table holds a secret written in the file itself (not a `${VAR}`).
+    pub inline_secrets: Vec<String>,
+    /// Problems that do not stop logferry (world-readable secrets...), one line each, already
+    /// logged by [`load`]; `validate` and `check`, which run without a logger, print them.
+    pub warnings: Vec<String>,
 }
 
 /// A source's settings.
@@ -338,6 +349,43 @@ pub struct CloudWatchSinkConfig {
     pub max_backoff: Duration,
     /// JSON-lines file for events CloudWatch will never accept.
     pub dead_letter_path: PathBuf,
+    /// Credentials for this sink instead of the AWS chain's defaults.
+    pub auth: AuthConfig,
+}
+
+/// `[sinks.NAME.auth]`: where a sink's credentials come from. Everything unset (the default)
+/// means the standard AWS chain: environment, profile, web identity (IRSA), container
+/// credentials (ECS, Pod Identity), IMDSv2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// A fixed key pair (and session token), used instead of the chain.
+    pub static_keys: Option<StaticKeys>,
+    /// A profile of the shared config/credentials files, instead of `AWS_PROFILE`/`default`.
+    pub profile: Option<String>,
+    /// A role assumed with the credentials above (or the chain's) through STS.
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// `access_key_id`, `secret_access_key`, `session_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticKeys {
+    /// The access key id (not a secret to AWS, but it names the account: kept out of logs too).
+    pub access_key_id: Secret,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// `assume_role`, `external_id`, `session_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id the role's trust policy asks for (AWS does not treat it as a secret).
+    pub external_id: Option<String>,
+    /// The session name CloudTrail shows (default: `logferry-HOSTNAME`).
+    pub session_name: Option<String>,
 }
 
 /// A sink's settings.
@@ -499,7 +547,24 @@ struct RawCloudWatch {
     #[serde(default, deserialize_with = "de_duration_opt")]
     max_backoff: Option<Duration>,
     dead_letter_path: Option<PathBuf>,
+    // Deserialized on its own so that its errors name `sinks.NAME.auth.KEY` and its line.
+    auth: Option<toml::Value>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
+    session_token: Option<Secret>,
+    profile: Option<String>,
+    assume_role: Option<String>,
+    external_id: Option<String>,
+    session_name: Option<String>,
+}
+
+/// The keys of an `auth` table whose values are secrets (the permission warning looks for them).
+const SECRET_KEYS: [&str; 2] = ["secret_access_key", "session_token"];
 
 /// Accepts `"25s"`, `"1m 30s"`, `"250ms"` or a number of seconds.
 fn de_duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -643,6 +708,11 @@ fn expand_env(
     match value {
         toml::Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
             Ok(new) => *s = new,
+            // The messages quote the text around the reference: not for a credential.
+            Err(_) if in_auth_table(path) => errors.push((
+                path.clone(),
+                "invalid `${...}` reference (value not shown: this key holds credentials); write `${VAR}` or `${VAR:-default}`".into(),
+            )),
             Err(msg) => errors.push((path.clone(), msg)),
         },
         toml::Value::Array(items) => {
@@ -661,6 +731,72 @@ fn expand_env(
         }
         _ => {}
     }
+}
+
+/// True for `sinks.NAME.auth` and anything under it.
+fn in_auth_table(path: &[String]) -> bool {
+    path.len() >= 3 && path[0] == "sinks" && path[2] == "auth"
+}
+
+/// The sinks whose `auth` table holds a secret written in the file itself rather than only
+/// `${VAR}` references: what makes a readable config file a leak. Looked at before expansion.
+fn sinks_with_inline_secrets(root: &toml::Value) -> Vec<String> {
+    let Some(sinks) = root.get("sinks").and_then(toml::Value::as_table) else {
+        return Vec::new();
+    };
+    sinks
+        .iter()
+        .filter(|(_, sink)| {
+            let auth = sink.get("auth").and_then(toml::Value::as_table);
+            SECRET_KEYS.iter().any(|k| {
+                auth.and_then(|a| a.get(*k))
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|v| !without_env_refs(v).is_empty())
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `v` with its `${...}` references removed: what the file itself holds.
+fn without_env_refs(v: &str) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => return out + &rest[start..],
+        }
+    }
+    out + rest
+}
+
+/// The warning [`load`] gives about `path`'s permission bits, if any: world-writable (anyone
+/// can redirect the logs or the credentials), or world-readable while holding inline secrets.
+fn permission_warning(path: &Path, mode: u32, secret_sinks: &[String]) -> Option<String> {
+    let file = path.display();
+    let mode = mode & 0o7777;
+    if mode & 0o002 != 0 {
+        return Some(format!(
+            "{file}: mode {mode:04o} lets every user on this host change logferry's configuration \
+             (where logs go, which credentials are used); run `chmod 600 {file}` (or 640 with a \
+             dedicated group)"
+        ));
+    }
+    if mode & 0o004 != 0 && !secret_sinks.is_empty() {
+        let tables: Vec<String> = secret_sinks
+            .iter()
+            .map(|n| format!("[sinks.{n}.auth]"))
+            .collect();
+        return Some(format!(
+            "{file}: mode {mode:04o} lets every user on this host read the credentials in {}; \
+             run `chmod 600 {file}`, or write them as `${{VAR}}` references to the environment, \
+             or use the AWS credential chain (instance role, IRSA, a profile)",
+            tables.join(", ")
+        ));
+    }
+    None
 }
 
 fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -738,7 +874,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(path, &text, &|name| std::env::var(name).ok())
+    let mut config = parse(path, &text, &|name| std::env::var(name).ok())?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).map(|m| m.permissions().mode()).ok()
+    };
+    if let Some(w) = mode.and_then(|m| permission_warning(path, m, &config.inline_secrets)) {
+        // Only `run` (and its SIGHUP reloads) has a logger by now; `validate` and `check`
+        // print `warnings` themselves.
+        tracing::warn!("{w}");
+        config.warnings.push(w);
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `env` looks up environment variables.
@@ -771,6 +918,7 @@ pub fn parse(
     };
     ctx.doc = toml_edit::ImDocument::parse(text).ok();
 
+    let inline_secrets = sinks_with_inline_secrets(&root);
     let mut env_errors = Vec::new();
     expand_env(&mut root, &mut Vec::new(), env, &mut env_errors);
     for (p, msg) in env_errors {
@@ -825,6 +973,8 @@ pub fn parse(
         health_stuck_after: raw.health_stuck_after.unwrap_or(Duration::from_secs(300)),
         sources,
         sinks,
+        inline_secrets,
+        warnings: Vec::new(),
     })
 }
 
@@ -1306,6 +1456,10 @@ fn sink_config(
     if batch_timeout.is_zero() {
         err(ctx, "batch_timeout", "must be more than zero".into());
     }
+    let auth = match raw.auth {
+        None => AuthConfig::default(),
+        Some(value) => auth_config(ctx, name, value).unwrap_or_default(),
+    };
     if ctx.errors.len() != before {
         return None;
     }
@@ -1329,7 +1483,124 @@ fn sink_config(
         dead_letter_path: raw
             .dead_letter_path
             .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.jsonl"))),
+        auth,
     }))
+}
+
+/// `[sinks.NAME.auth]`. No message here quotes a credential's value.
+fn auth_config(ctx: &mut Ctx<'_>, sink: &str, value: toml::Value) -> Option<AuthConfig> {
+    if !value.is_table() {
+        // serde would quote the value ("invalid type: string \"...\""), and it may be a key.
+        ctx.error(
+            &["sinks", sink, "auth"],
+            "must be a table ([sinks.NAME.auth] with access_key_id, secret_access_key, ...)",
+        );
+        return None;
+    }
+    let raw: RawAuth = ctx.deserialize(&["sinks", sink, "auth"], value)?;
+    let before = ctx.errors.len();
+    let err = |ctx: &mut Ctx<'_>, key: &str, msg: &str| {
+        ctx.error(&["sinks", sink, "auth", key], msg);
+    };
+    // An empty value is most likely `${VAR:-}` with VAR unset: better refused than sent.
+    for (key, v) in [
+        ("access_key_id", &raw.access_key_id),
+        ("secret_access_key", &raw.secret_access_key),
+        ("session_token", &raw.session_token),
+    ] {
+        if v.as_ref().is_some_and(Secret::is_empty) {
+            err(ctx, key, "is empty (an unset `${VAR:-}`?)");
+        }
+    }
+    let static_keys = match (raw.access_key_id, raw.secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(StaticKeys {
+            access_key_id,
+            secret_access_key,
+            session_token: raw.session_token,
+        }),
+        (Some(_), None) => {
+            err(
+                ctx,
+                "access_key_id",
+                "needs `secret_access_key` beside it (or remove both to use the AWS credential chain)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            err(
+                ctx,
+                "secret_access_key",
+                "needs `access_key_id` beside it (or remove both to use the AWS credential chain)",
+            );
+            None
+        }
+        (None, None) => {
+            if raw.session_token.is_some() {
+                err(
+                    ctx,
+                    "session_token",
+                    "needs `access_key_id` and `secret_access_key` beside it",
+                );
+            }
+            None
+        }
+    };
+    if let Some(p) = &raw.profile {
+        if static_keys.is_some() {
+            err(
+                ctx,
+                "profile",
+                "cannot be used with `access_key_id`/`secret_access_key`: choose one",
+            );
+        } else if p.is_empty() {
+            err(ctx, "profile", "is empty");
+        }
+    }
+    let assume_role = match raw.assume_role {
+        Some(role_arn) => {
+            if !role_arn.starts_with("arn:") || role_arn.split(':').count() < 6 {
+                err(
+                    ctx,
+                    "assume_role",
+                    &format!("`{role_arn}` is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                );
+            }
+            if let Some(n) = &raw.session_name {
+                // STS's own rule for RoleSessionName.
+                let valid = (2..=64).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+                if !valid {
+                    err(
+                        ctx,
+                        "session_name",
+                        &format!("`{n}` is not 2 to 64 of letters, digits and _+=,.@-"),
+                    );
+                }
+            }
+            Some(AssumeRole {
+                role_arn,
+                external_id: raw.external_id,
+                session_name: raw.session_name,
+            })
+        }
+        None => {
+            for (key, set) in [
+                ("external_id", raw.external_id.is_some()),
+                ("session_name", raw.session_name.is_some()),
+            ] {
+                if set {
+                    err(ctx, key, "only means something with `assume_role`");
+                }
+            }
+            None
+        }
+    };
+    (ctx.errors.len() == before).then_some(AuthConfig {
+        static_keys,
+        profile: raw.profile,
+        assume_role,
+    })
 }
 
 #[cfg(test)]
@@ -1644,5 +1915,186 @@ retention_days = 13
         );
         assert!(ListenAddress::parse("tcp://host").is_err());
         assert!(ListenAddress::parse("unix://relative").is_err());
+    }
+
+    const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+
+    fn with_auth(auth: &str) -> String {
+        format!("{GOOD}\n[sinks.cw.auth]\n{auth}\n")
+    }
+
+    #[test]
+    fn inline_credentials_load_and_never_print() {
+        let text = with_auth(&format!(
+            "access_key_id = \"AKIDINLINE\"\nsecret_access_key = \"{SECRET}\"\nsession_token = \"${{TOKEN}}\"\nassume_role = \"arn:aws:iam::123456789012:role/shipper\"\nexternal_id = \"ext-1\""
+        ));
+        let env = |n: &str| (n == "TOKEN").then(|| "token-from-env-0123456789".to_string());
+        let c = parse(Path::new("c.toml"), &text, &env).expect("valid");
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        let keys = s.auth.static_keys.as_ref().expect("keys");
+        assert_eq!(keys.access_key_id.expose(), "AKIDINLINE");
+        assert_eq!(keys.secret_access_key.expose(), SECRET);
+        assert_eq!(
+            keys.session_token.as_ref().map(Secret::expose),
+            Some("token-from-env-0123456789")
+        );
+        let role = s.auth.assume_role.as_ref().expect("role");
+        assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/shipper");
+        assert_eq!(role.external_id.as_deref(), Some("ext-1"));
+        assert_eq!(c.inline_secrets, vec!["cw".to_string()]);
+        for dump in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(dump.contains("**redacted**"), "{dump}");
+            for leak in [SECRET, &SECRET[..8], "token-from-env", "AKIDINLINE"] {
+                assert!(!dump.contains(leak), "{leak} in {dump}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_only_from_the_environment_are_not_inline() {
+        let text = with_auth(
+            "access_key_id = \"${KEY}\"\nsecret_access_key = \"${SECRET}\"\nsession_token = \"${TOKEN:-}x\"",
+        );
+        let env = |n: &str| Some(format!("v-{n}"));
+        let c = parse(Path::new("c.toml"), &text, &env).expect("valid");
+        // `x` is written in the file: that one counts.
+        assert_eq!(c.inline_secrets, vec!["cw".to_string()]);
+        let text = text.replace("${TOKEN:-}x", "${TOKEN}");
+        let c = parse(Path::new("c.toml"), &text, &env).expect("valid");
+        assert!(c.inline_secrets.is_empty());
+        let c = parse(Path::new("c.toml"), GOOD, &no_env).expect("valid");
+        assert!(c.inline_secrets.is_empty());
+        let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+        assert_eq!(s.auth, AuthConfig::default());
+    }
+
+    #[test]
+    fn auth_mistakes_are_reported_without_the_secret() {
+        let cases: &[(String, &str)] = &[
+            (
+                format!("secret_access_key = \"{SECRET}\""),
+                "c.toml:17: sinks.cw.auth.secret_access_key: needs `access_key_id`",
+            ),
+            (
+                "access_key_id = \"AKID\"".into(),
+                "c.toml:17: sinks.cw.auth.access_key_id: needs `secret_access_key`",
+            ),
+            (
+                format!("access_key_id = \"A\"\nsecret_access_key = 12345678901234\nsession_token = \"{SECRET}\""),
+                "c.toml:18: sinks.cw.auth.secret_access_key: must be a string (value not shown)",
+            ),
+            (
+                format!("access_key_id = \"A\"\nsecret_access_key = \"${{{SECRET}\""),
+                "c.toml:18: sinks.cw.auth.secret_access_key: invalid `${...}` reference (value not shown",
+            ),
+            (
+                format!("access_key_id = \"A\"\nsecret_access_key = \"${{BAD {SECRET}}}\""),
+                "c.toml:18: sinks.cw.auth.secret_access_key: invalid `${...}` reference (value not shown",
+            ),
+            (
+                format!("access_key_id = \"A\"\nsecret_acess_key = \"{SECRET}\""),
+                "c.toml:18: sinks.cw.auth.secret_acess_key: unknown field",
+            ),
+            (
+                format!("session_token = \"{SECRET}\""),
+                "c.toml:17: sinks.cw.auth.session_token: needs `access_key_id` and `secret_access_key`",
+            ),
+            (
+                format!("access_key_id = \"A\"\nsecret_access_key = \"{SECRET}\"\nprofile = \"p\""),
+                "c.toml:19: sinks.cw.auth.profile: cannot be used with",
+            ),
+            (
+                "assume_role = \"shipper\"".into(),
+                "c.toml:17: sinks.cw.auth.assume_role: `shipper` is not a role ARN",
+            ),
+            (
+                "external_id = \"e\"".into(),
+                "c.toml:17: sinks.cw.auth.external_id: only means something with `assume_role`",
+            ),
+            (
+                "access_key_id = \"A\"\nsecret_access_key = \"${UNSET:-}\"".into(),
+                "c.toml:18: sinks.cw.auth.secret_access_key: is empty",
+            ),
+        ];
+        for (auth, want) in cases {
+            let errs = errors(&with_auth(auth));
+            assert!(errs.iter().any(|e| e.starts_with(want)), "{auth}: {errs:?}");
+            for e in &errs {
+                assert!(!e.contains(&SECRET[..8]), "{auth}: {e}");
+            }
+        }
+        // A secret pasted as the whole table.
+        let text = GOOD.replace(
+            "batch_timeout",
+            &format!("auth = \"{SECRET}\"\nbatch_timeout"),
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:14: sinks.cw.auth: must be a table")),
+            "{errs:?}"
+        );
+        assert!(!errs.iter().any(|e| e.contains(&SECRET[..8])), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_errors_near_a_secret_do_not_quote_it() {
+        for bad in [
+            format!("secret_access_key = {SECRET}"),
+            format!("secret_access_key = \"{SECRET}"),
+            format!("secret_access_key = \"{SECRET}\" trailing"),
+            format!("secret_access_key = '{SECRET}"),
+        ] {
+            let errs = errors(&with_auth(&bad));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert!(
+                errs[0].starts_with("c.toml:17: (syntax):"),
+                "{bad}: {errs:?}"
+            );
+            assert!(!errs[0].contains(&SECRET[..8]), "{bad}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn permission_warnings() {
+        let p = Path::new("/etc/logferry/l.toml");
+        let cw = vec!["cw".to_string()];
+        assert_eq!(permission_warning(p, 0o100600, &cw), None);
+        assert_eq!(permission_warning(p, 0o100640, &cw), None);
+        assert_eq!(permission_warning(p, 0o100644, &[]), None);
+        let w = permission_warning(p, 0o100644, &cw).expect("readable secrets");
+        assert!(
+            w.starts_with("/etc/logferry/l.toml: mode 0644 lets every user on this host read the credentials in [sinks.cw.auth]; run `chmod 600 /etc/logferry/l.toml`"),
+            "{w}"
+        );
+        let w = permission_warning(p, 0o100666, &[]).expect("writable");
+        assert!(
+            w.starts_with("/etc/logferry/l.toml: mode 0666 lets every user on this host change"),
+            "{w}"
+        );
+        assert!(w.contains("chmod 600"), "{w}");
+    }
+
+    #[test]
+    fn load_warns_about_a_world_readable_file_with_secrets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("l.toml");
+        let text = with_auth(&format!(
+            "access_key_id = \"A\"\nsecret_access_key = \"{SECRET}\""
+        ));
+        std::fs::write(&path, &text).expect("write");
+        let chmod = |mode| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        chmod(0o644);
+        let c = load(&path).expect("valid");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("mode 0644"), "{:?}", c.warnings);
+        assert!(!c.warnings[0].contains(&SECRET[..8]));
+        chmod(0o600);
+        assert!(load(&path).expect("valid").warnings.is_empty());
+        chmod(0o646);
+        assert!(load(&path).expect("valid").warnings[0].contains("mode 0646"));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`sink`]: CloudWatch Logs: batching by the PutLogEvents rules, retries, dead letters.
 //! - [`format`] and [`template`]: the text sent, and group/stream names.
 //! - [`runtime`]: wiring it together, signals and the shutdown grace period.
+//! - [`secret`]: the string type for credentials, which never prints its value.
 
 pub mod ack;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod format;
 pub mod metrics;
 pub mod runtime;
 pub mod sd_notify;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -73,6 +73,12 @@ fn init_logging(format: Option<LogFormat>) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Whatever LOGFERRY_LOG says: see `secret::SDK_RESPONSE_BODY_TARGET` (the directive is a
+    // constant that a unit test parses, so the error arm is never taken).
+    let filter = match logferry::secret::SDK_RESPONSE_BODY_OFF.parse() {
+        Ok(off) => filter.add_directive(off),
+        Err(_) => filter,
+    };
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -103,7 +109,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match logferry::config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                // Warnings do not fail validation: logferry runs with them too.
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

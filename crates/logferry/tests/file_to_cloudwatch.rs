@@ -100,7 +100,12 @@ fn wait_known(lf: &Logferry, path: &Path) {
     let known = wait_until(Duration::from_secs(30), || {
         fs::read_to_string(&ckpt).is_ok_and(|t| t.contains(&format!("\"ino\":{ino}")))
     });
-    assert!(known, "logferry never opened {}\n{}", path.display(), lf.log());
+    assert!(
+        known,
+        "logferry never opened {}\n{}",
+        path.display(),
+        lf.log()
+    );
 }
 
 fn wait_count(endpoint: &str, stream: &str, tag: &str, n: usize) -> Vec<(i64, String)> {

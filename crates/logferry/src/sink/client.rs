@@ -5,20 +5,68 @@
 //! by the SDK before they expire. The SDK's retries are turned off: [`super::request`] owns
 //! the retry policy, because an SDK retry after a timeout resends a request that may already
 //! have been ingested, without telling anyone.
+//!
+//! A sink's `auth` table can replace the chain's defaults, as other shippers allow: a fixed key
+//! pair (a static provider, named [`CONFIG_PROVIDER`] so `check` can say where the keys came
+//! from), a named profile, and/or a role assumed through STS with whichever of those applies.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
 
 use crate::config::CloudWatchSinkConfig;
 use crate::template::HostInfo;
 
+/// The provider name of credentials written in the config file (what `check` reports).
+pub const CONFIG_PROVIDER: &str = "LogferryConfigAuth";
+
 /// The SDK configuration for a sink (region and endpoint from the sink's settings, else the
-/// SDK's own environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, IMDS).
+/// SDK's own environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, IMDS; credentials from
+/// the sink's `auth`, else the chain).
 pub async fn sdk_config(cfg: &CloudWatchSinkConfig) -> anyhow::Result<aws_config::SdkConfig> {
+    let mut loader = base_loader(cfg);
+    if let Some(endpoint) = &cfg.endpoint {
+        loader = loader.endpoint_url(endpoint.clone());
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        bail!("no AWS region: set `region` in the sink's config, or AWS_REGION");
+    }
+    let Some(role) = &cfg.auth.assume_role else {
+        return Ok(sdk);
+    };
+    // STS gets the sink's region, credentials and timeouts, but not its `endpoint`: that names
+    // a CloudWatch Logs endpoint (a VPC endpoint, an emulator). STS has its own override,
+    // AWS_ENDPOINT_URL_STS, which the SDK reads from a config loaded without `endpoint` (once
+    // set on a loader, the endpoint takes precedence over the per-service variables).
+    let sts = base_loader(cfg).load().await;
+    let session_name = role
+        .session_name
+        .clone()
+        .unwrap_or_else(default_session_name);
+    let mut builder = AssumeRoleProvider::builder(role.role_arn.clone())
+        .configure(&sts)
+        .session_name(session_name);
+    if let Some(id) = &role.external_id {
+        builder = builder.external_id(id.clone());
+    }
+    let provider = builder.build().await;
+    // The CloudWatch client's identity cache keeps the role's credentials and renews them
+    // before they expire.
+    Ok(sdk
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build())
+}
+
+/// Everything of a sink's SDK configuration but its endpoint.
+fn base_loader(cfg: &CloudWatchSinkConfig) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -30,14 +78,36 @@ pub async fn sdk_config(cfg: &CloudWatchSinkConfig) -> anyhow::Result<aws_config
     if let Some(region) = &cfg.region {
         loader = loader.region(Region::new(region.clone()));
     }
-    if let Some(endpoint) = &cfg.endpoint {
-        loader = loader.endpoint_url(endpoint.clone());
+    if let Some(profile) = &cfg.auth.profile {
+        loader = loader.profile_name(profile);
     }
-    let sdk = loader.load().await;
-    if sdk.region().is_none() {
-        bail!("no AWS region: set `region` in the sink's config, or AWS_REGION");
+    if let Some(keys) = &cfg.auth.static_keys {
+        loader = loader.credentials_provider(Credentials::new(
+            keys.access_key_id.expose(),
+            keys.secret_access_key.expose(),
+            keys.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            CONFIG_PROVIDER,
+        ));
     }
-    Ok(sdk)
+    loader
+}
+
+/// `logferry-HOSTNAME`, cut to STS's 64 characters of `[\w+=,.@-]`, so CloudTrail shows which
+/// host acted.
+fn default_session_name() -> String {
+    let mut name: String = format!("logferry-{}", hostname())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(64);
+    name
 }
 
 /// A CloudWatch Logs client for `sdk`.

@@ -1,0 +1,415 @@
+//! Secrets never reach logferry's output: planted credentials (in the environment and in the
+//! config file's `[sinks.NAME.auth]`) are looked for in everything the real binary prints, at
+//! `trace` level, through a normal run shipping to moto (with and without `assume_role`),
+//! runs whose endpoint or STS is dead, bad configs, `check`, `validate`, `/metrics`, `/health`
+//! and `/ready`.
+//!
+//! Each secret is also looked for by its first 8 characters (a truncated or partly escaped
+//! copy is still a leak), and the STS response's own credentials (which the test cannot know)
+//! by the XML elements that carry them. `LOG_SENSITIVE_BODIES=true` is set throughout: it is the
+//! SDK's switch for logging credential-bearing response bodies, and logferry must hold even
+//! when an operator flips it.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// In the environment: what the SDK's chain would sign with.
+const ENV_SECRET: &str = "Qv7Zk2Xp9mEnvSecretAccessKey";
+const ENV_TOKEN: &str = "Jp2Gs9Ke7wEnvSessionToken";
+/// In the config file's `auth` table.
+const FILE_SECRET: &str = "Wd4Rt8Ln3sFileSecretAccessKey";
+const FILE_TOKEN: &str = "Hc6Yb1Mf5uFileSessionToken";
+const ROLE: &str = "arn:aws:iam::123456789012:role/shipper";
+
+/// What must appear nowhere: each secret, its first 8 characters, and the markup of STS's
+/// credentials (moto's session tokens start `FQoGZXIvYXdzE`, like AWS's old ones).
+fn forbidden() -> Vec<String> {
+    let mut out = Vec::new();
+    for s in [ENV_SECRET, ENV_TOKEN, FILE_SECRET, FILE_TOKEN] {
+        out.push(s.to_string());
+        out.push(s[..8].to_string());
+    }
+    for s in ["<SecretAccessKey>", "<SessionToken>", "FQoGZXIvYXdzE"] {
+        out.push(s.to_string());
+    }
+    out
+}
+
+/// Fails, naming the output and showing the line, if any forbidden string is in `text`.
+fn assert_clean(label: &str, text: &str) {
+    for bad in forbidden() {
+        if let Some(line) = text.lines().find(|l| l.contains(&bad)) {
+            panic!(
+                "{label}: `{bad}` leaked:\n{}",
+                &line[..line.len().min(2000)]
+            );
+        }
+    }
+}
+
+/// Everything planted, most verbose logging on.
+fn secret_env(cmd: &mut Command) {
+    aws_env(cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPLANTEDENV")
+        .env("AWS_SECRET_ACCESS_KEY", ENV_SECRET)
+        .env("AWS_SESSION_TOKEN", ENV_TOKEN)
+        .env("LOGFERRY_LOG", "trace")
+        .env("RUST_LOG", "trace")
+        .env("LOG_SENSITIVE_BODIES", "true");
+}
+
+fn config(port: u16, endpoint: &str, group: &str, auth: &str) -> String {
+    format!(
+        r#"
+data_dir = "@DATA@"
+shutdown_grace = "2s"
+health_stuck_after = "1s"
+
+[sources.in]
+type = "syslog"
+address = "tcp://127.0.0.1:{port}"
+
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["in"]
+log_group = "{group}"
+log_stream = "s"
+format = "message"
+endpoint = "{endpoint}"
+region = "us-east-1"
+batch_timeout = "100ms"
+max_backoff = "300ms"
+{auth}
+"#
+    )
+}
+
+fn inline_auth(role: bool) -> String {
+    let mut t = format!(
+        "[sinks.cw.auth]\naccess_key_id = \"AKIDPLANTEDFILE\"\nsecret_access_key = \"{FILE_SECRET}\"\nsession_token = \"{FILE_TOKEN}\"\n"
+    );
+    if role {
+        t.push_str(&format!(
+            "assume_role = \"{ROLE}\"\nexternal_id = \"ext-7\"\n"
+        ));
+    }
+    t
+}
+
+/// `logferry run` with everything planted and metrics served on `maddr`; its stderr goes to
+/// its log (`Logferry::log`), its stdout (which support discards) to `stdout`.
+fn start(
+    config: &str,
+    maddr: &str,
+    stdout: &tempfile::NamedTempFile,
+    extra: impl FnOnce(&mut Command),
+) -> Logferry {
+    let out = stdout.reopen().expect("stdout file");
+    Logferry::start_with(config, |cmd| {
+        secret_env(cmd);
+        cmd.env("LOGFERRY_METRICS_ADDRESS", maddr).stdout(out);
+        extra(cmd);
+    })
+}
+
+/// The run's stderr and stdout.
+fn output(lf: &Logferry, stdout: &tempfile::NamedTempFile) -> String {
+    format!(
+        "{}{}",
+        lf.log(),
+        std::fs::read_to_string(stdout.path()).unwrap_or_default()
+    )
+}
+
+/// `/metrics`, `/health` and `/ready`, labelled.
+fn scrape(maddr: &str) -> Vec<(String, String)> {
+    ["/metrics", "/health", "/ready"]
+        .iter()
+        .map(|p| {
+            let (status, body) = http_get(maddr, p).unwrap_or_default();
+            (format!("GET {p} ({status})"), body)
+        })
+        .collect()
+}
+
+#[test]
+fn shipping_at_trace_level_never_prints_a_secret() {
+    let moto = Moto::start().expect("moto");
+    let mut outputs: Vec<(String, String)> = Vec::new();
+
+    // 1. Credentials from the environment (key, secret and session token, all signed with).
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let stdout = tempfile::NamedTempFile::new().expect("tmp");
+    let mut lf = start(
+        &config(port, &moto.endpoint(), "/sec/env", ""),
+        &maddr,
+        &stdout,
+        |_| {},
+    );
+    lf.wait_listening(1);
+    tcp_send(port, b"env one\nenv two\n");
+    assert_eq!(
+        wait_events(&moto.endpoint(), "/sec/env", "s", 2, WAIT).len(),
+        2,
+        "{}",
+        lf.log()
+    );
+    outputs.extend(scrape(&maddr));
+    assert!(lf.terminate().success());
+    let log = output(&lf, &stdout);
+    // The test means something only if the SDK really logged at trace, and really had a
+    // session token to sign with (the header is there, redacted by the SDK).
+    assert!(log.contains("\"target\":\"aws_sigv4"), "no SDK trace logs");
+    assert!(log.contains("\"level\":\"TRACE\""), "no trace level");
+    assert!(
+        log.contains("x-amz-security-token") && log.contains("** redacted"),
+        "the session token was not used"
+    );
+    outputs.push(("run, environment credentials".into(), log));
+
+    // 2. Inline credentials assuming a role through STS (moto's): STS answers with fresh
+    //    credentials, in a response body the SDK would log under LOG_SENSITIVE_BODIES.
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let sts = |cmd: &mut Command| {
+        cmd.env("AWS_ENDPOINT_URL_STS", moto.endpoint());
+    };
+    let stdout = tempfile::NamedTempFile::new().expect("tmp");
+    let mut lf = start(
+        &config(port, &moto.endpoint(), "/sec/role", &inline_auth(true)),
+        &maddr,
+        &stdout,
+        sts,
+    );
+    lf.wait_listening(1);
+    tcp_send(port, b"role one\n");
+    assert_eq!(
+        wait_events(&moto.endpoint(), "/sec/role", "s", 1, WAIT).len(),
+        1,
+        "{}",
+        lf.log()
+    );
+    outputs.extend(scrape(&maddr));
+    assert!(lf.terminate().success());
+    let log = output(&lf, &stdout);
+    assert!(
+        log.contains("obtained assumed credentials"),
+        "STS was not used:\n{log}"
+    );
+    // The config file is 0644 (tempfile's default umask) and holds secrets: warned, by name
+    // and mode, without the secret.
+    assert!(
+        log.contains("mode 0644 lets every user on this host read the credentials in [sinks.cw.auth]; run `chmod 600"),
+        "no permission warning:\n{}",
+        &log[..log.len().min(3000)]
+    );
+    outputs.push(("run, inline credentials + assume_role".into(), log));
+
+    for (label, text) in &outputs {
+        assert_clean(label, text);
+    }
+}
+
+#[test]
+fn errors_at_trace_level_never_print_a_secret() {
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+
+    // 1. A dead CloudWatch endpoint, inline credentials: retried errors, then unready.
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let stdout = tempfile::NamedTempFile::new().expect("tmp");
+    let mut lf = start(
+        &config(port, &dead, "/sec/dead", &inline_auth(false)),
+        &maddr,
+        &stdout,
+        |_| {},
+    );
+    lf.wait_listening(1);
+    tcp_send(port, b"never delivered\n");
+    assert!(
+        wait_until(WAIT, || http_get(&maddr, "/ready")
+            .is_some_and(|r| r.0 == 503)),
+        "{}",
+        lf.log()
+    );
+    assert!(lf.log().contains("will retry"), "{}", lf.log());
+    outputs.extend(scrape(&maddr));
+    lf.terminate();
+    outputs.push(("run, dead endpoint".into(), output(&lf, &stdout)));
+
+    // 2. A credential error: the role cannot be assumed (STS is dead); the base credentials
+    //    that would sign the STS call are the planted ones.
+    let port = free_port();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let sts = |cmd: &mut Command| {
+        cmd.env("AWS_ENDPOINT_URL_STS", &dead);
+    };
+    let stdout = tempfile::NamedTempFile::new().expect("tmp");
+    let mut lf = start(
+        &config(port, &dead, "/sec/cred", &inline_auth(true)),
+        &maddr,
+        &stdout,
+        sts,
+    );
+    lf.wait_listening(1);
+    tcp_send(port, b"never delivered either\n");
+    assert!(
+        wait_until(WAIT, || lf.log().contains("loading credentials")),
+        "{}",
+        lf.log()
+    );
+    outputs.extend(scrape(&maddr));
+    lf.terminate();
+    outputs.push(("run, credential error".into(), output(&lf, &stdout)));
+
+    // 3. Bad configs around a secret: `run` and `validate` refuse them, by key and line.
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad_auths = [
+        // The secret where the key should be, the key missing, a typo'd key.
+        format!("[sinks.cw.auth]\nsecret_access_key = \"{FILE_SECRET}\"\nsession_token = \"{FILE_TOKEN}\"\n"),
+        format!("[sinks.cw.auth]\naccess_key_id = \"A\"\nsecret_acces_key = \"{FILE_SECRET}\"\n"),
+        // A broken `${` reference inside the secret, and a secret pasted as a number.
+        format!("[sinks.cw.auth]\naccess_key_id = \"A\"\nsecret_access_key = \"{FILE_SECRET}${{\"\n"),
+        "[sinks.cw.auth]\naccess_key_id = \"A\"\nsecret_access_key = 73198246501234\nsession_token = \"x\"\n".into(),
+        // TOML syntax errors on the secret's line.
+        format!("[sinks.cw.auth]\naccess_key_id = \"A\"\nsecret_access_key = {FILE_SECRET}\n"),
+        format!("[sinks.cw.auth]\naccess_key_id = \"A\"\nsecret_access_key = \"{FILE_SECRET}\n"),
+        // The whole table replaced by the secret.
+        format!("auth = \"{FILE_SECRET}\"\n"),
+    ];
+    for (i, auth) in bad_auths.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        let text = config(free_port(), &dead, "/sec/bad", "")
+            .replace("@DATA@", &dir.path().display().to_string())
+            .replace(
+                "max_backoff = \"300ms\"\n",
+                &format!("max_backoff = \"300ms\"\n{auth}"),
+            );
+        std::fs::write(&path, text).expect("write");
+        for sub in ["validate", "run", "check"] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+            cmd.arg(sub).arg("--config").arg(&path);
+            secret_env(&mut cmd);
+            let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(2), "{sub} {auth}: {text}");
+            assert!(
+                text.contains(&format!("bad{i}.toml:")),
+                "{sub} {auth}: {text}"
+            );
+            outputs.push((format!("{sub} bad config {i}"), text));
+        }
+    }
+    // The number pasted as a secret is a secret too.
+    for (label, text) in &outputs {
+        assert!(!text.contains("73198246"), "{label}: {text}");
+        assert_clean(label, text);
+    }
+}
+
+#[test]
+fn check_and_validate_never_print_a_secret() {
+    let moto = Moto::start().expect("moto");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let run = |args: &[&str], text: &str, extra: &dyn Fn(&mut Command)| -> (bool, String) {
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            text.replace("@DATA@", &dir.path().join("data").display().to_string()),
+        )
+        .expect("write");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        cmd.args(args).arg("--config").arg(&path);
+        secret_env(&mut cmd);
+        extra(&mut cmd);
+        let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let sts = moto.endpoint();
+    let with_sts = |cmd: &mut Command| {
+        cmd.env("AWS_ENDPOINT_URL_STS", &sts);
+    };
+    let none = |_: &mut Command| {};
+
+    let env_cfg = config(free_port(), &moto.endpoint(), "/sec/check", "");
+    let (ok, out) = run(&["check", "--write"], &env_cfg, &none);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("credentials: found, supplied by EnvironmentVariable"),
+        "{out}"
+    );
+    outputs.push(("check --write, environment".into(), out));
+
+    let file_cfg = config(
+        free_port(),
+        &moto.endpoint(),
+        "/sec/check",
+        &inline_auth(false),
+    );
+    let (ok, out) = run(&["check", "--write"], &file_cfg, &none);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("credentials: found, supplied by LogferryConfigAuth"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warn  config: ") && out.contains("mode 0644"),
+        "{out}"
+    );
+    outputs.push(("check --write, inline".into(), out));
+
+    let role_cfg = config(
+        free_port(),
+        &moto.endpoint(),
+        "/sec/check",
+        &inline_auth(true),
+    );
+    let (ok, out) = run(&["check", "--write"], &role_cfg, &with_sts);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("credentials: found, supplied by AssumeRoleProvider"),
+        "{out}"
+    );
+    outputs.push(("check --write, assume_role".into(), out));
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead_cfg = config(free_port(), &dead, "/sec/check", &inline_auth(true));
+    let (ok, out) = run(&["check", "--write"], &dead_cfg, &|cmd| {
+        cmd.env("AWS_ENDPOINT_URL_STS", &dead);
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  sink cw credentials"), "{out}");
+    outputs.push(("check, dead STS and endpoint".into(), out));
+
+    let (ok, out) = run(&["validate"], &role_cfg, &none);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ") && out.contains("chmod 600"),
+        "{out}"
+    );
+    outputs.push(("validate".into(), out));
+
+    for (label, text) in &outputs {
+        assert_clean(label, text);
+    }
+}

@@ -14,8 +14,8 @@
 //!   multiline event), so a crash re-reads it rather than losing it.
 //! - **A collector task** moves each file's position on a [`Watermark`] over its batches and
 //!   rewrites the checkpoint file (`DATA_DIR/file/SOURCE.json`: path, device, inode,
-//!   fingerprint, offset for every file) at most every [`SAVE_EVERY`], with write-temp + fsync
-//!   + rename. A file's entry is created when it is opened (so `start = "end"` is not
+//!   fingerprint, offset for every file) at most every [`SAVE_EVERY`], with write-temp, fsync,
+//!   rename. A file's entry is created when it is opened (so `start = "end"` is not
 //!   re-evaluated after a restart) and removed once the file is closed (deleted, or rotated
 //!   away and finished) and everything read from it is delivered.
 //!

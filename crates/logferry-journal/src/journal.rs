@@ -473,6 +473,11 @@ impl Journal {
             if self.failed.get(&key) == Some(&stamp) {
                 continue;
             }
+            // journald creates a file empty and sizes it a moment later: not corrupt, not yet
+            // readable. It is looked at again on the next change.
+            if meta.len() == 0 {
+                continue;
+            }
             match JournalFile::open(&path) {
                 Ok(jf) => {
                     self.failed.remove(&key);

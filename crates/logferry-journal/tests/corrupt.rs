@@ -255,7 +255,8 @@ fn crafted_damage_is_reported() {
             "",
         ),
         ("huge arena", patch(bytes, |d| put_u64(d, 96, u64::MAX)), ""),
-        ("zero-size file", Vec::new(), "too short"),
+        // journald creates files empty and sizes them a moment later: skipped, not an error.
+        ("zero-size file", Vec::new(), ""),
     ];
     for (what, data, expect) in cases {
         let p = fx.work.join("crafted.journal");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, when it is missing:
-# Debian packages (ncat, logger, socat, openssl, journald tools, rsyslog) and moto_server from PyPI.
+# Debian packages (ncat, logger, socat, openssl, logrotate, journald tools, rsyslog) and moto_server from PyPI.
 # Idempotent and quiet; safe to run on every CI run.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ command -v journalctl >/dev/null || missing+=(systemd)
 command -v socat >/dev/null || missing+=(socat)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+command -v logrotate >/dev/null || missing+=(logrotate)
+command -v gzip >/dev/null || missing+=(gzip)
 command -v cc >/dev/null || missing+=(gcc)
 if ((${#missing[@]})); then
   echo "install-deps: apt-get install ${missing[*]}" >&2

@@ -324,6 +324,21 @@ struct Pending {
     truncated_bytes: u64,
 }
 
+impl Pending {
+    /// A container line (joined from its parts), with its stream as a field.
+    fn from_joined(j: container::Joined) -> Self {
+        Pending {
+            timestamp_ms: j.timestamp_ms,
+            message: j.message,
+            extra: Some((
+                FieldName::Static(fields::STREAM),
+                Bytes::from_static(j.stream.as_str().as_bytes()),
+            )),
+            truncated_bytes: j.truncated_bytes,
+        }
+    }
+}
+
 struct Reader {
     ctx: SourceContext,
     cfg: FileSourceConfig,
@@ -575,16 +590,8 @@ impl Reader {
             .held_from()
             .map_or(start_offset, |h| h.min(start_offset));
         if let Some(j) = joiner.push(parsed, start_offset, line.end_offset) {
-            let stream = j.stream;
-            let pending = Pending {
-                timestamp_ms: j.timestamp_ms,
-                message: j.message,
-                extra: Some((
-                    FieldName::Static(fields::STREAM),
-                    Bytes::from_static(stream.as_str().as_bytes()),
-                )),
-                truncated_bytes: j.truncated_bytes + line.truncated_bytes,
-            };
+            let mut pending = Pending::from_joined(j);
+            pending.truncated_bytes += line.truncated_bytes;
             match st.multiline.as_mut() {
                 None => out.push(pending),
                 Some(m) => {
@@ -647,15 +654,7 @@ impl Reader {
         if let Some(st) = self.files.get_mut(&file) {
             if let Some(j) = st.joiner.as_mut() {
                 for j in j.flush() {
-                    pending.push(Pending {
-                        timestamp_ms: j.timestamp_ms,
-                        message: j.message,
-                        extra: Some((
-                            FieldName::Static(fields::STREAM),
-                            Bytes::from_static(j.stream.as_str().as_bytes()),
-                        )),
-                        truncated_bytes: j.truncated_bytes,
-                    });
+                    pending.push(Pending::from_joined(j));
                 }
             }
             if let Some(a) = st.multiline.as_mut().and_then(Multiline::flush) {

@@ -33,7 +33,8 @@ use crate::template::{Template, TemplateKind};
 
 mod file_source;
 pub use file_source::{
-    FileSourceConfig, MultilineSettings, TimestampSettings, KUBERNETES_DEFAULT_INCLUDE,
+    FileSourceConfig, KubernetesApiSettings, MultilineSettings, TimestampSettings,
+    KUBERNETES_DEFAULT_INCLUDE,
 };
 
 /// Default size above which a syslog frame is truncated (and flagged).

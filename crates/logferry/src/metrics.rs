@@ -74,6 +74,11 @@ pub struct SourceStats {
     pub tls_reloads: AtomicU64,
     /// TLS certificate reloads that failed (the previous certificate stays).
     pub tls_reload_failures: AtomicU64,
+    /// Kubernetes sources with `kubernetes_api`: the pod metadata client, once started.
+    pub pod_metadata: std::sync::OnceLock<logferry_kubernetes::PodMetadata>,
+    /// Kubernetes sources: new pods' files whose lines were sent without labels because the
+    /// API had not answered within `kubernetes_api.wait`.
+    pub pod_wait_expired: AtomicU64,
 }
 
 /// One source as the registry sees it.
@@ -232,6 +237,7 @@ impl Registry {
                     t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
                 }
             }
+            self.render_kubernetes_api(&mut t, &files);
         }
         t.header(
             "logferry_spool_bytes",
@@ -413,6 +419,57 @@ impl Registry {
             t.line("logferry_sink_put_latency_seconds_count", &l, count);
         }
         t.0
+    }
+
+    /// The Kubernetes API client of `kubernetes_logs` sources that use one.
+    fn render_kubernetes_api(&self, t: &mut Text, files: &[&SourceEntry]) {
+        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        let with_api: Vec<(&SourceEntry, &logferry_kubernetes::PodMetadata)> = files
+            .iter()
+            .filter_map(|e| e.stats.pod_metadata.get().map(|m| (*e, m)))
+            .collect();
+        if with_api.is_empty() {
+            return;
+        }
+        t.header(
+            "logferry_kubernetes_api_up",
+            "gauge",
+            "1 when the last pod lookup got an answer from the Kubernetes API.",
+        );
+        for (e, m) in &with_api {
+            t.line("logferry_kubernetes_api_up", &src(e), u8::from(m.is_healthy()));
+        }
+        t.header(
+            "logferry_kubernetes_api_requests_total",
+            "counter",
+            "Pod lookups sent to the Kubernetes API, by outcome (found, not_found, failed).",
+        );
+        for (e, m) in &with_api {
+            let st = m.stats();
+            for (outcome, c) in [
+                ("found", &st.found),
+                ("not_found", &st.not_found),
+                ("failed", &st.failed),
+            ] {
+                t.line(
+                    "logferry_kubernetes_api_requests_total",
+                    &format!("{},outcome=\"{outcome}\"", src(e)),
+                    c.load(Ordering::Relaxed),
+                );
+            }
+        }
+        t.header(
+            "logferry_kubernetes_pod_wait_expired_total",
+            "counter",
+            "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",
+        );
+        for (e, _) in &with_api {
+            t.line(
+                "logferry_kubernetes_pod_wait_expired_total",
+                &src(e),
+                e.stats.pod_wait_expired.load(Ordering::Relaxed),
+            );
+        }
     }
 
     /// The network listeners' guards (syslog sources only: the others have no peers).

@@ -44,6 +44,8 @@ pub struct FileSourceConfig {
     pub timestamp: Option<TimestampSettings>,
     /// Decode CRI / Docker json-file lines and add pod metadata from the path.
     pub kubernetes: bool,
+    /// Add pod labels (and the node) from the Kubernetes API (`kubernetes_logs` only).
+    pub kubernetes_api: Option<KubernetesApiSettings>,
     /// Never save positions (`logferry tail`).
     pub dry_run: bool,
 }
@@ -59,6 +61,21 @@ pub struct MultilineSettings {
     pub max_lines: usize,
     /// Most bytes in one event; the rest is counted as truncated.
     pub max_bytes: usize,
+}
+
+/// `[sources.NAME.kubernetes_api]`: present means enabled.
+#[derive(Debug, Clone)]
+pub struct KubernetesApiSettings {
+    /// A kubeconfig file; unset: `KUBECONFIG`, `~/.kube/config`, then the pod's service
+    /// account.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Longest wait for one API request.
+    pub timeout: Duration,
+    /// How long a pod's answer is used before it is asked again.
+    pub cache_ttl: Duration,
+    /// How long the lines of a pod seen for the first time wait for its labels before they
+    /// are sent without them.
+    pub wait: Duration,
 }
 
 /// `timestamp_format` / `timezone`
@@ -88,6 +105,19 @@ pub(super) struct RawFile {
     multiline: Option<RawMultiline>,
     timestamp_format: Option<String>,
     timezone: Option<String>,
+    kubernetes_api: Option<RawKubernetesApi>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetesApi {
+    kubeconfig: Option<std::path::PathBuf>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    cache_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    wait: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +238,42 @@ pub(super) fn file_config(
                 }
             },
         );
+    let kubernetes_api = match raw.kubernetes_api {
+        None => None,
+        Some(_) if !kubernetes => {
+            ctx.error(
+                &key("kubernetes_api"),
+                "only a `kubernetes_logs` source has pods to look up",
+            );
+            None
+        }
+        Some(k) => {
+            let api_key = |k: &'static str| ["sources", name, "kubernetes_api", k];
+            if let Some(p) = k.kubeconfig.as_ref().filter(|p| !p.is_absolute()) {
+                ctx.error(
+                    &api_key("kubeconfig"),
+                    format!("`{}` must be an absolute path", p.display()),
+                );
+            }
+            let timeout = k.timeout.unwrap_or(Duration::from_secs(5));
+            if timeout.is_zero() {
+                ctx.error(&api_key("timeout"), "must be more than zero");
+            }
+            let wait = k.wait.unwrap_or(Duration::from_secs(1));
+            if wait > Duration::from_secs(60) {
+                ctx.error(
+                    &api_key("wait"),
+                    "at most 60s: a new pod's lines are held in memory while they wait",
+                );
+            }
+            Some(KubernetesApiSettings {
+                kubeconfig: k.kubeconfig,
+                timeout,
+                cache_ttl: k.cache_ttl.unwrap_or(Duration::from_secs(300)),
+                wait,
+            })
+        }
+    };
     if ctx.errors.len() != before {
         return None;
     }
@@ -223,6 +289,7 @@ pub(super) fn file_config(
         multiline,
         timestamp,
         kubernetes,
+        kubernetes_api,
         dry_run: false,
     })
 }
@@ -281,6 +348,47 @@ mod tests {
         let errs =
             with_source("type = \"file\"\ninclude = [\"/a\"]\ninclde = 1").expect_err("typo");
         assert!(errs[0].contains("c.toml:5: sources.f.inclde"), "{errs:?}");
+    }
+
+    #[test]
+    fn kubernetes_api_is_for_pods_only_and_checked() {
+        let Ok(SourceConfig::File(f)) = with_source(
+            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nwait = \"2s\"",
+        ) else {
+            panic!("valid");
+        };
+        let k = f.kubernetes_api.expect("enabled by its table");
+        assert_eq!(k.wait, std::time::Duration::from_secs(2));
+        assert_eq!(k.timeout, std::time::Duration::from_secs(5));
+        assert!(k.kubeconfig.is_none());
+        let errs = with_source(
+            "type = \"file\"\ninclude = [\"/a\"]\n[sources.f.kubernetes_api]\nwait = \"1s\"",
+        )
+        .expect_err("file source");
+        assert!(
+            errs[0].contains("sources.f.kubernetes_api: only a `kubernetes_logs` source"),
+            "{errs:?}"
+        );
+        let errs = with_source(
+            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nkubeconfig = \"k.yaml\"\n\
+             timeout = \"0s\"\nwait = \"5m\"\ncache_tl = \"1m\"",
+        )
+        .expect_err("invalid");
+        let all = errs.join("\n");
+        assert!(all.contains("c.toml:10: sources.f.kubernetes_api.cache_tl"), "{all}");
+        let errs = with_source(
+            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nkubeconfig = \"k.yaml\"\n\
+             timeout = \"0s\"\nwait = \"5m\"",
+        )
+        .expect_err("invalid");
+        let all = errs.join("\n");
+        for want in [
+            "sources.f.kubernetes_api.kubeconfig: `k.yaml` must be an absolute path",
+            "sources.f.kubernetes_api.timeout: must be more than zero",
+            "sources.f.kubernetes_api.wait: at most 60s",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
     }
 
     #[test]

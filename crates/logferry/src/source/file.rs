@@ -19,6 +19,12 @@
 //!   re-evaluated after a restart) and removed once the file is closed (deleted, or rotated
 //!   away and finished) and everything read from it is delivered.
 //!
+//! - **Pod labels** (`kubernetes_api`): a pod seen for the first time is looked up by
+//!   `logferry-kubernetes` in the background; its file's events are held (in memory, not past
+//!   their position: a crash re-reads them) for at most `kubernetes_api.wait`, then sent with
+//!   its labels, or without them if the API has not answered. The reader never waits on the
+//!   network itself, and an API that is down makes no file wait at all.
+//!
 //! The position saved for a batch carries the file's fingerprint as it was when the lines were
 //! read, so a file truncated (copytruncate) after that no longer matches and is read from its
 //! start after a restart, instead of resuming at an offset that means nothing in it.
@@ -29,6 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use logferry_kubernetes::{Lookup, PodMeta, PodMetadata, PodRef};
 use logferry_tail::container::{self, PartialJoiner, PodInfo};
 use logferry_tail::multiline::{Multiline, MultilineOptions};
 use logferry_tail::tailer::{
@@ -49,6 +56,11 @@ use crate::event::{Event, FieldName};
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 /// Longest sleep of the reader when nothing happens (it also checks for shutdown).
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// How often the reader asks again for the labels of pods whose files are waiting for them.
+const POD_POLL: Duration = Duration::from_millis(20);
+/// Events one file may hold while its pod's labels are looked up; past this they are sent
+/// without them (a new pod logging this much in `wait` is rare, memory is not unbounded).
+const POD_HOLD_MAX: usize = 10_000;
 
 /// Field names of file events (templates read them as `{namespace}`, `{pod}`, ...).
 pub mod fields {
@@ -64,8 +76,11 @@ pub mod fields {
     pub const CONTAINER: &str = "container";
     /// `stdout` or `stderr`.
     pub const STREAM: &str = "stream";
-    /// The node (from `NODE_NAME`, as the DaemonSet sets it with the downward API).
+    /// The node (from `NODE_NAME`, as the DaemonSet sets it with the downward API, else the
+    /// pod's `spec.nodeName` from the Kubernetes API).
     pub const NODE: &str = "node";
+    /// Prefix of pod label fields from the Kubernetes API: `label.app`, `label.team`, ...
+    pub const LABEL_PREFIX: &str = "label.";
 }
 
 /// Where a source keeps its file positions.
@@ -131,6 +146,28 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
             return;
         }
     };
+    let pods = match &cfg.kubernetes_api {
+        None => None,
+        Some(k) => {
+            let opts = logferry_kubernetes::Options {
+                kubeconfig: k.kubeconfig.clone(),
+                timeout: k.timeout,
+                cache_ttl: k.cache_ttl,
+                ..logferry_kubernetes::Options::default()
+            };
+            match PodMetadata::connect(opts).await {
+                Ok(m) => {
+                    let _ = ctx.stats.pod_metadata.set(m.clone());
+                    Some(m)
+                }
+                Err(e) => {
+                    // The logs matter more than their labels: ship them without.
+                    tracing::error!(source = %ctx.name, "pod labels are left out: {e}");
+                    None
+                }
+            }
+        }
+    };
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     let (register_tx, mut registrations) = mpsc::unbounded_channel();
     let handle = tokio::runtime::Handle::current();
@@ -138,7 +175,9 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let reader = std::thread::Builder::new()
         .name(format!("file-{}", ctx.name))
         .spawn(move || {
-            Reader::new(reader_ctx, cfg, tailer, outcome_tx, register_tx, handle).run();
+            Reader::new(reader_ctx, cfg, tailer, outcome_tx, register_tx, handle)
+                .with_pods(pods)
+                .run();
         });
     let reader = match reader {
         Ok(r) => r,
@@ -299,6 +338,24 @@ struct FileState {
     consumed: u64,
     multiline: Option<Multiline>,
     joiner: Option<PartialJoiner>,
+    /// The pod's labels from the Kubernetes API, when they are being looked up.
+    pod: PodLabels,
+}
+
+/// Where a file stands with its pod's labels.
+enum PodLabels {
+    /// Nothing to look up (no API, not a pod's file), or looked up and applied.
+    Settled,
+    /// First lookup pending: events are held until `until`.
+    Waiting {
+        pod: PodRef,
+        until: Instant,
+        held: Vec<Pending>,
+        /// The file's position when holding began; nothing past it may be saved.
+        from: u64,
+    },
+    /// The wait ran out: events go without labels, but the lookup is tried again.
+    Late(PodRef),
 }
 
 impl FileState {
@@ -306,6 +363,9 @@ impl FileState {
     /// start of something still held.
     fn safe_offset(&self) -> u64 {
         let mut at = self.consumed;
+        if let PodLabels::Waiting { from, .. } = &self.pod {
+            at = at.min(*from);
+        }
         if let Some(h) = self.multiline.as_ref().and_then(Multiline::held_from) {
             at = at.min(h);
         }
@@ -349,6 +409,10 @@ struct Reader {
     files: HashMap<FileId, FileState>,
     timestamps: Option<TimestampParser>,
     node: Option<Bytes>,
+    /// Pod labels from the Kubernetes API (`kubernetes_api`).
+    pods: Option<PodMetadata>,
+    /// Files whose first pod lookup is pending.
+    waiting: Vec<FileId>,
     next_batch: u64,
     /// Unparseable container lines reported so far (the first few are logged).
     unparsed: u64,
@@ -383,9 +447,16 @@ impl Reader {
             files: HashMap::new(),
             timestamps,
             node,
+            pods: None,
+            waiting: Vec::new(),
             next_batch: 0,
             unparsed: 0,
         }
+    }
+
+    fn with_pods(mut self, pods: Option<PodMetadata>) -> Self {
+        self.pods = pods;
+        self
     }
 
     fn run(mut self) {
@@ -409,6 +480,7 @@ impl Reader {
             for (file, reason) in closing {
                 self.close(file, reason, &mut chunk);
             }
+            self.release_waiting(&mut chunk);
             self.flush_due(&mut chunk);
             let idle = n == 0 && chunk.is_empty();
             if !chunk.is_empty() && !self.handle.block_on(self.ctx.send(chunk)) {
@@ -472,6 +544,7 @@ impl Reader {
             FieldName::Static(fields::FILE),
             Bytes::from(path.to_string_lossy().into_owned()),
         )];
+        let mut labels = PodLabels::Settled;
         if self.cfg.kubernetes {
             if let Some(PodInfo {
                 namespace,
@@ -480,6 +553,29 @@ impl Reader {
                 container,
             }) = container::pod_info_from_path(path)
             {
+                if let Some(pods) = &self.pods {
+                    let pod = PodRef {
+                        namespace: namespace.clone(),
+                        name: pod.clone(),
+                        uid: pod_uid.clone(),
+                    };
+                    match pods.lookup(&pod) {
+                        Lookup::Ready(meta) => {
+                            add_pod_fields(&mut fields, meta.as_deref(), self.node.is_none())
+                        }
+                        Lookup::Pending => {
+                            let until = Instant::now()
+                                + self.cfg.kubernetes_api.as_ref().map_or(Duration::ZERO, |k| k.wait);
+                            labels = PodLabels::Waiting {
+                                pod,
+                                until,
+                                held: Vec::new(),
+                                from: offset,
+                            };
+                            self.waiting.push(file);
+                        }
+                    }
+                }
                 fields.push((FieldName::Static(fields::NAMESPACE), Bytes::from(namespace)));
                 fields.push((FieldName::Static(fields::POD), Bytes::from(pod)));
                 if !pod_uid.is_empty() {
@@ -510,6 +606,7 @@ impl Reader {
                 consumed: offset,
                 multiline,
                 joiner,
+                pod: labels,
             },
         );
         self.ctx.stats.files_open.fetch_add(1, Ordering::Relaxed);
@@ -611,6 +708,23 @@ impl Reader {
     /// Gives `pending` events of `file` one acknowledgement batch and registers the position
     /// to save once it is delivered.
     fn emit(&mut self, file: FileId, pending: &mut Vec<Pending>, chunk: &mut Chunk) {
+        let Some(st) = self.files.get_mut(&file) else {
+            return;
+        };
+        match &mut st.pod {
+            PodLabels::Waiting { held, .. } if held.len() < POD_HOLD_MAX => {
+                held.append(pending);
+                return;
+            }
+            PodLabels::Waiting { .. } => self.settle_pod(file, true, chunk),
+            PodLabels::Late(pod) => {
+                if let Some(Lookup::Ready(meta)) = self.pods.as_ref().map(|p| p.lookup(pod)) {
+                    add_pod_fields(&mut st.fields, meta.as_deref(), self.node.is_none());
+                    st.pod = PodLabels::Settled;
+                }
+            }
+            PodLabels::Settled => {}
+        }
         let Some(st) = self.files.get(&file) else {
             return;
         };
@@ -650,6 +764,7 @@ impl Reader {
 
     /// Sends what a closed file still holds, then lets the collector retire it.
     fn close(&mut self, file: FileId, reason: CloseReason, chunk: &mut Chunk) {
+        self.settle_pod(file, true, chunk);
         let mut pending = Vec::new();
         if let Some(st) = self.files.get_mut(&file) {
             if let Some(j) = st.joiner.as_mut() {
@@ -706,10 +821,93 @@ impl Reader {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.files
+        let multiline = self
+            .files
             .values()
             .filter_map(|st| st.multiline.as_ref().and_then(Multiline::deadline))
-            .min()
+            .min();
+        // Labels are polled for, not pushed: look again shortly while a file waits.
+        let pods = (!self.waiting.is_empty()).then(|| Instant::now() + POD_POLL);
+        multiline.into_iter().chain(pods).min()
+    }
+
+    /// Files whose pod lookup is answered, or whose wait ran out, send what they held.
+    fn release_waiting(&mut self, chunk: &mut Chunk) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for file in std::mem::take(&mut self.waiting) {
+            let ready = match self.files.get(&file).map(|st| &st.pod) {
+                Some(PodLabels::Waiting { pod, until, .. }) => {
+                    *until <= now
+                        || self
+                            .pods
+                            .as_ref()
+                            .is_none_or(|p| p.lookup(pod) != Lookup::Pending)
+                }
+                _ => continue,
+            };
+            if ready {
+                self.settle_pod(file, false, chunk);
+            } else {
+                self.waiting.push(file);
+            }
+        }
+    }
+
+    /// Ends a file's wait for its pod's labels: applies them if known (else the file goes
+    /// [`PodLabels::Late`]) and sends the held events. `early`: the wait is cut short (the
+    /// file is closing, or holds too much), which is not counted as the API being late.
+    fn settle_pod(&mut self, file: FileId, early: bool, chunk: &mut Chunk) {
+        let Some(st) = self.files.get_mut(&file) else {
+            return;
+        };
+        let PodLabels::Waiting { pod, held, .. } =
+            std::mem::replace(&mut st.pod, PodLabels::Settled)
+        else {
+            return;
+        };
+        match self.pods.as_ref().map(|p| p.lookup(&pod)) {
+            Some(Lookup::Ready(meta)) => {
+                add_pod_fields(&mut st.fields, meta.as_deref(), self.node.is_none());
+            }
+            Some(Lookup::Pending) => {
+                if !early {
+                    self.ctx
+                        .stats
+                        .pod_wait_expired
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(source = %self.ctx.name, namespace = %pod.namespace, pod = %pod.name, "no pod labels yet; sending without them");
+                }
+                st.pod = PodLabels::Late(pod);
+            }
+            None => {}
+        }
+        self.waiting.retain(|f| *f != file);
+        let mut held = held;
+        if !held.is_empty() {
+            self.emit(file, &mut held, chunk);
+        }
+    }
+}
+
+/// Pod labels as `label.NAME` fields, and the node from the pod's spec when `NODE_NAME` did
+/// not give it.
+fn add_pod_fields(out: &mut Vec<(FieldName, Bytes)>, meta: Option<&PodMeta>, want_node: bool) {
+    let Some(meta) = meta else {
+        return;
+    };
+    for (k, v) in &meta.labels {
+        out.push((
+            FieldName::Owned(format!("{}{k}", fields::LABEL_PREFIX).into()),
+            Bytes::from(v.clone()),
+        ));
+    }
+    if let Some(node) = meta.node_name.as_ref().filter(|_| want_node) {
+        if !out.iter().any(|(n, _)| n.as_str() == fields::NODE) {
+            out.push((FieldName::Static(fields::NODE), Bytes::from(node.clone())));
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //!   under the same name: the logs on disk belong to the old one), is cached as having no
 //!   metadata rather than given another pod's labels.
 //! - When a request fails or times out the API is taken as down: lookups of new pods answer
-//!   [`Lookup::Ready`]`(None)` at once, so no file waits on an API that is not answering, and
+//!   [`Lookup::Unavailable`] at once, so no file waits on an API that is not answering, and
 //!   failed pods are asked again after `retry_after`. The first success marks it up again.
 //!
 //! Credentials come from `kube`'s standard chain (an explicit kubeconfig, `KUBECONFIG`,
@@ -59,11 +59,25 @@ pub struct PodMeta {
 /// The answer of [`PodMetadata::lookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Known: the pod's metadata, or `None` when there is none to have (the pod is gone, the
-    /// API is down, or the lookup failed).
-    Ready(Option<Arc<PodMeta>>),
-    /// Being asked; ask again shortly.
+    /// The pod's metadata.
+    Found(Arc<PodMeta>),
+    /// The API has no such pod (or the name is another uid's now): there is nothing to add,
+    /// now or later.
+    NotFound,
+    /// No answer to be had now (the API is down, or the last request for this pod failed);
+    /// a later lookup may find it.
+    Unavailable,
+    /// Being asked while the API answers; ask again shortly.
     Pending,
+}
+
+impl Lookup {
+    fn known(meta: &Option<Arc<PodMeta>>) -> Lookup {
+        match meta {
+            Some(m) => Lookup::Found(m.clone()),
+            None => Lookup::NotFound,
+        }
+    }
 }
 
 /// How the client behaves.
@@ -164,10 +178,9 @@ impl FetchPod for ApiServer {
         Box::pin(async move {
             let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), &pod.namespace);
             match tokio::time::timeout(self.timeout, api.get_opt(&pod.name)).await {
-                Err(_) => Fetched::Failed(format!(
-                    "no answer within {}s",
-                    self.timeout.as_secs_f64()
-                )),
+                Err(_) => {
+                    Fetched::Failed(format!("no answer within {}s", self.timeout.as_secs_f64()))
+                }
                 Ok(Err(e)) => Fetched::Failed(e.to_string()),
                 Ok(Ok(None)) => Fetched::NotFound,
                 Ok(Ok(Some(p))) => Fetched::Pod {
@@ -226,6 +239,10 @@ impl PodMetadata {
     /// background task on the current tokio runtime. Does not contact the API: an API that is
     /// down at start is like one that goes down later.
     pub async fn connect(opts: Options) -> Result<PodMetadata, Error> {
+        // kube's TLS takes rustls' process-wide provider, which rustls cannot pick by itself
+        // when both `ring` and `aws-lc-rs` are compiled in (the AWS SDK brings the latter).
+        // Failing means another one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = match &opts.kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
@@ -281,7 +298,7 @@ impl PodMetadata {
                 if stale {
                     *refreshing = true;
                 }
-                (Lookup::Ready(meta.clone()), stale)
+                (Lookup::known(meta), stale)
             }
             Some(Slot::Asking) => (self.while_asking(), false),
             Some(slot @ Slot::Failed { .. }) => {
@@ -289,7 +306,7 @@ impl PodMetadata {
                 if again {
                     *slot = Slot::Asking;
                 }
-                (Lookup::Ready(None), again)
+                (Lookup::Unavailable, again)
             }
             None => {
                 if cache.len() >= SWEEP_ABOVE {
@@ -303,7 +320,7 @@ impl PodMetadata {
             // The queue is full (thousands of new pods at once): answer "nothing" now and let
             // a later lookup ask again.
             cache.remove(pod);
-            return Lookup::Ready(None);
+            return Lookup::Unavailable;
         }
         answer
     }
@@ -322,7 +339,7 @@ impl PodMetadata {
         if self.is_healthy() {
             Lookup::Pending
         } else {
-            Lookup::Ready(None)
+            Lookup::Unavailable
         }
     }
 
@@ -349,9 +366,7 @@ async fn run(
     mut rx: mpsc::Receiver<PodRef>,
     fetcher: Arc<dyn FetchPod>,
 ) {
-    let limit = shared
-        .upgrade()
-        .map_or(1, |s| s.opts.concurrency.max(1));
+    let limit = shared.upgrade().map_or(1, |s| s.opts.concurrency.max(1));
     let permits = Arc::new(Semaphore::new(limit));
     while let Some(pod) = rx.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -505,9 +520,9 @@ mod tests {
         let (table, m) = setup(Options::default());
         let p = pod("web", "u1");
         assert_eq!(m.lookup(&p), Lookup::Pending);
-        assert_eq!(settle(&m, &p).await, Lookup::Ready(Some(Arc::new(meta("web")))));
+        assert_eq!(settle(&m, &p).await, Lookup::Found(Arc::new(meta("web"))));
         for _ in 0..10 {
-            assert!(matches!(m.lookup(&p), Lookup::Ready(Some(_))));
+            assert!(matches!(m.lookup(&p), Lookup::Found(_)));
         }
         assert_eq!(table.asked.load(Ordering::SeqCst), 1);
         assert_eq!(m.stats().found.load(Ordering::Relaxed), 1);
@@ -516,13 +531,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_pod_and_other_uid_get_no_metadata() {
         let (_, m) = setup(Options::default());
-        assert_eq!(settle(&m, &pod("gone", "u9")).await, Lookup::Ready(None));
+        assert_eq!(settle(&m, &pod("gone", "u9")).await, Lookup::NotFound);
         // Same name, another uid: a re-created pod; the old pod's logs must not get its labels.
-        assert_eq!(settle(&m, &pod("web", "u0")).await, Lookup::Ready(None));
+        assert_eq!(settle(&m, &pod("web", "u0")).await, Lookup::NotFound);
         // No uid in the path: any pod of that name.
         assert!(matches!(
             settle(&m, &pod("web", "")).await,
-            Lookup::Ready(Some(_))
+            Lookup::Found(_)
         ));
         assert_eq!(m.stats().not_found.load(Ordering::Relaxed), 2);
     }
@@ -535,29 +550,29 @@ mod tests {
         });
         table.fail.store(true, Ordering::SeqCst);
         let p = pod("web", "u1");
-        assert_eq!(settle(&m, &p).await, Lookup::Ready(None));
+        assert_eq!(settle(&m, &p).await, Lookup::Unavailable);
         assert!(!m.is_healthy());
         // Down: a new pod is not kept waiting.
-        assert_eq!(m.lookup(&pod("other", "u2")), Lookup::Ready(None));
+        assert_eq!(m.lookup(&pod("other", "u2")), Lookup::Unavailable);
         // Not asked again before retry_after (once "other" has been asked)...
         tokio::time::sleep(Duration::from_millis(5)).await;
         let asked = table.asked.load(Ordering::SeqCst);
-        assert_eq!(m.lookup(&p), Lookup::Ready(None));
+        assert_eq!(m.lookup(&p), Lookup::Unavailable);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(table.asked.load(Ordering::SeqCst), asked);
         // ...then asked again, and the API is back.
         table.fail.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(550)).await;
-        assert_eq!(m.lookup(&p), Lookup::Ready(None));
-        let mut got = Lookup::Ready(None);
+        assert_eq!(m.lookup(&p), Lookup::Unavailable);
+        let mut got = Lookup::Unavailable;
         for _ in 0..1000 {
             got = m.lookup(&p);
-            if got != Lookup::Ready(None) {
+            if got != Lookup::Unavailable {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert!(matches!(got, Lookup::Ready(Some(_))), "{got:?}");
+        assert!(matches!(got, Lookup::Found(_)), "{got:?}");
         assert!(m.is_healthy());
     }
 
@@ -578,10 +593,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(40)).await;
         // Stale: the old labels now, one refresh in flight (not one per lookup).
         for _ in 0..5 {
-            assert_eq!(m.lookup(&p), Lookup::Ready(Some(Arc::new(meta("web")))));
+            assert_eq!(m.lookup(&p), Lookup::Found(Arc::new(meta("web"))));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(m.lookup(&p), Lookup::Ready(Some(Arc::new(meta("web-v2")))));
+        assert_eq!(m.lookup(&p), Lookup::Found(Arc::new(meta("web-v2"))));
         assert_eq!(table.asked.load(Ordering::SeqCst), 2);
     }
 

@@ -642,11 +642,25 @@ impl<'a> Ctx<'a> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let inner = e.inner().to_string();
+                let mut inner = e.inner().to_string();
+                // toml appends the enclosing table ("\nin `kubernetes_api`"); the key path
+                // below says it already.
+                if let Some(at) = inner.find("\nin `") {
+                    inner.truncate(at);
+                }
                 let mut full: Vec<String> = path.iter().map(|s| s.to_string()).collect();
                 // serde reports an unknown key from inside the table, without naming it in the
-                // path: pull it out of the message so the line points at the typo.
+                // path: pull it out of the message so the line points at the typo (after the
+                // path to a nested table such as `multiline`).
                 if let Some(unknown) = backticked_after(&inner, "unknown field ") {
+                    for seg in e.path().iter() {
+                        if let serde_path_to_error::Segment::Map { key } = seg {
+                            full.push(key.clone());
+                        }
+                    }
+                    if full.len() > path.len() && full.last() == Some(&unknown) {
+                        full.pop();
+                    }
                     // An empty key (`"" = 1`) is legal TOML; show it quoted (found by fuzzing).
                     full.push(if unknown.is_empty() {
                         "\"\"".into()

@@ -437,7 +437,11 @@ impl Registry {
             "1 when the last pod lookup got an answer from the Kubernetes API.",
         );
         for (e, m) in &with_api {
-            t.line("logferry_kubernetes_api_up", &src(e), u8::from(m.is_healthy()));
+            t.line(
+                "logferry_kubernetes_api_up",
+                &src(e),
+                u8::from(m.is_healthy()),
+            );
         }
         t.header(
             "logferry_kubernetes_api_requests_total",

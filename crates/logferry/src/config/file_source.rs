@@ -352,9 +352,9 @@ mod tests {
 
     #[test]
     fn kubernetes_api_is_for_pods_only_and_checked() {
-        let Ok(SourceConfig::File(f)) = with_source(
-            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nwait = \"2s\"",
-        ) else {
+        let Ok(SourceConfig::File(f)) =
+            with_source("type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nwait = \"2s\"")
+        else {
             panic!("valid");
         };
         let k = f.kubernetes_api.expect("enabled by its table");
@@ -375,7 +375,10 @@ mod tests {
         )
         .expect_err("invalid");
         let all = errs.join("\n");
-        assert!(all.contains("c.toml:10: sources.f.kubernetes_api.cache_tl"), "{all}");
+        assert!(
+            all.contains("c.toml:8: sources.f.kubernetes_api.cache_tl"),
+            "{all}"
+        );
         let errs = with_source(
             "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nkubeconfig = \"k.yaml\"\n\
              timeout = \"0s\"\nwait = \"5m\"",

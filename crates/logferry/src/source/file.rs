@@ -354,7 +354,8 @@ enum PodLabels {
         /// The file's position when holding began; nothing past it may be saved.
         from: u64,
     },
-    /// The wait ran out: events go without labels, but the lookup is tried again.
+    /// The wait ran out, or the API is down: events go without labels, but each batch looks
+    /// again (a map lookup) until the API has answered.
     Late(PodRef),
 }
 
@@ -560,12 +561,19 @@ impl Reader {
                         uid: pod_uid.clone(),
                     };
                     match pods.lookup(&pod) {
-                        Lookup::Ready(meta) => {
-                            add_pod_fields(&mut fields, meta.as_deref(), self.node.is_none())
+                        Lookup::Found(meta) => {
+                            add_pod_fields(&mut fields, &meta, self.node.is_none())
                         }
+                        Lookup::NotFound => {}
+                        // The API is down: no waiting, but later lines may get labels.
+                        Lookup::Unavailable => labels = PodLabels::Late(pod),
                         Lookup::Pending => {
                             let until = Instant::now()
-                                + self.cfg.kubernetes_api.as_ref().map_or(Duration::ZERO, |k| k.wait);
+                                + self
+                                    .cfg
+                                    .kubernetes_api
+                                    .as_ref()
+                                    .map_or(Duration::ZERO, |k| k.wait);
                             labels = PodLabels::Waiting {
                                 pod,
                                 until,
@@ -717,12 +725,14 @@ impl Reader {
                 return;
             }
             PodLabels::Waiting { .. } => self.settle_pod(file, true, chunk),
-            PodLabels::Late(pod) => {
-                if let Some(Lookup::Ready(meta)) = self.pods.as_ref().map(|p| p.lookup(pod)) {
-                    add_pod_fields(&mut st.fields, meta.as_deref(), self.node.is_none());
+            PodLabels::Late(pod) => match self.pods.as_ref().map(|p| p.lookup(pod)) {
+                Some(Lookup::Found(meta)) => {
+                    add_pod_fields(&mut st.fields, &meta, self.node.is_none());
                     st.pod = PodLabels::Settled;
                 }
-            }
+                Some(Lookup::NotFound) | None => st.pod = PodLabels::Settled,
+                Some(Lookup::Unavailable | Lookup::Pending) => {}
+            },
             PodLabels::Settled => {}
         }
         let Some(st) = self.files.get(&file) else {
@@ -869,10 +879,11 @@ impl Reader {
             return;
         };
         match self.pods.as_ref().map(|p| p.lookup(&pod)) {
-            Some(Lookup::Ready(meta)) => {
-                add_pod_fields(&mut st.fields, meta.as_deref(), self.node.is_none());
+            Some(Lookup::Found(meta)) => {
+                add_pod_fields(&mut st.fields, &meta, self.node.is_none());
             }
-            Some(Lookup::Pending) => {
+            Some(Lookup::NotFound) | None => {}
+            Some(Lookup::Pending | Lookup::Unavailable) => {
                 if !early {
                     self.ctx
                         .stats
@@ -882,7 +893,6 @@ impl Reader {
                 }
                 st.pod = PodLabels::Late(pod);
             }
-            None => {}
         }
         self.waiting.retain(|f| *f != file);
         let mut held = held;
@@ -894,10 +904,7 @@ impl Reader {
 
 /// Pod labels as `label.NAME` fields, and the node from the pod's spec when `NODE_NAME` did
 /// not give it.
-fn add_pod_fields(out: &mut Vec<(FieldName, Bytes)>, meta: Option<&PodMeta>, want_node: bool) {
-    let Some(meta) = meta else {
-        return;
-    };
+fn add_pod_fields(out: &mut Vec<(FieldName, Bytes)>, meta: &PodMeta, want_node: bool) {
     for (k, v) in &meta.labels {
         out.push((
             FieldName::Owned(format!("{}{k}", fields::LABEL_PREFIX).into()),

@@ -1,0 +1,405 @@
+//! Pod labels from the Kubernetes API, end to end: container log files -> the real logferry
+//! binary (`kubernetes_logs` with `[sources.k.kubernetes_api]`, through kube-rs, a kubeconfig
+//! and HTTPS) -> a real moto_server, read back as JSON events.
+//!
+//! No API server can run here (none is packaged for Debian or PyPI), so the API side is
+//! `support/fake_kube_api.py`: real HTTPS with a CA made here, a bearer token, and the API
+//! server's answers to `GET /api/v1/namespaces/NS/pods/NAME` (the Pod, a NotFound `Status`,
+//! 401), slowed down per pod when a test asks. "Down" is a port nobody listens on.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+const GROUP: &str = "/k8s/labels";
+const TOKEN: &str = "kube-token-s3cr3t-do-not-log";
+
+/// The fake API server, its kubeconfig, and its request log.
+struct FakeApi {
+    dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+}
+
+impl FakeApi {
+    /// Serves `pods` (`{"NS/NAME": {"uid", "labels", "node", "delay"}}`).
+    fn start(pods: serde_json::Value) -> FakeApi {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "fake kube CA");
+        let ca = p.self_signed(&ca_key).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        p.distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
+        fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
+        fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write");
+        fs::write(dir.path().join("requests.log"), "").expect("write");
+        let port = free_port();
+        let mut api = FakeApi {
+            child: Command::new("sleep").arg("0").spawn().expect("placeholder"),
+            dir,
+            port,
+        };
+        api.set_pods(&pods);
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/fake_kube_api.py"
+        );
+        let d = api.dir.path();
+        api.child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(d.join("server.pem"))
+            .arg(d.join("server.key"))
+            .arg(TOKEN)
+            .arg(d.join("pods.json"))
+            .arg(d.join("requests.log"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 fake_kube_api.py");
+        let mut line = String::new();
+        if let Some(out) = api.child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        assert_eq!(line.trim(), "ready", "the fake API server did not start");
+        api.write_kubeconfig("kubeconfig", port);
+        // The same server and credentials, at a port nobody listens on.
+        api.write_kubeconfig("kubeconfig-down", free_port());
+        api
+    }
+
+    fn set_pods(&self, pods: &serde_json::Value) {
+        let tmp = self.dir.path().join("pods.json.new");
+        fs::write(&tmp, pods.to_string()).expect("write");
+        fs::rename(&tmp, self.dir.path().join("pods.json")).expect("rename");
+    }
+
+    fn write_kubeconfig(&self, name: &str, port: u16) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    \
+             certificate-authority: {ca}\n\
+             users:\n- name: logferry\n  user:\n    token: {TOKEN}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: logferry\n",
+            ca = self.dir.path().join("ca.pem").display()
+        );
+        fs::write(self.dir.path().join(name), text).expect("kubeconfig");
+    }
+
+    fn kubeconfig(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Requests served so far, as "GET PATH STATUS".
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[allow(dead_code)]
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(pods_dir: &Path, moto: &str, kubeconfig: &Path, api_extra: &str) -> String {
+    format!(
+        r#"
+data_dir = "@DATA@"
+[sources.k]
+type = "kubernetes_logs"
+include = ["{pods}/*/*/*.log"]
+rescan_interval = "500ms"
+[sources.k.kubernetes_api]
+kubeconfig = "{kubeconfig}"
+{api_extra}
+[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["k"]
+log_group = "{GROUP}"
+log_stream = "{{namespace}}.{{pod}}"
+endpoint = "{moto}"
+region = "us-east-1"
+batch_timeout = "200ms"
+format = "json"
+"#,
+        pods = pods_dir.display(),
+        kubeconfig = kubeconfig.display(),
+    )
+}
+
+/// Appends CRI lines `<tag> <i>` for `range` to the log of container `app` of a pod.
+fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
+    use std::io::Write;
+    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
+    fs::create_dir_all(&dir).expect("mkdir");
+    // Now, so CloudWatch takes them (it refuses events over 2 h ahead or 14 days old).
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("{now} stdout F {tag} {i:05}\n"));
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("0.log"))
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("append");
+}
+
+/// A pod's events as JSON objects.
+fn pod_events(moto: &str, ns: &str, pod: &str, n: usize) -> Vec<serde_json::Value> {
+    wait_events(moto, GROUP, &format!("{ns}.{pod}"), n, WAIT)
+        .iter()
+        .map(|(_, t)| serde_json::from_str(t).expect("json event"))
+        .collect()
+}
+
+fn labels_of(e: &serde_json::Value) -> BTreeMap<String, String> {
+    e.as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.strip_prefix("label.")?.to_string(),
+                        v.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Labels (and the node, with no `NODE_NAME`) reach every event of a pod, the first lines of
+/// a pod that appears while logferry runs included; a pod the API does not know and a pod
+/// whose name now belongs to another uid get none; every pod is asked for once; the token
+/// never appears in logferry's output.
+#[test]
+fn pod_labels_and_node_from_the_api() {
+    let moto = Moto::start().expect("moto");
+    let api = FakeApi::start(serde_json::json!({
+        "shop/web-1": {"uid": "u-web", "labels": {"app": "web", "team": "shop"}, "node": "node-7"},
+        "shop/late-1": {"uid": "u-late", "labels": {"app": "late"}, "node": "node-7"},
+        "shop/db-0": {"uid": "u-db-new", "labels": {"app": "db"}, "node": "node-7"},
+    }));
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    write_pod_lines(&pods, "shop", "web-1", "u-web", "web", 300);
+    write_pod_lines(&pods, "shop", "gone-1", "u-gone", "gone", 5);
+    // db-0 was re-created: the API's db-0 has another uid; these logs are the old pod's.
+    write_pod_lines(&pods, "shop", "db-0", "u-db-old", "db", 5);
+    let lf = Logferry::start_with(
+        &config(
+            &pods,
+            &moto.endpoint(),
+            &api.kubeconfig("kubeconfig"),
+            "wait = \"10s\"",
+        ),
+        |c| {
+            c.env_remove("NODE_NAME").env_remove("KUBECONFIG");
+        },
+    );
+    let web = pod_events(&moto.endpoint(), "shop", "web-1", 300);
+    assert_eq!(web.len(), 300, "{}", lf.log());
+    let want: BTreeMap<String, String> = [("app", "web"), ("team", "shop")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for e in &web {
+        assert_eq!(labels_of(e), want, "{e}");
+        assert_eq!(e["node"], "node-7", "{e}");
+        assert_eq!(e["pod_uid"], "u-web");
+    }
+    // A pod created while logferry runs: its very first lines carry its labels.
+    write_pod_lines(&pods, "shop", "late-1", "u-late", "late", 50);
+    let late = pod_events(&moto.endpoint(), "shop", "late-1", 50);
+    assert!(
+        late.iter()
+            .all(|e| labels_of(e).get("app").map(String::as_str) == Some("late")),
+        "{late:?}"
+    );
+    for (pod, tag) in [("gone-1", "gone"), ("db-0", "db")] {
+        let got = pod_events(&moto.endpoint(), "shop", pod, 5);
+        assert_eq!(got.len(), 5);
+        for e in &got {
+            assert!(labels_of(e).is_empty(), "{pod} must get no labels: {e}");
+            assert!(e.get("node").is_none(), "{e}");
+            assert!(e["message"].as_str().is_some_and(|m| m.starts_with(tag)));
+        }
+    }
+    // More lines of known pods are not asked for again.
+    write_pod_lines(&pods, "shop", "web-1", "u-web", "web2", 10);
+    pod_events(&moto.endpoint(), "shop", "web-1", 310);
+    let requests = api.requests();
+    for pod in ["web-1", "late-1", "gone-1", "db-0"] {
+        let n = requests
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /api/v1/namespaces/shop/pods/{pod} ")))
+            .count();
+        assert_eq!(n, 1, "{pod} asked {n} times: {requests:?}");
+    }
+    assert!(
+        requests.iter().all(|r| !r.ends_with(" 401")),
+        "{requests:?}"
+    );
+    assert!(!lf.log().contains(TOKEN), "the token leaked into the log");
+}
+
+/// An API that answers slower than `wait`: the new pod's lines go without labels after
+/// `wait` (the API's answer would come only after 60 s), and once it answers, later lines
+/// carry them. Another pod's lines are not held up meanwhile.
+#[test]
+fn slow_api_holds_a_new_pod_only_for_wait() {
+    let moto = Moto::start().expect("moto");
+    let mut pods_json = serde_json::json!({
+        "ops/slow-1": {"uid": "u-slow", "labels": {"app": "slow"}, "delay": 60},
+        "ops/fast-1": {"uid": "u-fast", "labels": {"app": "fast"}},
+    });
+    let api = FakeApi::start(pods_json.clone());
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let m = metrics.clone();
+    let lf = Logferry::start_with(
+        &config(
+            &pods,
+            &moto.endpoint(),
+            &api.kubeconfig("kubeconfig"),
+            "wait = \"1s\"\ntimeout = \"3s\"\ncache_ttl = \"1s\"",
+        ),
+        move |c| {
+            c.env_remove("NODE_NAME")
+                .env("LOGFERRY_METRICS_ADDRESS", &m);
+        },
+    );
+    write_pod_lines(&pods, "ops", "slow-1", "u-slow", "slow", 20);
+    write_pod_lines(&pods, "ops", "fast-1", "u-fast", "fast", 20);
+    let slow = pod_events(&moto.endpoint(), "ops", "slow-1", 20);
+    // Arrived without labels, before the API answered for slow-1 (it logs a request when it
+    // has answered it, 60 s after it came in).
+    assert!(slow.iter().all(|e| labels_of(e).is_empty()), "{slow:?}");
+    assert!(
+        !api.requests().iter().any(|r| r.contains("/pods/slow-1 ")),
+        "held until the API answered"
+    );
+    let fast = pod_events(&moto.endpoint(), "ops", "fast-1", 20);
+    assert!(fast
+        .iter()
+        .all(|e| labels_of(e).get("app").map(String::as_str) == Some("fast")));
+    let expired = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_kubernetes_pod_wait_expired_total", &[]) >= Some(1.0)
+    });
+    assert!(expired, "wait expiry not counted");
+    // The timed-out request counts as a failure (the client's 3 s timeout).
+    let failed = wait_until(Duration::from_secs(30), || {
+        metric(
+            &metrics,
+            "logferry_kubernetes_api_requests_total",
+            &["outcome=\"failed\""],
+        ) >= Some(1.0)
+    });
+    assert!(failed, "{}", lf.log());
+    // The API gets fast again: once it has answered, the same file's next lines are labelled.
+    pods_json["ops/slow-1"]["delay"] = serde_json::json!(0);
+    api.set_pods(&pods_json);
+    let mut labelled = false;
+    let mut n = 20;
+    let deadline = Instant::now() + WAIT;
+    while !labelled && Instant::now() < deadline {
+        write_pod_lines(&pods, "ops", "slow-1", "u-slow", "slow-again", 1);
+        n += 1;
+        let got = pod_events(&moto.endpoint(), "ops", "slow-1", n);
+        labelled = got
+            .iter()
+            .any(|e| labels_of(e).get("app").map(String::as_str) == Some("slow"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        labelled,
+        "labels never came after the API recovered\n{}",
+        lf.log()
+    );
+}
+
+/// An API nobody answers at: every line arrives, without labels, and the API is reported
+/// down in the metrics and once in the log.
+#[test]
+fn api_down_loses_nothing() {
+    let moto = Moto::start().expect("moto");
+    let api = FakeApi::start(serde_json::json!({}));
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    for p in 0..5 {
+        write_pod_lines(
+            &pods,
+            "batch",
+            &format!("job-{p}"),
+            &format!("u{p}"),
+            "job",
+            100,
+        );
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let m = metrics.clone();
+    let lf = Logferry::start_with(
+        &config(
+            &pods,
+            &moto.endpoint(),
+            &api.kubeconfig("kubeconfig-down"),
+            "wait = \"2s\"\ntimeout = \"1s\"",
+        ),
+        move |c| {
+            c.env("LOGFERRY_METRICS_ADDRESS", &m);
+        },
+    );
+    for p in 0..5 {
+        let got = pod_events(&moto.endpoint(), "batch", &format!("job-{p}"), 100);
+        assert_eq!(got.len(), 100);
+        assert!(got.iter().all(|e| labels_of(e).is_empty()));
+    }
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_api_up", &[]),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "logferry_kubernetes_api_requests_total",
+            &["outcome=\"failed\""]
+        ) >= Some(1.0)
+    );
+    let log = lf.log();
+    assert_eq!(
+        log.matches("the Kubernetes API does not answer").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN));
+    assert!(api.requests().is_empty());
+}

@@ -124,6 +124,9 @@ pub enum Error {
     /// The HTTP client could not be built from the configuration.
     #[error("Kubernetes client: {0}")]
     Client(String),
+    /// A request failed (unreachable, refused, forbidden, timed out).
+    #[error("Kubernetes API: {0}")]
+    Request(String),
 }
 
 /// Counters for metrics; monotonic.
@@ -239,33 +242,23 @@ impl PodMetadata {
     /// background task on the current tokio runtime. Does not contact the API: an API that is
     /// down at start is like one that goes down later.
     pub async fn connect(opts: Options) -> Result<PodMetadata, Error> {
-        // kube's TLS takes rustls' process-wide provider, which rustls cannot pick by itself
-        // when both `ring` and `aws-lc-rs` are compiled in (the AWS SDK brings the latter).
-        // Failing means another one is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut config = match &opts.kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| Error::Kubeconfig {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| Error::Infer(e.to_string()))?,
+        let server = api_server(&opts).await?;
+        Ok(Self::with_fetcher(opts, server))
+    }
+
+    /// Asks the API once for a pod that does not exist (`logferry check`): "not found" proves
+    /// the server is reachable, trusted, and lets these credentials `get` pods.
+    pub async fn check_access(opts: &Options) -> Result<(), Error> {
+        let server = api_server(opts).await?;
+        let probe = PodRef {
+            namespace: "kube-system".into(),
+            name: "logferry-access-check".into(),
+            uid: String::new(),
         };
-        config.connect_timeout = Some(opts.timeout);
-        config.read_timeout = Some(opts.timeout);
-        config.write_timeout = Some(opts.timeout);
-        let client = kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
-        let timeout = opts.timeout;
-        Ok(Self::with_fetcher(opts, ApiServer { client, timeout }))
+        match server.fetch(probe).await {
+            Fetched::Failed(why) => Err(Error::Request(why)),
+            Fetched::NotFound | Fetched::Pod { .. } => Ok(()),
+        }
     }
 
     /// Starts the background task over any [`FetchPod`] (the tests' way in).
@@ -350,6 +343,37 @@ impl PodMetadata {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// A client for the API server from `opts`' kubeconfig, or the inferred one.
+async fn api_server(opts: &Options) -> Result<ApiServer, Error> {
+    // kube's TLS takes rustls' process-wide provider, which rustls cannot pick by itself
+    // when both `ring` and `aws-lc-rs` are compiled in (the AWS SDK brings the latter).
+    // Failing means another one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = match &opts.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kubeconfig {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Infer(e.to_string()))?,
+    };
+    config.connect_timeout = Some(opts.timeout);
+    config.read_timeout = Some(opts.timeout);
+    config.write_timeout = Some(opts.timeout);
+    let client = kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
+    let timeout = opts.timeout;
+    Ok(ApiServer { client, timeout })
 }
 
 fn sweep(cache: &mut HashMap<PodRef, Slot>, now: Instant, older_than: Duration) {

@@ -102,6 +102,29 @@ fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig
     }
 }
 
+/// Whether the API answers these credentials' `get pods`.
+async fn check_kubernetes_api(
+    r: &mut Report,
+    name: &str,
+    k: &crate::config::KubernetesApiSettings,
+) {
+    let what = format!("source {name} (Kubernetes API)");
+    let opts = logferry_kubernetes::Options {
+        kubeconfig: k.kubeconfig.clone(),
+        timeout: k.timeout,
+        ..logferry_kubernetes::Options::default()
+    };
+    match logferry_kubernetes::PodMetadata::check_access(&opts).await {
+        Ok(()) => r.ok(&what, "reachable; pods can be read"),
+        Err(e) => r.fail(
+            &what,
+            e,
+            "check the kubeconfig / service account and that its role grants `get` on `pods` \
+             (deploy/kubernetes/rbac.yaml); events are still shipped without labels",
+        ),
+    }
+}
+
 fn check_journal(r: &mut Report, name: &str, dirs: &[std::path::PathBuf]) {
     let what = format!("source {name} (journal)");
     match logferry_journal::Journal::open_dirs(dirs) {
@@ -161,7 +184,12 @@ pub async fn check(config: &Config, write: bool) -> usize {
     for (name, source) in &config.sources {
         match source {
             SourceConfig::Journald(j) => check_journal(&mut r, name, &j.directories),
-            SourceConfig::File(f) => check_files(&mut r, name, f),
+            SourceConfig::File(f) => {
+                check_files(&mut r, name, f);
+                if let Some(k) = &f.kubernetes_api {
+                    check_kubernetes_api(&mut r, name, k).await;
+                }
+            }
             _ => {}
         }
     }

@@ -80,6 +80,7 @@ impl FakeApi {
         api.write_kubeconfig("kubeconfig", port);
         // The same server and credentials, at a port nobody listens on.
         api.write_kubeconfig("kubeconfig-down", free_port());
+        api.write_kubeconfig_with("kubeconfig-badtoken", port, "wrong-token-s3cr3t");
         api
     }
 
@@ -90,11 +91,15 @@ impl FakeApi {
     }
 
     fn write_kubeconfig(&self, name: &str, port: u16) {
+        self.write_kubeconfig_with(name, port, TOKEN);
+    }
+
+    fn write_kubeconfig_with(&self, name: &str, port: u16, token: &str) {
         let text = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
              clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    \
              certificate-authority: {ca}\n\
-             users:\n- name: logferry\n  user:\n    token: {TOKEN}\n\
+             users:\n- name: logferry\n  user:\n    token: {token}\n\
              contexts:\n- name: test\n  context:\n    cluster: test\n    user: logferry\n",
             ca = self.dir.path().join("ca.pem").display()
         );
@@ -402,4 +407,54 @@ fn api_down_loses_nothing() {
     );
     assert!(!log.contains(TOKEN));
     assert!(api.requests().is_empty());
+}
+
+/// `logferry check` proves the API is reachable, trusted and lets the credentials read pods,
+/// and says so when it is not, without printing the token.
+#[test]
+fn check_reports_api_access() {
+    let moto = Moto::start().expect("moto");
+    let api = FakeApi::start(serde_json::json!({}));
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    fs::create_dir_all(&pods).expect("mkdir");
+    let check = |kubeconfig: &str| {
+        let path = root.path().join(format!("{kubeconfig}.toml"));
+        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "")
+            .replace("@DATA@", &root.path().join("data").display().to_string());
+        fs::write(&path, text).expect("config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+        aws_env(&mut cmd);
+        let out = cmd
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("logferry check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = check("kubeconfig");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok    source k (Kubernetes API): reachable; pods can be read"),
+        "{out}"
+    );
+    assert!(api.requests().contains(
+        &"GET /api/v1/namespaces/kube-system/pods/logferry-access-check 404".to_string()
+    ));
+    let (ok, out) = check("kubeconfig-badtoken");
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  source k (Kubernetes API)"), "{out}");
+    assert!(out.contains("401") || out.contains("Unauthorized"), "{out}");
+    let (ok, out) = check("kubeconfig-down");
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  source k (Kubernetes API)"), "{out}");
+    for (_, text) in [check("kubeconfig-badtoken"), check("kubeconfig")] {
+        assert!(!text.contains("s3cr3t"), "a token leaked: {text}");
+    }
 }

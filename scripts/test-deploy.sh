@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks everything under deploy/ without a container runtime, a cluster or AWS:
 #   container   hadolint + the Dockerfile's key properties (multi-stage, musl, distroless, non-root, ...)
-#   kubernetes  kubernetes-validate --strict (two Kubernetes versions), kustomization, pod hardening
+#   kubernetes  kubernetes-validate --strict (two Kubernetes versions), kustomization, pod hardening,
+#               RBAC (get on pods only), container log mount, the ConfigMap's sources and sinks
 #   systemd     systemd-analyze verify on both units (test copies with substituted binaries)
 #   coreos      Butane -> Ignition 3.4.0 derivation equals the committed .ign; .ign structure
 #   iam         policies parse, least privilege, IRSA trust conditions
@@ -287,11 +288,16 @@ fi
 
 if command -v kubectl >/dev/null 2>&1; then
   # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-  check "kubernetes: kubectl kustomize renders Namespace, ServiceAccount, ConfigMap, DaemonSet" \
+  check "kubernetes: kubectl kustomize renders Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet" \
     bash -c 'kubectl kustomize "$1" | python3 -c "
 import sys, yaml
-kinds = sorted(d[\"kind\"] for d in yaml.safe_load_all(sys.stdin) if d)
-assert kinds == [\"ConfigMap\", \"DaemonSet\", \"Namespace\", \"ServiceAccount\"], kinds
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+kinds = sorted(d[\"kind\"] for d in docs)
+assert kinds == [\"ClusterRole\", \"ClusterRoleBinding\", \"ConfigMap\", \"DaemonSet\", \"Namespace\",
+                 \"ServiceAccount\"], kinds
+# The namespace transformer must leave the binding pointing at logferry/logferry.
+crb = next(d for d in docs if d[\"kind\"] == \"ClusterRoleBinding\")
+assert crb[\"subjects\"] == [{\"kind\": \"ServiceAccount\", \"name\": \"logferry\", \"namespace\": \"logferry\"}], crb
 "' _ "$K8S"
 else
   echo "SKIP  kubernetes: kubectl kustomize (kubectl not installed)"
@@ -302,18 +308,36 @@ import sys, os, re, yaml
 k8s, deploy = sys.argv[1], sys.argv[2]
 def res(name, ok, why=""):
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + str(why)))
-objs = {}
-for f in os.listdir(k8s):
+by_kind = {}
+for f in sorted(os.listdir(k8s)):
     if f.endswith(".yaml") and f != "kustomization.yaml":
         for d in yaml.safe_load_all(open(os.path.join(k8s, f))):
             if d:
-                objs[d["kind"]] = d
+                by_kind.setdefault(d["kind"], []).append(d)
+KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet")
+counts = {k: len(v) for k, v in by_kind.items()}
+res("kubernetes: exactly one object of each kind " + ", ".join(KINDS),
+    counts == {k: 1 for k in KINDS}, counts)
+objs = {k: v[0] for k, v in by_kind.items()}
 ns, sa, cm, ds = (objs.get(k) for k in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"))
+cr, crb = objs.get("ClusterRole"), objs.get("ClusterRoleBinding")
 res("kubernetes: Namespace logferry", ns and ns["metadata"]["name"] == "logferry")
 res("kubernetes: ServiceAccount has the IRSA role annotation",
     sa and sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
         .startswith("arn:aws:iam::"))
 res("kubernetes: DaemonSet is apps/v1", ds and ds["apiVersion"] == "apps/v1")
+res("kubernetes: ClusterRole grants exactly get on pods (core group), nothing else",
+    bool(cr) and cr.get("apiVersion") == "rbac.authorization.k8s.io/v1"
+    and cr.get("rules") == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    and "aggregationRule" not in cr, cr and cr.get("rules"))
+res("kubernetes: ClusterRoleBinding binds that ClusterRole to ServiceAccount logferry/logferry only",
+    bool(cr and crb) and crb.get("apiVersion") == "rbac.authorization.k8s.io/v1"
+    and crb.get("roleRef") == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                               "name": cr["metadata"]["name"]}
+    and crb.get("subjects") == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                 "namespace": sa["metadata"]["namespace"]}]
+    and (sa["metadata"]["namespace"], sa["metadata"]["name"]) == ("logferry", "logferry"),
+    crb and (crb.get("roleRef"), crb.get("subjects")))
 pod = ds["spec"]["template"]["spec"]
 c = pod["containers"][0]
 sc = c.get("securityContext", {})
@@ -324,6 +348,11 @@ caps = sc.get("capabilities", {})
 res("kubernetes: capabilities drop ALL, add none", caps.get("drop") == ["ALL"] and not caps.get("add"), caps)
 res("kubernetes: no hostNetwork/hostPID/hostIPC",
     not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")))
+# The in-cluster client reads the token from the automounted service account volume: a false on
+# either the pod (which wins) or, without a pod setting, the ServiceAccount leaves it out.
+pod_am, sa_am = pod.get("automountServiceAccountToken"), sa.get("automountServiceAccountToken")
+res("kubernetes: API token mounted (for get pods): automountServiceAccountToken true on pod and ServiceAccount",
+    pod_am is True and sa_am is True, (pod_am, sa_am))
 env = {e["name"]: e for e in c.get("env", [])}
 res("kubernetes: NODE_NAME from the downward API (spec.nodeName)",
     env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName")
@@ -355,6 +384,13 @@ for p in ("/var/log/journal", "/run/log/journal", "/etc/machine-id"):
     m, hp = hostpath(p)
     ro_ok.append(bool(m and hp and hp["path"] == p and m.get("readOnly") is True))
 res("kubernetes: journal dirs and /etc/machine-id are read-only hostPath mounts", all(ro_ok), ro_ok)
+m, hp = hostpath("/var/log/pods")
+res("kubernetes: /var/log/pods is a read-only hostPath mount (type Directory) at the same path",
+    bool(m and hp and hp["path"] == "/var/log/pods" and hp.get("type") == "Directory" and m.get("readOnly") is True),
+    (m, hp))
+writable = sorted(m["mountPath"] for m in c.get("volumeMounts", [])
+                  if not m.get("readOnly") and m["mountPath"] != "/var/lib/logferry")
+res("kubernetes: every mount but the state dir is read-only", not writable, writable)
 m, hp = hostpath("/var/lib/logferry")
 res("kubernetes: state dir /var/lib/logferry is a writable hostPath DirectoryOrCreate",
     bool(m and hp and hp.get("type") == "DirectoryOrCreate" and not m.get("readOnly")))
@@ -373,6 +409,26 @@ res("kubernetes: ConfigMap logferry.toml has the journald source and the expecte
     all(s in toml for s in ['type = "journald"', '"/var/log/journal"', '"/run/log/journal"', 'start = "end"',
                             'log_group = "/k8s/${CLUSTER_NAME}/system"', 'log_stream = "${NODE_NAME}"',
                             'data_dir = "/var/lib/logferry"']))
+try:
+    import tomllib  # Python 3.11+
+except ImportError:
+    tomllib = None
+    res("kubernetes: ConfigMap logferry.toml read as TOML", False, "needs Python 3.11+ (tomllib)")
+conf = {}
+if tomllib:
+    try:
+        conf = tomllib.loads(toml)
+    except Exception as e:
+        res("kubernetes: ConfigMap logferry.toml parses as TOML", False, e)
+k8s_sources = {n: s for n, s in conf.get("sources", {}).items() if s.get("type") == "kubernetes_logs"}
+res("kubernetes: ConfigMap has a kubernetes_logs source with a kubernetes_api table",
+    any(isinstance(s.get("kubernetes_api"), dict) for s in k8s_sources.values()), sorted(k8s_sources))
+cw = conf.get("sinks", {}).get("cloudwatch_containers", {})
+res("kubernetes: sink cloudwatch_containers ships the containers source to /k8s/${CLUSTER_NAME}/containers",
+    cw.get("inputs") == ["containers"] and "containers" in k8s_sources
+    and cw.get("log_group") == "/k8s/${CLUSTER_NAME}/containers"
+    and cw.get("log_stream") == "{namespace}.{pod}.{container}" and cw.get("format") == "json",
+    cw)
 img = c["image"].rsplit(":", 1)[0]
 kust = yaml.safe_load(open(os.path.join(k8s, "kustomization.yaml")))
 res("kubernetes: kustomization images entry matches the DaemonSet image",

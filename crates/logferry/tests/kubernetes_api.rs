@@ -458,3 +458,42 @@ fn check_reports_api_access() {
         assert!(!text.contains("s3cr3t"), "a token leaked: {text}");
     }
 }
+
+/// A new pod that logs more than a file may hold while its lookup is pending stops waiting:
+/// its lines go out without labels, released by the bound, not by `wait` running out (the
+/// expiry counter stays 0) nor by the API's answer (it takes 60 s).
+#[test]
+fn hold_is_bounded_for_a_chatty_new_pod() {
+    let moto = Moto::start().expect("moto");
+    let api = FakeApi::start(serde_json::json!({
+        "ops/chatty-1": {"uid": "u-chatty", "labels": {"app": "chatty"}, "delay": 60},
+    }));
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let m = metrics.clone();
+    let lf = Logferry::start_with(
+        &config(
+            &pods,
+            &moto.endpoint(),
+            &api.kubeconfig("kubeconfig"),
+            "wait = \"50s\"\ntimeout = \"55s\"",
+        ),
+        move |c| {
+            c.env("LOGFERRY_METRICS_ADDRESS", &m);
+        },
+    );
+    write_pod_lines(&pods, "ops", "chatty-1", "u-chatty", "chatty", 15_000);
+    let got = pod_events(&moto.endpoint(), "ops", "chatty-1", 15_000);
+    assert_eq!(got.len(), 15_000, "{}", lf.log());
+    assert!(got.iter().all(|e| labels_of(e).is_empty()));
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_pod_wait_expired_total", &[]),
+        Some(0.0),
+        "released by the wait, not by the bound"
+    );
+    assert!(
+        !api.requests().iter().any(|r| r.contains("/pods/chatty-1 ")),
+        "held until the API answered"
+    );
+}

@@ -58,9 +58,11 @@ const SAVE_EVERY: Duration = Duration::from_millis(250);
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How often the reader asks again for the labels of pods whose files are waiting for them.
 const POD_POLL: Duration = Duration::from_millis(20);
-/// Events one file may hold while its pod's labels are looked up; past this they are sent
-/// without them (a new pod logging this much in `wait` is rare, memory is not unbounded).
+/// Events one file may hold while its pod's labels are looked up, and message bytes all files
+/// together may hold: past either, the file stops waiting and sends without labels. A new pod
+/// rarely logs this much within `wait`; the bound keeps memory flat when hundreds start at once.
 const POD_HOLD_MAX: usize = 10_000;
+const POD_HOLD_MAX_BYTES: usize = 16 << 20;
 
 /// Field names of file events (templates read them as `{namespace}`, `{pod}`, ...).
 pub mod fields {
@@ -351,6 +353,7 @@ enum PodLabels {
         pod: PodRef,
         until: Instant,
         held: Vec<Pending>,
+        held_bytes: usize,
         /// The file's position when holding began; nothing past it may be saved.
         from: u64,
     },
@@ -414,6 +417,8 @@ struct Reader {
     pods: Option<PodMetadata>,
     /// Files whose first pod lookup is pending.
     waiting: Vec<FileId>,
+    /// Message bytes those files hold.
+    held_bytes: usize,
     next_batch: u64,
     /// Unparseable container lines reported so far (the first few are logged).
     unparsed: u64,
@@ -450,6 +455,7 @@ impl Reader {
             node,
             pods: None,
             waiting: Vec::new(),
+            held_bytes: 0,
             next_batch: 0,
             unparsed: 0,
         }
@@ -578,6 +584,7 @@ impl Reader {
                                 pod,
                                 until,
                                 held: Vec::new(),
+                                held_bytes: 0,
                                 from: offset,
                             };
                             self.waiting.push(file);
@@ -720,7 +727,12 @@ impl Reader {
             return;
         };
         match &mut st.pod {
-            PodLabels::Waiting { held, .. } if held.len() < POD_HOLD_MAX => {
+            PodLabels::Waiting {
+                held, held_bytes, ..
+            } if held.len() < POD_HOLD_MAX && self.held_bytes < POD_HOLD_MAX_BYTES => {
+                let bytes = pending.iter().map(|p| p.message.len()).sum::<usize>();
+                *held_bytes += bytes;
+                self.held_bytes += bytes;
                 held.append(pending);
                 return;
             }
@@ -873,11 +885,16 @@ impl Reader {
         let Some(st) = self.files.get_mut(&file) else {
             return;
         };
-        let PodLabels::Waiting { pod, held, .. } =
-            std::mem::replace(&mut st.pod, PodLabels::Settled)
+        let PodLabels::Waiting {
+            pod,
+            held,
+            held_bytes,
+            ..
+        } = std::mem::replace(&mut st.pod, PodLabels::Settled)
         else {
             return;
         };
+        self.held_bytes -= held_bytes;
         match self.pods.as_ref().map(|p| p.lookup(&pod)) {
             Some(Lookup::Found(meta)) => {
                 add_pod_fields(&mut st.fields, &meta, self.node.is_none());

@@ -293,8 +293,8 @@ fn deleted_files_are_closed() {
     );
 }
 
-/// `start = "end"` skips what is there at the first start only; offsets survive a restart
-/// (no duplicates) and a file rotated while stopped is finished.
+/// `start = "end"` skips what is there at the first start only: offsets survive a restart
+/// (no duplicates), and a file that appeared while logferry was stopped is read whole.
 #[test]
 fn start_end_then_restart_resumes_from_saved_offsets() {
     let moto = Moto::start().expect("moto");
@@ -303,7 +303,7 @@ fn start_end_then_restart_resumes_from_saved_offsets() {
     append(&app, "old", 0..100);
     let mut lf = Logferry::start(&config(
         &moto.endpoint(),
-        &quoted(&app),
+        &quoted(&logs.path().join("*.log")),
         "start = \"end\"",
         "node",
     ));
@@ -319,10 +319,13 @@ fn start_end_then_restart_resumes_from_saved_offsets() {
     wait_count(&moto.endpoint(), "node", "new", 500);
     assert!(lf.terminate().success());
     append(&app, "new", 500..800);
+    append(&logs.path().join("second.log"), "late", 0..50);
     lf.spawn(|_| {});
     let got = wait_count(&moto.endpoint(), "node", "new", 800);
     let dups = assert_all_arrived(&got, "new", 800, &lf.log());
     assert_eq!(dups, 0, "a clean restart resumes exactly where it stopped");
+    let got = wait_count(&moto.endpoint(), "node", "late", 50);
+    assert_all_arrived(&got, "late", 50, &lf.log());
     assert!(
         counts(&got, "old").is_empty(),
         "start = end skips old lines"
@@ -332,8 +335,14 @@ fn start_end_then_restart_resumes_from_saved_offsets() {
     let mut text = String::new();
     let at_end = wait_until(Duration::from_secs(10), || {
         text = fs::read_to_string(&ckpt).unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&text)
-            .is_ok_and(|v| v["files"][0]["offset"] == size)
+        serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
+            v["files"].as_array().is_some_and(|f| {
+                f.iter().any(|e| {
+                    e["path"].as_str().is_some_and(|p| p.ends_with("app.log"))
+                        && e["offset"] == size
+                })
+            })
+        })
     });
     assert!(at_end, "checkpoint at the end of the file ({size}): {text}");
 }

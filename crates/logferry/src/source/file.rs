@@ -96,9 +96,10 @@ struct Checkpoint {
     files: Vec<SavedPosition>,
 }
 
-fn load_checkpoint(source: &str, path: &Path) -> Vec<SavedPosition> {
-    match crate::state::load(path) {
-        Ok(None) => Vec::new(),
+/// The saved positions, or `None` when this source never saved any (its first start).
+fn load_checkpoint(source: &str, path: &Path) -> Option<Vec<SavedPosition>> {
+    let files = match crate::state::load(path) {
+        Ok(None) => return None,
         Ok(Some(text)) => match serde_json::from_str::<Checkpoint>(&text) {
             Ok(c) => c.files,
             Err(e) => {
@@ -111,7 +112,8 @@ fn load_checkpoint(source: &str, path: &Path) -> Vec<SavedPosition> {
             tracing::error!(source, path = %path.display(), "cannot read the checkpoint file, files are read again from their start: {e}");
             Vec::new()
         }
-    }
+    };
+    Some(files)
 }
 
 /// What the reader tells the collector.
@@ -128,12 +130,17 @@ enum Registration {
 pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let path = checkpoint_path(&data_dir, &ctx.name);
     let saved = load_checkpoint(&ctx.name, &path);
+    // `start = "end"` is for the first start only, like the journal's: once a checkpoint
+    // exists, a file without a position is one that appeared while logferry was stopped, and
+    // all of it is new.
+    let start_at_end = cfg.start_at_end && saved.is_none();
+    let saved = saved.unwrap_or_default();
     // `logferry tail` reads from the saved offsets but never moves them.
     let dry_run = cfg.dry_run;
     let opts = TailerOptions {
         include: cfg.include.clone(),
         exclude: cfg.exclude.clone(),
-        start_at_end: cfg.start_at_end,
+        start_at_end,
         max_line_bytes: cfg.max_line_bytes,
         encoding: cfg.encoding,
         fingerprint_bytes: cfg.fingerprint_bytes,

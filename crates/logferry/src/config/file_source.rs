@@ -26,7 +26,8 @@ pub struct FileSourceConfig {
     pub include: Vec<String>,
     /// Glob patterns of files never to read.
     pub exclude: Vec<String>,
-    /// Files present at the first start, with no saved offset, are read from their end.
+    /// At the first start (no checkpoint yet), files already there are read from their end;
+    /// later, a file without a saved offset is new and read whole.
     pub start_at_end: bool,
     /// Lines above this are truncated and flagged.
     pub max_line_bytes: usize,

@@ -81,6 +81,11 @@ pub struct SourceStats {
     pub pod_wait_expired: AtomicU64,
 }
 
+/// `source="NAME",type="KIND"`: the labels of every per-source sample.
+fn source_labels(e: &SourceEntry) -> String {
+    format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind)
+}
+
 /// One source as the registry sees it.
 pub struct SourceEntry {
     /// Config name.
@@ -140,7 +145,7 @@ impl Registry {
             &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
             1,
         );
-        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        let src = source_labels;
         type SourceCounter = fn(&SourceStats) -> &AtomicU64;
         let source_counters: [(&str, &str, SourceCounter); 3] = [
             (
@@ -423,7 +428,7 @@ impl Registry {
 
     /// The Kubernetes API client of `kubernetes_logs` sources that use one.
     fn render_kubernetes_api(&self, t: &mut Text, files: &[&SourceEntry]) {
-        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        let src = source_labels;
         let with_api: Vec<(&SourceEntry, &logferry_kubernetes::PodMetadata)> = files
             .iter()
             .filter_map(|e| e.stats.pod_metadata.get().map(|m| (*e, m)))
@@ -480,7 +485,7 @@ impl Registry {
     fn render_network(&self, t: &mut Text) {
         let syslog: Vec<&SourceEntry> =
             self.sources.iter().filter(|e| e.kind == "syslog").collect();
-        let src = |e: &SourceEntry| format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind);
+        let src = source_labels;
         type Counter = fn(&SourceStats) -> &AtomicU64;
         let simple: [(&str, &str, &str, Counter); 5] = [
             (

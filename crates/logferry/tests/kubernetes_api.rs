@@ -27,7 +27,6 @@ const TOKEN: &str = "kube-token-s3cr3t-do-not-log";
 struct FakeApi {
     dir: tempfile::TempDir,
     child: Child,
-    port: u16,
 }
 
 impl FakeApi {
@@ -53,7 +52,6 @@ impl FakeApi {
         let mut api = FakeApi {
             child: Command::new("sleep").arg("0").spawn().expect("placeholder"),
             dir,
-            port,
         };
         api.set_pods(&pods);
         let script = concat!(
@@ -117,11 +115,6 @@ impl FakeApi {
             .lines()
             .map(str::to_string)
             .collect()
-    }
-
-    #[allow(dead_code)]
-    fn port(&self) -> u16 {
-        self.port
     }
 }
 
@@ -289,20 +282,12 @@ fn slow_api_holds_a_new_pod_only_for_wait() {
     let api = FakeApi::start(pods_json.clone());
     let root = tempfile::tempdir().expect("tmp");
     let pods = root.path().join("pods");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let m = metrics.clone();
-    let lf = Logferry::start_with(
-        &config(
-            &pods,
-            &moto.endpoint(),
-            &api.kubeconfig("kubeconfig"),
-            "wait = \"1s\"\ntimeout = \"3s\"\ncache_ttl = \"1s\"",
-        ),
-        move |c| {
-            c.env_remove("NODE_NAME")
-                .env("LOGFERRY_METRICS_ADDRESS", &m);
-        },
-    );
+    let (lf, metrics) = start_with_metrics(&config(
+        &pods,
+        &moto.endpoint(),
+        &api.kubeconfig("kubeconfig"),
+        "wait = \"1s\"\ntimeout = \"3s\"\ncache_ttl = \"1s\"",
+    ));
     write_pod_lines(&pods, "ops", "slow-1", "u-slow", "slow", 20);
     write_pod_lines(&pods, "ops", "fast-1", "u-fast", "fast", 20);
     let slow = pod_events(&moto.endpoint(), "ops", "slow-1", 20);
@@ -370,19 +355,12 @@ fn api_down_loses_nothing() {
             100,
         );
     }
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let m = metrics.clone();
-    let lf = Logferry::start_with(
-        &config(
-            &pods,
-            &moto.endpoint(),
-            &api.kubeconfig("kubeconfig-down"),
-            "wait = \"2s\"\ntimeout = \"1s\"",
-        ),
-        move |c| {
-            c.env("LOGFERRY_METRICS_ADDRESS", &m);
-        },
-    );
+    let (lf, metrics) = start_with_metrics(&config(
+        &pods,
+        &moto.endpoint(),
+        &api.kubeconfig("kubeconfig-down"),
+        "wait = \"2s\"\ntimeout = \"1s\"",
+    ));
     for p in 0..5 {
         let got = pod_events(&moto.endpoint(), "batch", &format!("job-{p}"), 100);
         assert_eq!(got.len(), 100);
@@ -470,19 +448,12 @@ fn hold_is_bounded_for_a_chatty_new_pod() {
     }));
     let root = tempfile::tempdir().expect("tmp");
     let pods = root.path().join("pods");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let m = metrics.clone();
-    let lf = Logferry::start_with(
-        &config(
-            &pods,
-            &moto.endpoint(),
-            &api.kubeconfig("kubeconfig"),
-            "wait = \"50s\"\ntimeout = \"55s\"",
-        ),
-        move |c| {
-            c.env("LOGFERRY_METRICS_ADDRESS", &m);
-        },
-    );
+    let (lf, metrics) = start_with_metrics(&config(
+        &pods,
+        &moto.endpoint(),
+        &api.kubeconfig("kubeconfig"),
+        "wait = \"50s\"\ntimeout = \"55s\"",
+    ));
     write_pod_lines(&pods, "ops", "chatty-1", "u-chatty", "chatty", 15_000);
     let got = pod_events(&moto.endpoint(), "ops", "chatty-1", 15_000);
     assert_eq!(got.len(), 15_000, "{}", lf.log());

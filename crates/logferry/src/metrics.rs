@@ -281,7 +281,7 @@ impl Registry {
         }
 
         type SinkCounter = fn(&SinkStats) -> &AtomicU64;
-        let sink_counters: [(&str, &str, SinkCounter); 11] = [
+        let sink_counters: [(&str, &str, SinkCounter); 12] = [
             (
                 "logferry_sink_events_received_total",
                 "Events a sink took in.",
@@ -301,6 +301,11 @@ impl Registry {
                 "logferry_sink_split_parts_total",
                 "Extra parts created by splitting oversize events.",
                 |s| &s.split_parts,
+            ),
+            (
+                "logferry_sink_budget_flushes_total",
+                "Requests sent before they were full because all streams' requests being built held 16 MiB together.",
+                |s| &s.budget_flushes,
             ),
             (
                 "logferry_sink_requests_total",

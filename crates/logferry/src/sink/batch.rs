@@ -124,6 +124,11 @@ impl RequestBuilder {
     }
 
     /// When the oldest event still held was added.
+    /// Bytes the events held now count against a request (messages + 26 each).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn opened(&self) -> Option<Instant> {
         self.opened
     }

@@ -12,7 +12,10 @@
 //! grace period is left unacknowledged, so a source with a position reads it again next time.
 //!
 //! Per-stream state is dropped once a stream has been idle for a while, so memory does not grow
-//! with the number of streams ever seen (a Vector bug with per-pod streams).
+//! with the number of streams ever seen (a Vector bug with per-pod streams). Requests being
+//! built are capped in total ([`BUILDING_BUDGET`]): with a stream per pod, a hundred builders
+//! each filling toward 1 MiB would otherwise hold a hundred MiB during a backlog; past the cap
+//! the fullest one is sent early, which also waits for a slot, so the cap is backpressure too.
 
 pub mod batch;
 pub mod client;
@@ -44,6 +47,8 @@ pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
 pub const MAX_AHEAD_MS: i64 = 2 * 3600 * 1000;
 /// Stream state idle this long is released.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
+/// Bytes all streams' requests being built may hold together before the fullest is sent.
+pub const BUILDING_BUDGET: usize = 16 << 20;
 
 /// What request tasks share.
 pub struct Shared {
@@ -86,6 +91,8 @@ pub struct CloudWatchSink {
     stream_buf: String,
     rejected: Vec<(Pending, Reason)>,
     request_seq: u64,
+    /// What every stream's builder holds, in request bytes.
+    building_bytes: usize,
 }
 
 impl CloudWatchSink {
@@ -104,6 +111,7 @@ impl CloudWatchSink {
             stream_buf: String::new(),
             rejected: Vec::new(),
             request_seq: 0,
+            building_bytes: 0,
         }
     }
 
@@ -170,12 +178,17 @@ impl CloudWatchSink {
                 self.flush_rejected(&key);
             } else {
                 for part in parts {
-                    let cut = self
-                        .streams
-                        .get_mut(&key)
-                        .and_then(|s| s.builder.push(part));
+                    let Some(state) = self.streams.get_mut(&key) else {
+                        continue;
+                    };
+                    let before = state.builder.bytes();
+                    let cut = state.builder.push(part);
+                    self.building_bytes = self.building_bytes - before + state.builder.bytes();
                     if let Some(request) = cut {
                         self.dispatch(&key, request).await;
+                    }
+                    if self.building_bytes > BUILDING_BUDGET {
+                        self.flush_fullest().await;
                     }
                 }
             }
@@ -263,9 +276,28 @@ impl CloudWatchSink {
     }
 
     async fn flush_stream(&mut self, key: &str) {
-        let request = self.streams.get_mut(key).and_then(|s| s.builder.take());
-        if let Some(request) = request {
+        let Some(state) = self.streams.get_mut(key) else {
+            return;
+        };
+        self.building_bytes -= state.builder.bytes();
+        if let Some(request) = state.builder.take() {
             self.dispatch(key, request).await;
+        }
+    }
+
+    /// Sends the request that holds the most, to keep [`BUILDING_BUDGET`].
+    async fn flush_fullest(&mut self) {
+        let fullest = self
+            .streams
+            .iter()
+            .max_by_key(|(_, s)| s.builder.bytes())
+            .map(|(k, _)| k.clone());
+        if let Some(key) = fullest {
+            self.shared
+                .stats
+                .budget_flushes
+                .fetch_add(1, Ordering::Relaxed);
+            self.flush_stream(&key).await;
         }
     }
 

@@ -32,6 +32,9 @@ pub struct SinkStats {
     pub dropped_empty: AtomicU64,
     /// Extra events created by splitting oversize messages into parts.
     pub split_parts: AtomicU64,
+    /// Requests sent before they were full because all streams' builders together held
+    /// `BUILDING_BUDGET`.
+    pub budget_flushes: AtomicU64,
     /// PutLogEvents requests sent (attempts).
     pub requests: AtomicU64,
     /// Attempts that were retries.

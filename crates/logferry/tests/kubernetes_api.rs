@@ -468,3 +468,49 @@ fn hold_is_bounded_for_a_chatty_new_pod() {
         "held until the API answered"
     );
 }
+
+/// A pod relabelled while its file is open: after `cache_ttl` its new lines carry the new
+/// labels (and a label removed is gone), without reopening the file.
+#[test]
+fn relabelled_pod_is_followed_after_cache_ttl() {
+    let moto = Moto::start().expect("moto");
+    let mut pods_json = serde_json::json!({
+        "web/site-1": {"uid": "u-site", "labels": {"app": "site", "version": "v1", "canary": "yes"}},
+    });
+    let api = FakeApi::start(pods_json.clone());
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("pods");
+    let lf = Logferry::start(&config(
+        &pods,
+        &moto.endpoint(),
+        &api.kubeconfig("kubeconfig"),
+        "cache_ttl = \"1s\"",
+    ));
+    write_pod_lines(&pods, "web", "site-1", "u-site", "before", 10);
+    let got = pod_events(&moto.endpoint(), "web", "site-1", 10);
+    assert!(
+        got.iter()
+            .all(|e| labels_of(e).get("version").map(String::as_str) == Some("v1")),
+        "{got:?}"
+    );
+    pods_json["web/site-1"]["labels"] = serde_json::json!({"app": "site", "version": "v2"});
+    api.set_pods(&pods_json);
+    let mut n = 10;
+    let mut relabelled = None;
+    let deadline = Instant::now() + WAIT;
+    while relabelled.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        write_pod_lines(&pods, "web", "site-1", "u-site", "after", 1);
+        n += 1;
+        relabelled = pod_events(&moto.endpoint(), "web", "site-1", n)
+            .into_iter()
+            .find(|e| labels_of(e).get("version").map(String::as_str) == Some("v2"));
+    }
+    let e = relabelled.unwrap_or_else(|| panic!("the new labels never came\n{}", lf.log()));
+    let want: BTreeMap<String, String> = [("app", "site"), ("version", "v2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(labels_of(&e), want, "{e}");
+    assert_eq!(e["namespace"], "web", "path fields kept: {e}");
+}

@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -349,12 +350,15 @@ struct FileState {
     joiner: Option<PartialJoiner>,
     /// The pod's labels from the Kubernetes API, when they are being looked up.
     pod: PodLabels,
+    /// How many of `fields` come from the path (the rest, from the API, are replaced when the
+    /// pod's labels change).
+    path_fields: usize,
 }
 
 /// Where a file stands with its pod's labels.
 enum PodLabels {
-    /// Nothing to look up (no API, not a pod's file), or looked up and applied.
-    Settled,
+    /// Nothing to look up (no API, not a pod's file).
+    Unwanted,
     /// First lookup pending: events are held until `until`.
     Waiting {
         pod: PodRef,
@@ -367,6 +371,13 @@ enum PodLabels {
     /// The wait ran out, or the API is down: events go without labels, but each batch looks
     /// again (a map lookup) until the API has answered.
     Late(PodRef),
+    /// The API answered (`meta` is `None` for a pod it does not know); looked up again every
+    /// `cache_ttl`, so a relabelled pod's files follow.
+    Known {
+        pod: PodRef,
+        meta: Option<Arc<PodMeta>>,
+        checked: Instant,
+    },
 }
 
 impl FileState {
@@ -424,6 +435,8 @@ struct Reader {
     pods: Option<PodMetadata>,
     /// Files whose first pod lookup is pending.
     waiting: Vec<FileId>,
+    /// How often a file's pod is looked up again (`kubernetes_api.cache_ttl`).
+    pod_refresh: Duration,
     /// Message bytes those files hold.
     held_bytes: usize,
     next_batch: u64,
@@ -462,6 +475,7 @@ impl Reader {
             node,
             pods: None,
             waiting: Vec::new(),
+            pod_refresh: Duration::MAX,
             held_bytes: 0,
             next_batch: 0,
             unparsed: 0,
@@ -470,6 +484,11 @@ impl Reader {
 
     fn with_pods(mut self, pods: Option<PodMetadata>) -> Self {
         self.pods = pods;
+        self.pod_refresh = self
+            .cfg
+            .kubernetes_api
+            .as_ref()
+            .map_or(Duration::MAX, |k| k.cache_ttl);
         self
     }
 
@@ -558,7 +577,7 @@ impl Reader {
             FieldName::Static(fields::FILE),
             Bytes::from(path.to_string_lossy().into_owned()),
         )];
-        let mut labels = PodLabels::Settled;
+        let mut pod_ref = None;
         if self.cfg.kubernetes {
             if let Some(PodInfo {
                 namespace,
@@ -567,37 +586,11 @@ impl Reader {
                 container,
             }) = container::pod_info_from_path(path)
             {
-                if let Some(pods) = &self.pods {
-                    let pod = PodRef {
-                        namespace: namespace.clone(),
-                        name: pod.clone(),
-                        uid: pod_uid.clone(),
-                    };
-                    match pods.lookup(&pod) {
-                        Lookup::Found(meta) => {
-                            add_pod_fields(&mut fields, &meta, self.node.is_none())
-                        }
-                        Lookup::NotFound => {}
-                        // The API is down: no waiting, but later lines may get labels.
-                        Lookup::Unavailable => labels = PodLabels::Late(pod),
-                        Lookup::Pending => {
-                            let until = Instant::now()
-                                + self
-                                    .cfg
-                                    .kubernetes_api
-                                    .as_ref()
-                                    .map_or(Duration::ZERO, |k| k.wait);
-                            labels = PodLabels::Waiting {
-                                pod,
-                                until,
-                                held: Vec::new(),
-                                held_bytes: 0,
-                                from: offset,
-                            };
-                            self.waiting.push(file);
-                        }
-                    }
-                }
+                pod_ref = Some(PodRef {
+                    namespace: namespace.clone(),
+                    name: pod.clone(),
+                    uid: pod_uid.clone(),
+                });
                 fields.push((FieldName::Static(fields::NAMESPACE), Bytes::from(namespace)));
                 fields.push((FieldName::Static(fields::POD), Bytes::from(pod)));
                 if !pod_uid.is_empty() {
@@ -609,6 +602,42 @@ impl Reader {
                 fields.push((FieldName::Static(fields::NODE), n.clone()));
             }
         }
+        let path_fields = fields.len();
+        let labels = match (pod_ref, &self.pods) {
+            (Some(pod), Some(pods)) => match pods.lookup(&pod) {
+                Lookup::Found(meta) => {
+                    add_pod_fields(&mut fields, &meta, self.node.is_none());
+                    PodLabels::Known {
+                        pod,
+                        meta: Some(meta),
+                        checked: Instant::now(),
+                    }
+                }
+                Lookup::NotFound => PodLabels::Known {
+                    pod,
+                    meta: None,
+                    checked: Instant::now(),
+                },
+                // The API is down: no waiting, but later lines may get labels.
+                Lookup::Unavailable => PodLabels::Late(pod),
+                Lookup::Pending => {
+                    let wait = self
+                        .cfg
+                        .kubernetes_api
+                        .as_ref()
+                        .map_or(Duration::ZERO, |k| k.wait);
+                    self.waiting.push(file);
+                    PodLabels::Waiting {
+                        pod,
+                        until: Instant::now() + wait,
+                        held: Vec::new(),
+                        held_bytes: 0,
+                        from: offset,
+                    }
+                }
+            },
+            _ => PodLabels::Unwanted,
+        };
         let multiline = self.cfg.multiline.as_ref().map(|m| {
             Multiline::new(MultilineOptions {
                 start_pattern: m.start_pattern.clone(),
@@ -629,6 +658,7 @@ impl Reader {
                 multiline,
                 joiner,
                 pod: labels,
+                path_fields,
             },
         );
         self.ctx.stats.files_open.fetch_add(1, Ordering::Relaxed);
@@ -744,15 +774,17 @@ impl Reader {
                 return;
             }
             PodLabels::Waiting { .. } => self.settle_pod(file, true, chunk),
-            PodLabels::Late(pod) => match self.pods.as_ref().map(|p| p.lookup(pod)) {
-                Some(Lookup::Found(meta)) => {
-                    add_pod_fields(&mut st.fields, &meta, self.node.is_none());
-                    st.pod = PodLabels::Settled;
+            PodLabels::Late(pod) => {
+                let pod = pod.clone();
+                self.learn_pod(file, pod, None);
+            }
+            PodLabels::Known { pod, meta, checked } => {
+                if checked.elapsed() >= self.pod_refresh {
+                    let (pod, meta) = (pod.clone(), meta.clone());
+                    self.learn_pod(file, pod, Some(meta));
                 }
-                Some(Lookup::NotFound) | None => st.pod = PodLabels::Settled,
-                Some(Lookup::Unavailable | Lookup::Pending) => {}
-            },
-            PodLabels::Settled => {}
+            }
+            PodLabels::Unwanted => {}
         }
         let Some(st) = self.files.get(&file) else {
             return;
@@ -885,6 +917,54 @@ impl Reader {
         }
     }
 
+    /// Looks `pod` up for `file` and applies what the API says. `known`: the metadata applied
+    /// now, when the file is [`PodLabels::Known`] (a refresh). Without an answer the file
+    /// becomes (or stays) [`PodLabels::Late`]. Returns whether the API has answered.
+    fn learn_pod(
+        &mut self,
+        file: FileId,
+        pod: PodRef,
+        known: Option<Option<Arc<PodMeta>>>,
+    ) -> bool {
+        let Some(st) = self.files.get_mut(&file) else {
+            return false;
+        };
+        let now = Instant::now();
+        let meta = match self.pods.as_ref().map(|p| p.lookup(&pod)) {
+            Some(Lookup::Found(m)) => Some(m),
+            Some(Lookup::NotFound) | None => None,
+            Some(Lookup::Unavailable | Lookup::Pending) => {
+                st.pod = match known {
+                    // A refresh that got no answer keeps what the file has.
+                    Some(meta) => PodLabels::Known {
+                        pod,
+                        meta,
+                        checked: now,
+                    },
+                    None => PodLabels::Late(pod),
+                };
+                return false;
+            }
+        };
+        let unchanged = known.as_ref().is_some_and(|old| match (old, &meta) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            _ => false,
+        });
+        if !unchanged {
+            st.fields.truncate(st.path_fields);
+            if let Some(m) = &meta {
+                add_pod_fields(&mut st.fields, m, self.node.is_none());
+            }
+        }
+        st.pod = PodLabels::Known {
+            pod,
+            meta,
+            checked: now,
+        };
+        true
+    }
+
     /// Ends a file's wait for its pod's labels: applies them if known (else the file goes
     /// [`PodLabels::Late`]) and sends the held events. `early`: the wait is cut short (the
     /// file is closing, or holds too much), which is not counted as the API being late.
@@ -897,26 +977,18 @@ impl Reader {
             held,
             held_bytes,
             ..
-        } = std::mem::replace(&mut st.pod, PodLabels::Settled)
+        } = std::mem::replace(&mut st.pod, PodLabels::Unwanted)
         else {
             return;
         };
         self.held_bytes -= held_bytes;
-        match self.pods.as_ref().map(|p| p.lookup(&pod)) {
-            Some(Lookup::Found(meta)) => {
-                add_pod_fields(&mut st.fields, &meta, self.node.is_none());
-            }
-            Some(Lookup::NotFound) | None => {}
-            Some(Lookup::Pending | Lookup::Unavailable) => {
-                if !early {
-                    self.ctx
-                        .stats
-                        .pod_wait_expired
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %self.ctx.name, namespace = %pod.namespace, pod = %pod.name, "no pod labels yet; sending without them");
-                }
-                st.pod = PodLabels::Late(pod);
-            }
+        let answered = self.learn_pod(file, pod, None);
+        if !answered && !early {
+            self.ctx
+                .stats
+                .pod_wait_expired
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(source = %self.ctx.name, "no pod labels yet; sending without them");
         }
         self.waiting.retain(|f| *f != file);
         let mut held = held;

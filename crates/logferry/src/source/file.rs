@@ -23,7 +23,8 @@
 //!   `logferry-kubernetes` in the background; its file's events are held (in memory, not past
 //!   their position: a crash re-reads them) for at most `kubernetes_api.wait`, then sent with
 //!   its labels, or without them if the API has not answered. The reader never waits on the
-//!   network itself, and an API that is down makes no file wait at all.
+//!   network itself, and an API that is down makes no file wait at all. An open file looks its
+//!   pod up again every `cache_ttl` (still a map lookup), so a relabelled pod is followed.
 //!
 //! The position saved for a batch carries the file's fingerprint as it was when the lines were
 //! read, so a file truncated (copytruncate) after that no longer matches and is read from its

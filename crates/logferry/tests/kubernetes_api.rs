@@ -125,6 +125,26 @@ impl Drop for FakeApi {
     }
 }
 
+/// What every test here needs: moto, the fake API serving `pods`, and a pods directory.
+struct Rig {
+    moto: Moto,
+    api: FakeApi,
+    root: tempfile::TempDir,
+    pods: PathBuf,
+}
+
+impl Rig {
+    fn new(pods: serde_json::Value) -> Rig {
+        let root = tempfile::tempdir().expect("tmp");
+        Rig {
+            moto: Moto::start().expect("moto"),
+            api: FakeApi::start(pods),
+            pods: root.path().join("pods"),
+            root,
+        }
+    }
+}
+
 fn config(pods_dir: &Path, moto: &str, kubeconfig: &Path, api_extra: &str) -> String {
     format!(
         r#"
@@ -200,14 +220,12 @@ fn labels_of(e: &serde_json::Value) -> BTreeMap<String, String> {
 /// never appears in logferry's output.
 #[test]
 fn pod_labels_and_node_from_the_api() {
-    let moto = Moto::start().expect("moto");
-    let api = FakeApi::start(serde_json::json!({
+    let rig = Rig::new(serde_json::json!({
         "shop/web-1": {"uid": "u-web", "labels": {"app": "web", "team": "shop"}, "node": "node-7"},
         "shop/late-1": {"uid": "u-late", "labels": {"app": "late"}, "node": "node-7"},
         "shop/db-0": {"uid": "u-db-new", "labels": {"app": "db"}, "node": "node-7"},
     }));
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     write_pod_lines(&pods, "shop", "web-1", "u-web", "web", 300);
     write_pod_lines(&pods, "shop", "gone-1", "u-gone", "gone", 5);
     // db-0 was re-created: the API's db-0 has another uid; these logs are the old pod's.
@@ -274,14 +292,12 @@ fn pod_labels_and_node_from_the_api() {
 /// carry them. Another pod's lines are not held up meanwhile.
 #[test]
 fn slow_api_holds_a_new_pod_only_for_wait() {
-    let moto = Moto::start().expect("moto");
     let mut pods_json = serde_json::json!({
         "ops/slow-1": {"uid": "u-slow", "labels": {"app": "slow"}, "delay": 60},
         "ops/fast-1": {"uid": "u-fast", "labels": {"app": "fast"}},
     });
-    let api = FakeApi::start(pods_json.clone());
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let rig = Rig::new(pods_json.clone());
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     let (lf, metrics) = start_with_metrics(&config(
         &pods,
         &moto.endpoint(),
@@ -341,10 +357,8 @@ fn slow_api_holds_a_new_pod_only_for_wait() {
 /// down in the metrics and once in the log.
 #[test]
 fn api_down_loses_nothing() {
-    let moto = Moto::start().expect("moto");
-    let api = FakeApi::start(serde_json::json!({}));
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let rig = Rig::new(serde_json::json!({}));
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     for p in 0..5 {
         write_pod_lines(
             &pods,
@@ -391,15 +405,15 @@ fn api_down_loses_nothing() {
 /// and says so when it is not, without printing the token.
 #[test]
 fn check_reports_api_access() {
-    let moto = Moto::start().expect("moto");
-    let api = FakeApi::start(serde_json::json!({}));
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let rig = Rig::new(serde_json::json!({}));
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     fs::create_dir_all(&pods).expect("mkdir");
     let check = |kubeconfig: &str| {
-        let path = root.path().join(format!("{kubeconfig}.toml"));
-        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "")
-            .replace("@DATA@", &root.path().join("data").display().to_string());
+        let path = rig.root.path().join(format!("{kubeconfig}.toml"));
+        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "").replace(
+            "@DATA@",
+            &rig.root.path().join("data").display().to_string(),
+        );
         fs::write(&path, text).expect("config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         aws_env(&mut cmd);
@@ -442,12 +456,10 @@ fn check_reports_api_access() {
 /// expiry counter stays 0) nor by the API's answer (it takes 60 s).
 #[test]
 fn hold_is_bounded_for_a_chatty_new_pod() {
-    let moto = Moto::start().expect("moto");
-    let api = FakeApi::start(serde_json::json!({
+    let rig = Rig::new(serde_json::json!({
         "ops/chatty-1": {"uid": "u-chatty", "labels": {"app": "chatty"}, "delay": 60},
     }));
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     let (lf, metrics) = start_with_metrics(&config(
         &pods,
         &moto.endpoint(),
@@ -473,13 +485,11 @@ fn hold_is_bounded_for_a_chatty_new_pod() {
 /// labels (and a label removed is gone), without reopening the file.
 #[test]
 fn relabelled_pod_is_followed_after_cache_ttl() {
-    let moto = Moto::start().expect("moto");
     let mut pods_json = serde_json::json!({
         "web/site-1": {"uid": "u-site", "labels": {"app": "site", "version": "v1", "canary": "yes"}},
     });
-    let api = FakeApi::start(pods_json.clone());
-    let root = tempfile::tempdir().expect("tmp");
-    let pods = root.path().join("pods");
+    let rig = Rig::new(pods_json.clone());
+    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     let lf = Logferry::start(&config(
         &pods,
         &moto.endpoint(),

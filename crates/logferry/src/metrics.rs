@@ -86,6 +86,26 @@ fn source_labels(e: &SourceEntry) -> String {
     format!("source=\"{}\",type=\"{}\"", label(&e.name), e.kind)
 }
 
+/// Picks one counter out of a source's stats.
+type SourceCounter = fn(&SourceStats) -> &AtomicU64;
+
+/// A metric with one sample per source of `entries`, read from the counter `get` picks.
+fn per_source(
+    t: &mut Text,
+    entries: &[&SourceEntry],
+    (name, kind, help): (&str, &str, &str),
+    get: SourceCounter,
+) {
+    t.header(name, kind, help);
+    for e in entries {
+        t.line(
+            name,
+            &source_labels(e),
+            get(&e.stats).load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// One source as the registry sees it.
 pub struct SourceEntry {
     /// Config name.
@@ -146,7 +166,7 @@ impl Registry {
             1,
         );
         let src = source_labels;
-        type SourceCounter = fn(&SourceStats) -> &AtomicU64;
+        let all: Vec<&SourceEntry> = self.sources.iter().collect();
         let source_counters: [(&str, &str, SourceCounter); 3] = [
             (
                 "logferry_source_events_total",
@@ -165,10 +185,7 @@ impl Registry {
             ),
         ];
         for (name, help, get) in source_counters {
-            t.header(name, "counter", help);
-            for e in &self.sources {
-                t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
-            }
+            per_source(&mut t, &all, (name, "counter", help), get);
         }
         t.header(
             "logferry_source_dropped_total",
@@ -210,15 +227,16 @@ impl Registry {
             .filter(|e| matches!(e.kind, "file" | "kubernetes_logs"))
             .collect();
         if !files.is_empty() {
-            t.header(
-                "logferry_file_open_files",
-                "gauge",
-                "Files a file source has open.",
+            per_source(
+                &mut t,
+                &files,
+                (
+                    "logferry_file_open_files",
+                    "gauge",
+                    "Files a file source has open.",
+                ),
+                |s| &s.files_open,
             );
-            for e in &files {
-                let n = e.stats.files_open.load(Ordering::Relaxed);
-                t.line("logferry_file_open_files", &src(e), n);
-            }
             let file_counters: [(&str, &str, SourceCounter); 3] = [
                 (
                     "logferry_file_truncations_total",
@@ -237,10 +255,7 @@ impl Registry {
                 ),
             ];
             for (name, help, get) in file_counters {
-                t.header(name, "counter", help);
-                for e in &files {
-                    t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
-                }
+                per_source(&mut t, &files, (name, "counter", help), get);
             }
             self.render_kubernetes_api(&mut t, &files);
         }
@@ -472,18 +487,17 @@ impl Registry {
                 );
             }
         }
-        t.header(
-            "logferry_kubernetes_pod_wait_expired_total",
-            "counter",
-            "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",
-        );
-        for (e, _) in &with_api {
-            t.line(
+        let entries: Vec<&SourceEntry> = with_api.iter().map(|(e, _)| *e).collect();
+        per_source(
+            t,
+            &entries,
+            (
                 "logferry_kubernetes_pod_wait_expired_total",
-                &src(e),
-                e.stats.pod_wait_expired.load(Ordering::Relaxed),
-            );
-        }
+                "counter",
+                "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",
+            ),
+            |s| &s.pod_wait_expired,
+        );
     }
 
     /// The network listeners' guards (syslog sources only: the others have no peers).
@@ -491,8 +505,7 @@ impl Registry {
         let syslog: Vec<&SourceEntry> =
             self.sources.iter().filter(|e| e.kind == "syslog").collect();
         let src = source_labels;
-        type Counter = fn(&SourceStats) -> &AtomicU64;
-        let simple: [(&str, &str, &str, Counter); 5] = [
+        let simple: [(&str, &str, &str, SourceCounter); 6] = [
             (
                 "logferry_source_connections",
                 "gauge",
@@ -523,24 +536,15 @@ impl Registry {
                 "Changed TLS files that did not load (the previous certificate stays in use).",
                 |s| &s.tls_reload_failures,
             ),
+            (
+                "logferry_source_tls_reloads_total",
+                "counter",
+                "TLS certificate reloads (new connections use the new certificate).",
+                |s| &s.tls_reloads,
+            ),
         ];
         for (name, kind, help, get) in simple {
-            t.header(name, kind, help);
-            for e in &syslog {
-                t.line(name, &src(e), get(&e.stats).load(Ordering::Relaxed));
-            }
-        }
-        t.header(
-            "logferry_source_tls_reloads_total",
-            "counter",
-            "TLS certificate reloads (new connections use the new certificate).",
-        );
-        for e in &syslog {
-            t.line(
-                "logferry_source_tls_reloads_total",
-                &src(e),
-                e.stats.tls_reloads.load(Ordering::Relaxed),
-            );
+            per_source(t, &syslog, (name, kind, help), get);
         }
         t.header(
             "logferry_source_rejected_total",

@@ -186,9 +186,16 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let reader = std::thread::Builder::new()
         .name(format!("file-{}", ctx.name))
         .spawn(move || {
-            Reader::new(reader_ctx, cfg, tailer, outcome_tx, register_tx, handle)
-                .with_pods(pods)
-                .run();
+            Reader::new(
+                reader_ctx,
+                cfg,
+                tailer,
+                pods,
+                outcome_tx,
+                register_tx,
+                handle,
+            )
+            .run();
         });
     let reader = match reader {
         Ok(r) => r,
@@ -381,6 +388,17 @@ enum PodLabels {
     },
 }
 
+/// What a pod lookup came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodAnswer {
+    /// The API answered; its labels (or their absence) are applied.
+    Applied,
+    /// Being asked while the API answers.
+    Pending,
+    /// No answer to be had now.
+    Unavailable,
+}
+
 impl FileState {
     /// The furthest position that may be saved: past every consumed line, but never past the
     /// start of something still held.
@@ -436,8 +454,6 @@ struct Reader {
     pods: Option<PodMetadata>,
     /// Files whose first pod lookup is pending.
     waiting: Vec<FileId>,
-    /// How often a file's pod is looked up again (`kubernetes_api.cache_ttl`).
-    pod_refresh: Duration,
     /// Message bytes those files hold.
     held_bytes: usize,
     next_batch: u64,
@@ -450,6 +466,7 @@ impl Reader {
         ctx: SourceContext,
         cfg: FileSourceConfig,
         tailer: Tailer,
+        pods: Option<PodMetadata>,
         outcomes: mpsc::UnboundedSender<BatchOutcome>,
         register: mpsc::UnboundedSender<Registration>,
         handle: tokio::runtime::Handle,
@@ -474,23 +491,12 @@ impl Reader {
             files: HashMap::new(),
             timestamps,
             node,
-            pods: None,
+            pods,
             waiting: Vec::new(),
-            pod_refresh: Duration::MAX,
             held_bytes: 0,
             next_batch: 0,
             unparsed: 0,
         }
-    }
-
-    fn with_pods(mut self, pods: Option<PodMetadata>) -> Self {
-        self.pods = pods;
-        self.pod_refresh = self
-            .cfg
-            .kubernetes_api
-            .as_ref()
-            .map_or(Duration::MAX, |k| k.cache_ttl);
-        self
     }
 
     fn run(mut self) {
@@ -604,39 +610,9 @@ impl Reader {
             }
         }
         let path_fields = fields.len();
+        // A pod's file starts late and learns its labels at once, or waits for them.
         let labels = match (pod_ref, &self.pods) {
-            (Some(pod), Some(pods)) => match pods.lookup(&pod) {
-                Lookup::Found(meta) => {
-                    add_pod_fields(&mut fields, &meta, self.node.is_none());
-                    PodLabels::Known {
-                        pod,
-                        meta: Some(meta),
-                        checked: Instant::now(),
-                    }
-                }
-                Lookup::NotFound => PodLabels::Known {
-                    pod,
-                    meta: None,
-                    checked: Instant::now(),
-                },
-                // The API is down: no waiting, but later lines may get labels.
-                Lookup::Unavailable => PodLabels::Late(pod),
-                Lookup::Pending => {
-                    let wait = self
-                        .cfg
-                        .kubernetes_api
-                        .as_ref()
-                        .map_or(Duration::ZERO, |k| k.wait);
-                    self.waiting.push(file);
-                    PodLabels::Waiting {
-                        pod,
-                        until: Instant::now() + wait,
-                        held: Vec::new(),
-                        held_bytes: 0,
-                        from: offset,
-                    }
-                }
-            },
+            (Some(pod), Some(_)) => PodLabels::Late(pod),
             _ => PodLabels::Unwanted,
         };
         let multiline = self.cfg.multiline.as_ref().map(|m| {
@@ -662,6 +638,25 @@ impl Reader {
                 path_fields,
             },
         );
+        if self.learn_pod(file) == PodAnswer::Pending {
+            let wait = self
+                .cfg
+                .kubernetes_api
+                .as_ref()
+                .map_or(Duration::ZERO, |k| k.wait);
+            if let Some(st) = self.files.get_mut(&file) {
+                if let PodLabels::Late(pod) = std::mem::replace(&mut st.pod, PodLabels::Unwanted) {
+                    st.pod = PodLabels::Waiting {
+                        pod,
+                        until: Instant::now() + wait,
+                        held: Vec::new(),
+                        held_bytes: 0,
+                        from: offset,
+                    };
+                    self.waiting.push(file);
+                }
+            }
+        }
         self.ctx.stats.files_open.fetch_add(1, Ordering::Relaxed);
         if let Some(pos) = self.tailer.position(file, offset) {
             let _ = self.register.send(Registration::Opened(file, pos));
@@ -775,14 +770,13 @@ impl Reader {
                 return;
             }
             PodLabels::Waiting { .. } => self.settle_pod(file, true, chunk),
-            PodLabels::Late(pod) => {
-                let pod = pod.clone();
-                self.learn_pod(file, pod, None);
+            PodLabels::Late(_) => {
+                self.learn_pod(file);
             }
-            PodLabels::Known { pod, meta, checked } => {
-                if checked.elapsed() >= self.pod_refresh {
-                    let (pod, meta) = (pod.clone(), meta.clone());
-                    self.learn_pod(file, pod, Some(meta));
+            PodLabels::Known { checked, .. } => {
+                let refresh = self.cfg.kubernetes_api.as_ref().map(|k| k.cache_ttl);
+                if refresh.is_some_and(|every| checked.elapsed() >= every) {
+                    self.learn_pod(file);
                 }
             }
             PodLabels::Unwanted => {}
@@ -918,25 +912,27 @@ impl Reader {
         }
     }
 
-    /// Looks `pod` up for `file` and applies what the API says. `known`: the metadata applied
-    /// now, when the file is [`PodLabels::Known`] (a refresh). Without an answer the file
-    /// becomes (or stays) [`PodLabels::Late`]. Returns whether the API has answered.
-    fn learn_pod(
-        &mut self,
-        file: FileId,
-        pod: PodRef,
-        known: Option<Option<Arc<PodMeta>>>,
-    ) -> bool {
+    /// Looks the pod of a [`PodLabels::Late`] or [`PodLabels::Known`] file up again and applies
+    /// what the API says. Without an answer a late file stays late and a known one keeps what it
+    /// has.
+    fn learn_pod(&mut self, file: FileId) -> PodAnswer {
         let Some(st) = self.files.get_mut(&file) else {
-            return false;
+            return PodAnswer::Unavailable;
+        };
+        let (pod, known) = match std::mem::replace(&mut st.pod, PodLabels::Unwanted) {
+            PodLabels::Late(pod) => (pod, None),
+            PodLabels::Known { pod, meta, .. } => (pod, Some(meta)),
+            other => {
+                st.pod = other;
+                return PodAnswer::Unavailable;
+            }
         };
         let now = Instant::now();
         let meta = match self.pods.as_ref().map(|p| p.lookup(&pod)) {
             Some(Lookup::Found(m)) => Some(m),
             Some(Lookup::NotFound) | None => None,
-            Some(Lookup::Unavailable | Lookup::Pending) => {
+            Some(no @ (Lookup::Unavailable | Lookup::Pending)) => {
                 st.pod = match known {
-                    // A refresh that got no answer keeps what the file has.
                     Some(meta) => PodLabels::Known {
                         pod,
                         meta,
@@ -944,15 +940,14 @@ impl Reader {
                     },
                     None => PodLabels::Late(pod),
                 };
-                return false;
+                return if no == Lookup::Pending {
+                    PodAnswer::Pending
+                } else {
+                    PodAnswer::Unavailable
+                };
             }
         };
-        let unchanged = known.as_ref().is_some_and(|old| match (old, &meta) {
-            (Some(a), Some(b)) => a == b,
-            (None, None) => true,
-            _ => false,
-        });
-        if !unchanged {
+        if known.as_ref() != Some(&meta) {
             st.fields.truncate(st.path_fields);
             if let Some(m) = &meta {
                 add_pod_fields(&mut st.fields, m, self.node.is_none());
@@ -963,7 +958,7 @@ impl Reader {
             meta,
             checked: now,
         };
-        true
+        PodAnswer::Applied
     }
 
     /// Ends a file's wait for its pod's labels: applies them if known (else the file goes
@@ -982,8 +977,9 @@ impl Reader {
         else {
             return;
         };
+        st.pod = PodLabels::Late(pod);
         self.held_bytes -= held_bytes;
-        let answered = self.learn_pod(file, pod, None);
+        let answered = self.learn_pod(file) == PodAnswer::Applied;
         if !answered && !early {
             self.ctx
                 .stats

@@ -12,7 +12,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,18 +141,10 @@ allowed_peers = ["127.0.0.2"]
     ]));
 
     // Allowed: a real client bound to 127.0.0.2, and a datagram from there.
-    let mut ncat = Command::new("ncat")
-        .args(["-s", "127.0.0.2", "127.0.0.1", &tcp.to_string()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("ncat");
-    ncat.stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"from an allowed peer over tcp\n")
-        .expect("write");
-    drop(ncat.stdin.take());
-    assert!(ncat.wait().expect("ncat").success());
+    ncat_send(
+        &["-s", "127.0.0.2", "127.0.0.1", &tcp.to_string()],
+        b"from an allowed peer over tcp\n",
+    );
     let sock = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     sock.send_to(b"from an allowed peer over udp", ("127.0.0.1", udp))
         .expect("send");

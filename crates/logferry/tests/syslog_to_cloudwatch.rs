@@ -123,30 +123,14 @@ address = "unixgram://{}"
         "msg four unixgram",
     ]));
     // The old chain: `journalctl -o short -f | ncat 127.0.0.1 514`.
-    let mut ncat = Command::new("ncat")
-        .args(["127.0.0.1", &port(tcp)])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("ncat");
-    ncat.stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"Nov 25 16:20:39 node-1 kubelet[2174]: I1125 msg five journalctl\n")
-        .expect("write");
-    drop(ncat.stdin.take());
-    assert!(ncat.wait().expect("ncat").success());
-    let mut ncat = Command::new("ncat")
-        .args(["-U", &ustream.display().to_string()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("ncat -U");
-    ncat.stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"<13>Nov 25 16:20:40 node-2 cron[1]: msg six unix stream\n")
-        .expect("write");
-    drop(ncat.stdin.take());
-    assert!(ncat.wait().expect("ncat").success());
+    ncat_send(
+        &["127.0.0.1", &port(tcp)],
+        b"Nov 25 16:20:39 node-1 kubelet[2174]: I1125 msg five journalctl\n",
+    );
+    ncat_send(
+        &["-U", &ustream.display().to_string()],
+        b"<13>Nov 25 16:20:40 node-2 cron[1]: msg six unix stream\n",
+    );
 
     let group = format!("/test/{}", hostname());
     let got = wait_events(&moto.endpoint(), &group, "node", 6, WAIT);

@@ -185,6 +185,22 @@ pub fn tcp_send(port: u16, data: &[u8]) {
     s.write_all(data).expect("send");
 }
 
+/// Pipes `data` into a real `ncat` client run with `args` and waits for it to succeed.
+pub fn ncat_send(args: &[&str], data: &[u8]) {
+    let mut ncat = Command::new("ncat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ncat");
+    ncat.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
+    drop(ncat.stdin.take());
+    assert!(ncat.wait().expect("ncat").success(), "ncat {args:?}");
+}
+
 /// GET `path` from a plain-HTTP server at `addr`: (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::Read;

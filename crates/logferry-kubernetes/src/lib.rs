@@ -353,16 +353,14 @@ async fn api_server(opts: &Options) -> Result<ApiServer, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = match &opts.kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
+            let bad = |e: kube::config::KubeconfigError| Error::Kubeconfig {
                 path: path.clone(),
                 message: e.to_string(),
-            })?;
+            };
+            let kc = Kubeconfig::read_from(path).map_err(bad)?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| Error::Kubeconfig {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
+                .map_err(bad)?
         }
         None => kube::Config::infer()
             .await

@@ -1004,10 +1004,9 @@ fn add_pod_fields(out: &mut Vec<(FieldName, Bytes)>, meta: &PodMeta, want_node: 
             Bytes::from(v.clone()),
         ));
     }
+    // `want_node` is false exactly when NODE_NAME put a node among the path's fields.
     if let Some(node) = meta.node_name.as_ref().filter(|_| want_node) {
-        if !out.iter().any(|(n, _)| n.as_str() == fields::NODE) {
-            out.push((FieldName::Static(fields::NODE), Bytes::from(node.clone())));
-        }
+        out.push((FieldName::Static(fields::NODE), Bytes::from(node.clone())));
     }
 }
 

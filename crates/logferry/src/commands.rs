@@ -61,12 +61,13 @@ fn check_data_dir(r: &mut Report, dir: &Path) {
 fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig) {
     let what = format!("source {name} (files)");
     let exclude: Vec<glob::Pattern> = cfg
+        .tail
         .exclude
         .iter()
         .filter_map(|p| glob::Pattern::new(p).ok())
         .collect();
     let (mut matched, mut unreadable) = (0usize, Vec::new());
-    for pattern in &cfg.include {
+    for pattern in &cfg.tail.include {
         let Ok(paths) = glob::glob(pattern) else {
             continue;
         };
@@ -94,7 +95,7 @@ fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig
             &what,
             format!(
                 "no file matches {:?} yet; they are picked up when they appear",
-                cfg.include
+                cfg.tail.include
             ),
         );
     } else {

@@ -223,7 +223,7 @@ async fn run_pipeline(
                 ));
             }
             SourceConfig::File(cfg) => {
-                tracing::info!(source = %name, include = ?cfg.include, "tailing files");
+                tracing::info!(source = %name, include = ?cfg.tail.include, "tailing files");
                 source_tasks.spawn(source::file::run(ctx, cfg.clone(), config.data_dir.clone()));
             }
         }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use logferry_tail::tailer::TailerOptions;
+
 use super::{de_duration_opt, Ctx};
 
 /// Where the kubelet keeps container logs: `<namespace>_<pod>_<uid>/<container>/<n>.log`.
@@ -22,23 +24,10 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
 /// `[sources.NAME] type = "file"` / `"kubernetes_logs"`
 #[derive(Debug, Clone)]
 pub struct FileSourceConfig {
-    /// Glob patterns of files to read (absolute).
-    pub include: Vec<String>,
-    /// Glob patterns of files never to read.
-    pub exclude: Vec<String>,
-    /// At the first start (no checkpoint yet), files already there are read from their end;
-    /// later, a file without a saved offset is new and read whole.
-    pub start_at_end: bool,
-    /// Lines above this are truncated and flagged.
-    pub max_line_bytes: usize,
-    /// The files' text encoding.
-    pub encoding: &'static encoding_rs::Encoding,
-    /// Bytes at the head of a file that identify it besides its inode.
-    pub fingerprint_bytes: usize,
-    /// How often the globs are re-evaluated even without inotify events.
-    pub rescan_interval: Duration,
-    /// How long a renamed-away file stays open after it last grew.
-    pub rotate_wait: Duration,
+    /// What the tailer takes as it is (globs, `start`, line limit, encoding, identity,
+    /// rescan and rotation timing). `start_at_end` is the configured `start = "end"`; the
+    /// source applies it only at its first start (no checkpoint yet).
+    pub tail: TailerOptions,
     /// Joining continuation lines into one event.
     pub multiline: Option<MultilineSettings>,
     /// Reading the event time from the line.
@@ -279,14 +268,17 @@ pub(super) fn file_config(
         return None;
     }
     Some(FileSourceConfig {
-        include,
-        exclude: raw.exclude,
-        start_at_end,
-        max_line_bytes,
-        encoding,
-        fingerprint_bytes,
-        rescan_interval: raw.rescan_interval.unwrap_or(Duration::from_secs(5)),
-        rotate_wait: raw.rotate_wait.unwrap_or(Duration::from_secs(5)),
+        tail: TailerOptions {
+            include,
+            exclude: raw.exclude,
+            start_at_end,
+            max_line_bytes,
+            encoding,
+            fingerprint_bytes,
+            rescan_interval: raw.rescan_interval.unwrap_or(Duration::from_secs(5)),
+            rotate_wait: raw.rotate_wait.unwrap_or(Duration::from_secs(5)),
+            ..TailerOptions::default()
+        },
         multiline,
         timestamp,
         kubernetes,
@@ -317,8 +309,8 @@ mod tests {
             panic!("valid");
         };
         assert!(f.kubernetes);
-        assert_eq!(f.include, [super::KUBERNETES_DEFAULT_INCLUDE]);
-        assert!(!f.start_at_end);
+        assert_eq!(f.tail.include, [super::KUBERNETES_DEFAULT_INCLUDE]);
+        assert!(!f.tail.start_at_end);
     }
 
     #[test]
@@ -403,8 +395,8 @@ mod tests {
         ) else {
             panic!("valid");
         };
-        assert_eq!(f.encoding, encoding_rs::WINDOWS_1252);
-        assert!(f.start_at_end);
+        assert_eq!(f.tail.encoding, encoding_rs::WINDOWS_1252);
+        assert!(f.tail.start_at_end);
         let m = f.multiline.expect("multiline");
         assert!(m.start_pattern.is_match(b"2026"));
         assert_eq!(m.timeout, std::time::Duration::from_secs(2));

@@ -135,20 +135,13 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     // `start = "end"` is for the first start only, like the journal's: once a checkpoint
     // exists, a file without a position is one that appeared while logferry was stopped, and
     // all of it is new.
-    let start_at_end = cfg.start_at_end && saved.is_none();
+    let start_at_end = cfg.tail.start_at_end && saved.is_none();
     let saved = saved.unwrap_or_default();
     // `logferry tail` reads from the saved offsets but never moves them.
     let dry_run = cfg.dry_run;
     let opts = TailerOptions {
-        include: cfg.include.clone(),
-        exclude: cfg.exclude.clone(),
         start_at_end,
-        max_line_bytes: cfg.max_line_bytes,
-        encoding: cfg.encoding,
-        fingerprint_bytes: cfg.fingerprint_bytes,
-        rescan_interval: cfg.rescan_interval,
-        rotate_wait: cfg.rotate_wait,
-        ..TailerOptions::default()
+        ..cfg.tail.clone()
     };
     let tailer = match Tailer::new(opts, saved) {
         Ok(t) => t,
@@ -626,7 +619,7 @@ impl Reader {
         let joiner = self
             .cfg
             .kubernetes
-            .then(|| PartialJoiner::new(self.cfg.max_line_bytes));
+            .then(|| PartialJoiner::new(self.cfg.tail.max_line_bytes));
         self.files.insert(
             file,
             FileState {

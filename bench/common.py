@@ -1,6 +1,6 @@
 """Helpers shared by the end-to-end benchmarks: process figures from /proc and the fast fake
 CloudWatch Logs endpoint (cwl-testkit's `fake-cloudwatch`, HTTPS with its own CA)."""
-import http.client, json, os, socket, ssl, subprocess
+import http.client, json, os, socket, ssl, subprocess, time
 
 
 def free_port():
@@ -49,6 +49,17 @@ class FakeCloudWatch:
             except (OSError, http.client.HTTPException):
                 self.conn = None
         raise RuntimeError("fake-cloudwatch /stats unreachable")
+
+    def wait_events(self, total, timeout=600):
+        """Polls until the endpoint has counted `total` events (or `timeout` s): the count."""
+        deadline = time.monotonic() + timeout
+        events = 0
+        while time.monotonic() < deadline:
+            events = self.stats()["events"]
+            if events >= total:
+                break
+            time.sleep(0.02)
+        return events
 
     def cpu(self):
         return proc_cpu(self.proc.pid)

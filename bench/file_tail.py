@@ -230,13 +230,7 @@ endpoint = "{fake.endpoint}"
         h.close()
     t_written = time.monotonic() - t0
     total = per * args.files
-    deadline = time.monotonic() + 600
-    events = 0
-    while time.monotonic() < deadline:
-        events = fake.stats()["events"]
-        if events >= total:
-            break
-        time.sleep(0.02)
+    events = fake.wait_events(total)
     elapsed = time.monotonic() - t0
     cpu = proc_cpu(lf.pid) - cpu0
     hwm = proc_hwm_kib(lf.pid)

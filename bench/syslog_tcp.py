@@ -79,13 +79,7 @@ endpoint = "{addr}"
     with open(data, "rb") as f:
         subprocess.run(["ncat", "--send-only", "127.0.0.1", str(sport)], stdin=f, check=True)
     t_sent = time.monotonic() - t0
-    deadline = time.monotonic() + 600
-    events = 0
-    while time.monotonic() < deadline:
-        events = fake_stats()["events"]
-        if events >= args.lines:
-            break
-        time.sleep(0.02)
+    events = fake.wait_events(args.lines)
     elapsed = time.monotonic() - t0
     cpu = proc_cpu(lf.pid) - cpu0
     hwm = proc_hwm_kib(lf.pid)

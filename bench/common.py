@@ -1,6 +1,15 @@
 """Helpers shared by the end-to-end benchmarks: process figures from /proc and the fast fake
 CloudWatch Logs endpoint (cwl-testkit's `fake-cloudwatch`, HTTPS with its own CA)."""
-import http.client, json, os, socket, ssl, subprocess, time
+import atexit, http.client, json, os, shutil, socket, ssl, subprocess, tempfile, time
+
+
+def scratch_dir(prefix):
+    """A temporary directory removed when the script exits (a run leaves 100-150 MB of
+    generated logs behind otherwise); LOGFERRY_BENCH_KEEP=1 keeps it for inspection."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("LOGFERRY_BENCH_KEEP"):
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def free_port():

@@ -25,11 +25,11 @@ the output says so.
 Usage: bench/file_tail.py [--files 100] [--lines 1000000] [--target-dir DIR] [--kubernetes]
 Needs: cargo build --release -p logferry -p cwl-testkit --bins
 """
-import argparse, json, os, subprocess, sys, tempfile, time, uuid
+import argparse, json, os, subprocess, sys, time, uuid
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib  # noqa: E402
+from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_KUBE_API = os.path.join(REPO, "crates", "logferry", "tests", "support", "fake_kube_api.py")
@@ -149,7 +149,7 @@ def main():
     args = ap.parse_args()
     k8s = args.kubernetes
     rel = os.path.join(args.target_dir, "release")
-    tmp = tempfile.mkdtemp(prefix="lf-bench-k8s-" if k8s else "lf-bench-files-")
+    tmp = scratch_dir("lf-bench-k8s-" if k8s else "lf-bench-files-")
     per = args.lines // args.files
     # Prepared up front so that writing is not what is measured.
     kube = None

@@ -16,10 +16,10 @@ systemd-journal-remote (journald's own file format, the default compact/keyed-ha
 
 Usage: bench/journal_e2e.py [--journal DIR] [--entries N] [--target-dir DIR] [--format short]
 """
-import argparse, glob, json, os, subprocess, sys, tempfile, time
+import argparse, glob, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, proc_cpu, proc_hwm_kib  # noqa: E402
+from common import FakeCloudWatch, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 DEFAULT_DIR = "/var/tmp/lf-bench-journal/log"
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -87,7 +87,7 @@ def main():
     if n < 300_000:
         print(f"warning: the journal holds only {n} entries", file=sys.stderr)
 
-    tmp = tempfile.mkdtemp(prefix="lf-bench-journal-")
+    tmp = scratch_dir("lf-bench-journal-")
     fake = FakeCloudWatch(rel, tmp)
     fake_stats = fake.stats
     addr = fake.endpoint

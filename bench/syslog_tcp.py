@@ -9,10 +9,10 @@ these machines are noisy and absolute figures alone mislead.
 
 Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+import argparse, json, os, socket, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib  # noqa: E402
+from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 
 def make_lines(path, n):
@@ -42,7 +42,7 @@ def main():
     ap.add_argument("--spool", action="store_true", help="put the syslog source behind the disk spool")
     args = ap.parse_args()
     rel = os.path.join(args.target_dir, "release")
-    tmp = tempfile.mkdtemp(prefix="lf-bench-")
+    tmp = scratch_dir("lf-bench-")
     data = os.path.join(tmp, "lines.txt")
     make_lines(data, args.lines)
     fake = FakeCloudWatch(rel, tmp)

@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod client;
 pub mod dead_letter;
+pub mod endpoint;
 pub mod request;
 pub mod stats;
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub use cwl_testkit::{Moto, Proxy};
 
+pub mod deploy;
+
 /// A free loopback TCP port (also used for UDP: free for both in practice on a test box).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

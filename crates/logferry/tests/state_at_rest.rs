@@ -225,9 +225,9 @@ fn state_left_open_by_an_earlier_run_is_tightened_and_reported() {
     );
 }
 
-/// Runs `logferry run` on a config whose data_dir is `data_dir`; returns its exit code and
-/// stderr once it exits (it must refuse to start).
-fn refused(data_dir: &Path) -> (Option<i32>, String) {
+/// A config with one syslog source and one sink whose data_dir is `data_dir` (logferry must
+/// refuse it or report on it before reaching the sink).
+fn config_file(data_dir: &Path) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().expect("tmp");
     let cfg = t.path().join("logferry.toml");
     std::fs::write(
@@ -241,6 +241,13 @@ fn refused(data_dir: &Path) -> (Option<i32>, String) {
         ),
     )
     .expect("config");
+    (t, cfg)
+}
+
+/// Runs `logferry run` on a config whose data_dir is `data_dir`; returns its exit code and
+/// stderr once it exits (it must refuse to start).
+fn refused(data_dir: &Path) -> (Option<i32>, String) {
+    let (_t, cfg) = config_file(data_dir);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
     cmd.arg("run").arg("--config").arg(&cfg);
     aws_env(&mut cmd);
@@ -362,4 +369,50 @@ fn a_link_planted_as_the_dead_letter_file_is_never_written_through_and_nothing_i
     );
     let m = std::fs::metadata(data.join("dead-letter/cw.jsonl")).expect("stat");
     assert_eq!(m.mode() & 0o7777, 0o600);
+}
+
+/// `logferry check`'s report lines for a config whose data_dir is `data_dir`.
+fn check_output(data_dir: &Path) -> String {
+    let (_t, cfg) = config_file(data_dir);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    cmd.arg("check").arg("--config").arg(&cfg);
+    aws_env(&mut cmd);
+    let out = cmd.output().expect("run check");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_reports_the_data_dir_owner_and_mode_and_what_is_wrong() {
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = t.path().join("data");
+    std::fs::create_dir(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let out = check_output(&dir);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner_line = format!("owner uid {me}, mode 0700");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains(&owner_line)),
+        "{out}"
+    );
+
+    std::fs::create_dir(dir.join("spool")).expect("dir");
+    std::fs::set_permissions(dir.join("spool"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let out = check_output(&dir);
+    assert!(
+        out.lines().any(|l| l.starts_with("warn")
+            && l.contains("more open than 0700/0600")
+            && l.contains("0755")),
+        "{out}"
+    );
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = check_output(&dir);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("writable by other users")),
+        "{out}"
+    );
 }

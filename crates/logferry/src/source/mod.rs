@@ -16,6 +16,7 @@
 pub mod file;
 pub mod guard;
 pub mod journald;
+pub mod positions;
 pub mod spooled;
 pub mod stdin;
 pub mod syslog;

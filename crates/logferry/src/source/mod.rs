@@ -17,6 +17,7 @@ pub mod file;
 pub mod guard;
 pub mod journald;
 pub mod spooled;
+pub mod stats;
 pub mod stdin;
 pub mod syslog;
 
@@ -47,7 +48,7 @@ pub struct SourceContext {
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
     /// The source's counters (for metrics).
-    pub stats: Arc<crate::metrics::SourceStats>,
+    pub stats: Arc<stats::SourceStats>,
 }
 
 impl SourceContext {

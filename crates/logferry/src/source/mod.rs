@@ -16,6 +16,7 @@
 pub mod file;
 pub mod guard;
 pub mod journald;
+pub mod positions;
 pub mod spooled;
 pub mod stats;
 pub mod stdin;

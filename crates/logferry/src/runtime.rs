@@ -134,8 +134,10 @@ fn open_spool(
 
 /// Makes `data_dir` safe to keep state in before anything is written to it: refuses one that
 /// others could read or swap (a link, writable by others, another user's), creates it `0700`,
-/// and narrows whatever an earlier run left more open, one log line per path.
+/// and narrows whatever an earlier run left more open, one log line per path. With
+/// `data_dir_group`, that group may read the state (`0750`/`0640`), never write it.
 fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    logferry_private_files::share_with_group(config.data_dir_group);
     let tightened = logferry_private_files::prepare_data_dir(&config.data_dir)
         .with_context(|| format!("{}: data_dir", config.path.display()))?;
     for t in tightened {

@@ -416,3 +416,33 @@ fn check_reports_the_data_dir_owner_and_mode_and_what_is_wrong() {
         "{out}"
     );
 }
+
+#[test]
+fn data_dir_group_may_read_the_state_and_never_write_it() {
+    let moto = Moto::start().expect("moto");
+    let tcp = free_port();
+    let gid = 4; // any gid: a number need not name a group
+    let cfg = format!(
+        "data_dir = \"@DATA@\"\ndata_dir_group = \"{gid}\"\n[sources.s]\ntype = \"syslog\"\n\
+         address = \"tcp://127.0.0.1:{tcp}\"\n[sinks.cw]\ntype = \"cloudwatch_logs\"\n\
+         inputs = [\"s\"]\nlog_group = \"{GROUP}\"\nlog_stream = \"node\"\nendpoint = \"{}\"\n\
+         region = \"us-east-1\"\nbatch_timeout = \"200ms\"\n",
+        moto.endpoint()
+    );
+    let mut lf = Logferry::start_with(&cfg, |cmd| with_umask(cmd, 0o077));
+    lf.wait_listening(1);
+    tcp_send(tcp, b"<14>1 - h a - - - shared\n");
+    assert_eq!(
+        wait_events(&moto.endpoint(), GROUP, "node", 1, WAIT).len(),
+        1
+    );
+    assert!(lf.terminate().success(), "{}", lf.log());
+    let paths = modes_under(&lf.data_dir());
+    assert!(paths.len() >= 5, "{paths:?}");
+    for (path, is_dir, mode) in paths {
+        let want = if is_dir { 0o750 } else { 0o640 };
+        assert_eq!(mode, want, "{}", path.display());
+        let owner_gid = std::fs::metadata(&path).expect("stat").gid();
+        assert_eq!(owner_gid, gid, "{}", path.display());
+    }
+}

@@ -4,7 +4,7 @@
 //! every sink that lists it, and a shutdown token. Sending awaits when a sink's channel is full,
 //! which is how backpressure reaches the socket or file being read.
 //!
-//! - [`syslog`]: TCP (plain or [`tls`]), UDP and unix sockets, through the `logferry-syslog`
+//! - [`syslog`]: TCP (plain or [`crate::tls`]), UDP and unix sockets, through the `logferry-syslog`
 //!   codec, behind the network [`guard`]s (allowed peers, rate limits).
 //! - [`journald`]: the systemd journal, from its files, resumed from a saved cursor.
 //! - [`file`]: log files and Kubernetes container logs, through `logferry-tail`, resumed from
@@ -16,10 +16,11 @@
 pub mod file;
 pub mod guard;
 pub mod journald;
+pub mod positions;
 pub mod spooled;
+pub mod stats;
 pub mod stdin;
 pub mod syslog;
-pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct SourceContext {
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
     /// The source's counters (for metrics).
-    pub stats: Arc<crate::metrics::SourceStats>,
+    pub stats: Arc<stats::SourceStats>,
 }
 
 impl SourceContext {

@@ -39,7 +39,7 @@ use super::{syslog_event, Chunk, SourceContext};
 use crate::ack::AckBatch;
 use crate::config::{SpoolFsync, SpoolFullPolicy, SpoolSettings};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
+use crate::source::stats::SourceStats;
 
 const RECORD_VERSION: u8 = 1;
 
@@ -56,7 +56,8 @@ pub fn open(
     max_frame_bytes: usize,
 ) -> anyhow::Result<Arc<Spool>> {
     let dir = data_dir.join("spool").join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    logferry_private_files::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let cfg = SpoolConfig {
         max_bytes: settings.max_bytes,
         fsync: match settings.fsync {

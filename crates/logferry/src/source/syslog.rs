@@ -49,14 +49,15 @@ use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{peer_allowed, Cidr, RateLimit};
+use super::guard::{peer_allowed, RateLimit};
 use super::spooled::append_frames;
-use super::tls::{Reload, Tls};
 use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
+use crate::net::Cidr;
+use crate::source::stats::SourceStats;
+use crate::tls::{Reload, Tls};
 
 const READ_CHUNK: usize = 64 * 1024;
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;

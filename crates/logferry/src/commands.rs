@@ -165,7 +165,7 @@ async fn check_route(
             r.fail(
                 &format!("{what} endpoint"),
                 format!("the SDK cannot resolve an endpoint: {e}"),
-                "check the region, `endpoint` / AWS_ENDPOINT_URL, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT (FIPS and a custom endpoint exclude each other)",
+                "check the region, `endpoint` / AWS_ENDPOINT_URL, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT (the SDK refuses FIPS or dual-stack with a custom endpoint)",
             );
             return;
         }

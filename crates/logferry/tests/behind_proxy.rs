@@ -106,6 +106,9 @@ log_group = "/proxy/test"
 log_stream = "s"
 batch_timeout = "200ms"
 max_backoff = "1s"
+# tinyproxy serves one request per client connection and closes it a moment later; a request
+# the client sends on that connection meanwhile is never answered and waits out the timeout.
+request_timeout = "5s"
 "#;
 
 fn lines_file(dir: &Path, tag: &str, n: usize) -> PathBuf {

@@ -273,15 +273,37 @@ fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n
         .expect("append");
 }
 
-/// Removes the played pod when dropped.
-struct Played(String);
+/// Removes the played pod, and the volume podman made of the ConfigMap, when dropped.
+struct Played {
+    pod: String,
+    configmap_volume: String,
+}
+
+impl Played {
+    /// Clears a ConfigMap volume a failed run may have left: podman would reuse its content.
+    fn new(pod: &str, configmap: &str) -> Played {
+        let played = Played {
+            pod: pod.to_string(),
+            configmap_volume: configmap.to_string(),
+        };
+        played.clean();
+        played
+    }
+
+    fn clean(&self) {
+        let _ = Podman::cmd()
+            .args(["pod", "rm", "-f", "-t", "0", &self.pod])
+            .output();
+        let _ = Podman::cmd()
+            .args(["volume", "rm", "-f", &self.configmap_volume])
+            .output();
+        deploy::remove_empty_conmon_cgroups();
+    }
+}
 
 impl Drop for Played {
     fn drop(&mut self) {
-        let _ = Podman::cmd()
-            .args(["pod", "rm", "-f", "-t", "0", &self.0])
-            .output();
-        deploy::remove_empty_conmon_cgroups();
+        self.clean();
     }
 }
 
@@ -349,7 +371,7 @@ fn the_daemonsets_pod_ships_the_node_journal_and_pod_logs_and_answers_its_probes
     std::fs::write(&pod_file, pod.to_string()).expect("write pod");
     std::fs::write(&cm_file, cm.to_string()).expect("write configmap");
 
-    let _played = Played(pod_name.clone());
+    let _played = Played::new(&pod_name, cm["metadata"]["name"].as_str().expect("name"));
     let pod_path = pod_file.display().to_string();
     let cm_path = cm_file.display().to_string();
     let played = deploy::output(Podman::cmd().args([

@@ -115,10 +115,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_configured_endpoint_wins() {
+    async fn a_configured_endpoint_wins_and_excludes_fips_and_dual_stack() {
         let sdk = aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
-            .use_dual_stack(true)
             .build();
         assert_eq!(
             resolve(&sdk, Some("http://127.0.0.1:5000"))
@@ -126,5 +125,16 @@ mod tests {
                 .expect("resolves"),
             "http://127.0.0.1:5000"
         );
+        for (fips, dual) in [(true, false), (false, true)] {
+            let sdk = aws_config::SdkConfig::builder()
+                .region(aws_config::Region::new("us-east-1"))
+                .use_fips(fips)
+                .use_dual_stack(dual)
+                .build();
+            let err = resolve(&sdk, Some("http://127.0.0.1:5000"))
+                .await
+                .expect_err("the SDK refuses the combination");
+            assert!(err.to_string().contains("custom endpoint"), "{err}");
+        }
     }
 }

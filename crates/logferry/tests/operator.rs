@@ -416,9 +416,8 @@ fn tail_prints_what_would_be_sent_and_sends_nothing() {
         "{stdout}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(cwl_testkit::client::list_groups(&moto.endpoint())
-        .unwrap_or_default()
-        .is_empty());
+    let groups = cwl_testkit::client::list_groups(&moto.endpoint()).expect("list groups");
+    assert!(groups.is_empty(), "tail sent to CloudWatch: {groups:?}");
 }
 
 #[test]

@@ -74,6 +74,13 @@ impl Logferry {
         let config_path = dir.path().join("logferry.toml");
         let text = config.replace("@DATA@", &dir.path().join("data").display().to_string());
         std::fs::write(&config_path, text).expect("write config");
+        // 0644, as a config file usually is, whatever the umask the tests run under (the
+        // permission warnings logferry prints depend on it).
+        std::fs::set_permissions(
+            &config_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod config");
         let log_path = dir.path().join("logferry.log");
         let mut lf = Logferry {
             child: None,

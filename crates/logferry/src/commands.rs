@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::format::format_event;
 use crate::sink::client;
-use crate::source::stats::SourceStats;
+use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, SourceContext};
+use tracing::Instrument;
 
 struct Report {
     failures: usize,
@@ -370,26 +371,29 @@ pub async fn tail(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             stats: Arc::new(SourceStats::default()),
         };
+        let span = source::span(name, SourceKind::of(source));
         match source {
             SourceConfig::Syslog(cfg) => {
                 let listener = source::syslog::bind(cfg).await?;
                 eprintln!("tail: {name} listening on {}", listener.local_addr());
-                tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, None));
+                tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, None).instrument(span));
             }
             SourceConfig::Stdin(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.spool = None;
-                tasks.spawn(source::stdin::run(ctx, cfg, None));
+                tasks.spawn(source::stdin::run(ctx, cfg, None).instrument(span));
             }
             SourceConfig::Journald(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.dry_run = true;
-                tasks.spawn(source::journald::run(ctx, cfg, config.data_dir.clone()));
+                tasks.spawn(
+                    source::journald::run(ctx, cfg, config.data_dir.clone()).instrument(span),
+                );
             }
             SourceConfig::File(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.dry_run = true;
-                tasks.spawn(source::file::run(ctx, cfg, config.data_dir.clone()));
+                tasks.spawn(source::file::run(ctx, cfg, config.data_dir.clone()).instrument(span));
             }
         }
     }

@@ -263,7 +263,6 @@ fn warn_retry(
 ) {
     if let Some(suppressed) = shared.log_limiter.allow(kind, Duration::from_secs(10)) {
         tracing::warn!(
-            sink = %shared.name,
             log_group = group,
             log_stream = stream,
             kind,
@@ -471,7 +470,7 @@ async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     match created {
         Ok(_) => {
             shared.stats.groups_created.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(sink = %shared.name, log_group = group, "created log group");
+            tracing::info!(log_group = group, "created log group");
             if let Some(days) = cfg.retention_days {
                 let r = shared
                     .client
@@ -482,7 +481,11 @@ async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
                     .await;
                 if let Err(e) = r {
                     // Delivery matters more than retention: warn and go on.
-                    tracing::warn!(sink = %shared.name, log_group = group, "could not set retention to {days} days: {}", error_chain(&e));
+                    tracing::warn!(
+                        log_group = group,
+                        "could not set retention to {days} days: {}",
+                        error_chain(&e)
+                    );
                 }
             }
         }
@@ -503,7 +506,7 @@ async fn create_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     match r {
         Ok(_) => {
             shared.stats.streams_created.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(sink = %shared.name, log_group = group, log_stream = stream, "created log stream");
+            tracing::debug!(log_group = group, log_stream = stream, "created log stream");
             Ok(())
         }
         Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
@@ -543,12 +546,11 @@ pub async fn dead_letter(
     })
     .await;
     let Ok((result, rejected)) = written else {
-        tracing::error!(sink = %shared.name, "dead-letter writer task failed; events kept unacknowledged");
+        tracing::error!("dead-letter writer task failed; events kept unacknowledged");
         return;
     };
     if let Err(e) = result {
         tracing::error!(
-            sink = %shared.name,
             path = %shared.dead_letter.path().display(),
             "cannot write the dead-letter file ({e}); {} rejected events stay unacknowledged",
             rejected.len()
@@ -572,7 +574,6 @@ pub async fn dead_letter(
             .map(|(r, n)| format!("{}: {n}", r.as_str()))
             .collect();
         tracing::warn!(
-            sink = %shared.name,
             log_group = group,
             log_stream = stream,
             path = %shared.dead_letter.path().display(),

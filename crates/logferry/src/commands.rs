@@ -45,9 +45,58 @@ impl Report {
 }
 
 fn check_data_dir(r: &mut Report, dir: &Path) {
+    use logferry_private_files::{inspect_data_dir, mode_string};
+    let report = match inspect_data_dir(dir) {
+        Ok(report) => report,
+        Err(e) => {
+            r.fail(
+                "data_dir",
+                e,
+                "logferry refuses to start with this data_dir: state there could be read or replaced by another local user",
+            );
+            return;
+        }
+    };
+    match (report.owner, report.mode) {
+        (Some(owner), Some(mode)) => r.ok(
+            "data_dir",
+            format!(
+                "{} owner uid {owner}, mode {}",
+                dir.display(),
+                mode_string(mode)
+            ),
+        ),
+        _ => r.ok(
+            "data_dir",
+            format!(
+                "{} does not exist yet; logferry will create it 0700",
+                dir.display()
+            ),
+        ),
+    }
+    if let Some(link) = report.links.first() {
+        r.fail(
+            "data_dir",
+            format!("{} is a symbolic link inside data_dir", link.display()),
+            "remove it: logferry never reads or writes its state through a link, and refuses to start with one there",
+        );
+    }
+    if !report.too_open.is_empty() {
+        let (first, mode) = &report.too_open[0];
+        r.warn(
+            "data_dir",
+            format!(
+                "{} path(s) more open than 0700/0600, e.g. {} ({}); logferry narrows them at start",
+                report.too_open.len(),
+                first.display(),
+                mode_string(*mode)
+            ),
+        );
+    }
     let probe = dir.join(".logferry-check");
-    let res = std::fs::create_dir_all(dir).and_then(|_| {
-        std::fs::write(&probe, b"check")?;
+    let res = logferry_private_files::create_dir_all(dir).and_then(|_| {
+        let _ = std::fs::remove_file(&probe); // left by a check that was killed
+        logferry_private_files::create_new(&probe)?;
         std::fs::remove_file(&probe)
     });
     match res {

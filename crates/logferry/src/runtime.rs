@@ -134,11 +134,31 @@ fn open_spool(
         .transpose()
 }
 
+/// Makes `data_dir` safe to keep state in before anything is written to it: refuses one that
+/// others could read or swap (a link, writable by others, another user's), creates it `0700`,
+/// and narrows whatever an earlier run left more open, one log line per path. With
+/// `data_dir_group`, that group may read the state (`0750`/`0640`), never write it.
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    logferry_private_files::share_with_group(config.data_dir_group);
+    let tightened = logferry_private_files::prepare_data_dir(&config.data_dir)
+        .with_context(|| format!("{}: data_dir", config.path.display()))?;
+    for t in tightened {
+        tracing::warn!(
+            path = %t.path.display(),
+            old_mode = %logferry_private_files::mode_string(t.old_mode),
+            new_mode = %logferry_private_files::mode_string(t.new_mode),
+            "state was more open than logferry keeps it; tightened"
+        );
+    }
+    Ok(())
+}
+
 async fn run_pipeline(
     config: &Config,
     slot: &RegistrySlot,
     sighup: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<Ended> {
+    prepare_data_dir(config)?;
     let sink_cancel = CancellationToken::new();
     let source_shutdown = CancellationToken::new();
     let mut sink_tasks = JoinSet::new();

@@ -57,7 +57,8 @@ pub fn open(
     max_frame_bytes: usize,
 ) -> anyhow::Result<Arc<Spool>> {
     let dir = data_dir.join("spool").join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    logferry_private_files::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let cfg = SpoolConfig {
         max_bytes: settings.max_bytes,
         fsync: match settings.fsync {

@@ -15,7 +15,6 @@
 //! from the saved positions but must not move them).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -38,8 +37,6 @@ pub trait Books {
 
 /// Where and how often a source saves its positions.
 pub struct Keeper {
-    /// The source's name, for logs.
-    pub source: Arc<str>,
     /// The state file.
     pub path: PathBuf,
     /// Shortest time between two saves.
@@ -89,7 +86,7 @@ impl Keeper {
             self.save(books.encode()).await;
         }
         if books.is_stuck() {
-            tracing::warn!(source = %self.source, "some input was not delivered; it will be read again on restart");
+            tracing::warn!("some input was not delivered; it will be read again on restart");
         }
     }
 
@@ -98,15 +95,15 @@ impl Keeper {
         let Some(content) = content.filter(|_| !self.dry_run) else {
             return;
         };
-        let (source, what) = (&*self.source, self.what);
+        let what = self.what;
         let path = self.path.clone();
         let r = tokio::task::spawn_blocking(move || crate::state::save_atomic(&path, &content));
         match r.await {
-            Ok(Ok(())) => tracing::trace!(source, "{what} saved"),
+            Ok(Ok(())) => tracing::trace!("{what} saved"),
             Ok(Err(e)) => {
-                tracing::error!(source, path = %self.path.display(), "cannot save the {what}: {e}")
+                tracing::error!(path = %self.path.display(), error = %e, "cannot save the {what}")
             }
-            Err(e) => tracing::error!(source, "the {what} writer failed: {e}"),
+            Err(e) => tracing::error!(error = %e, "the {what} writer failed"),
         }
     }
 }
@@ -148,7 +145,6 @@ mod tests {
 
     fn keeper(path: PathBuf, dry_run: bool) -> Keeper {
         Keeper {
-            source: "test".into(),
             path,
             every: Duration::from_millis(5),
             dry_run,

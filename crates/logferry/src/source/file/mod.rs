@@ -82,14 +82,13 @@ pub mod fields {
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let path = checkpoint_path(&data_dir, &ctx.name);
-    let saved = checkpoint::load(&ctx.name, &path);
+    let saved = checkpoint::load(&path);
     // `start = "end"` is for the first start only, like the journal's: once a checkpoint
     // exists, a file without a position is one that appeared while logferry was stopped, and
     // all of it is new.
     let start_at_end = cfg.tail.start_at_end && saved.is_none();
     let saved = saved.unwrap_or_default();
     let keeper = Keeper {
-        source: ctx.name.clone(),
         path,
         every: SAVE_EVERY,
         // `logferry tail` reads from the saved offsets but never moves them.
@@ -103,7 +102,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let tailer = match Tailer::new(opts, saved) {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(source = %ctx.name, "cannot start tailing: {e}");
+            tracing::error!(error = %e, "cannot start tailing");
             return;
         }
     };
@@ -123,7 +122,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
                 }
                 Err(e) => {
                     // The logs matter more than their labels: ship them without.
-                    tracing::error!(source = %ctx.name, "pod labels are left out: {e}");
+                    tracing::error!(error = %e, "pod labels are left out");
                     None
                 }
             }
@@ -133,9 +132,12 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let (register_tx, registrations) = mpsc::unbounded_channel();
     let handle = tokio::runtime::Handle::current();
     let reader_ctx = ctx.clone();
+    // The thread logs in the source's span, as its tasks do.
+    let span = tracing::Span::current();
     let reader = std::thread::Builder::new()
         .name(format!("file-{}", ctx.name))
         .spawn(move || {
+            let _in_source = span.enter();
             Reader::new(
                 reader_ctx,
                 cfg,
@@ -150,7 +152,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let reader = match reader {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(source = %ctx.name, "cannot start the file reader thread: {e}");
+            tracing::error!(error = %e, "cannot start the file reader thread");
             return;
         }
     };

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::format::format_event;
-use crate::metrics::SourceStats;
 use crate::sink::client;
+use crate::source::stats::SourceStats;
 use crate::source::{self, SourceContext};
 
 struct Report {

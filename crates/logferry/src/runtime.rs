@@ -25,10 +25,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
-use crate::metrics::{self, Registry, SourceEntry, SourceStats};
+use crate::metrics::{self, Registry, SourceEntry};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
 use crate::sink::{client, request::LogLimiter, CloudWatchSink, Shared};
+use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, Chunk, SourceContext};
 
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
@@ -229,13 +230,7 @@ async fn run_pipeline(
         }
         registry_sources.push(SourceEntry {
             name: name.clone(),
-            kind: match source {
-                SourceConfig::Syslog(_) => "syslog",
-                SourceConfig::Stdin(_) => "stdin",
-                SourceConfig::Journald(_) => "journald",
-                SourceConfig::File(f) if f.kubernetes => "kubernetes_logs",
-                SourceConfig::File(_) => "file",
-            },
+            kind: SourceKind::of(source),
             stats,
             spool: spool_handle,
         });

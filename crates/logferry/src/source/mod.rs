@@ -18,6 +18,7 @@ pub mod guard;
 pub mod journald;
 pub mod positions;
 pub mod spooled;
+pub mod stats;
 pub mod stdin;
 pub mod syslog;
 
@@ -48,7 +49,7 @@ pub struct SourceContext {
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
     /// The source's counters (for metrics).
-    pub stats: Arc<crate::metrics::SourceStats>,
+    pub stats: Arc<stats::SourceStats>,
 }
 
 impl SourceContext {

@@ -39,7 +39,7 @@ use super::{syslog_event, Chunk, SourceContext};
 use crate::ack::AckBatch;
 use crate::config::{SpoolFsync, SpoolFullPolicy, SpoolSettings};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
+use crate::source::stats::SourceStats;
 
 const RECORD_VERSION: u8 = 1;
 

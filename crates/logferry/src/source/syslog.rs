@@ -55,8 +55,8 @@ use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
 use crate::net::Cidr;
+use crate::source::stats::SourceStats;
 use crate::tls::{Reload, Tls};
 
 const READ_CHUNK: usize = 64 * 1024;

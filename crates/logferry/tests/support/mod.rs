@@ -14,6 +14,8 @@ pub use sink::cw_sink;
 
 pub mod sink;
 
+pub mod prometheus;
+
 /// A free loopback TCP port (also used for UDP: free for both in practice on a test box).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -283,32 +285,16 @@ pub fn start_with_metrics(config: &str) -> (Logferry, String) {
 }
 
 /// The sum of every sample of metric `name` whose labels contain all of `labels` (e.g.
-/// `reason="peer_not_allowed"`); None when the endpoint does not answer.
+/// `reason="peer_not_allowed"`); None when the endpoint does not answer. The exposition is
+/// parsed strictly ([`prometheus::Exposition`]): a malformed one fails the test.
 pub fn metric(addr: &str, name: &str, labels: &[&str]) -> Option<f64> {
     let (status, body) = http_get(addr, "/metrics")?;
     if status != 200 {
         return None;
     }
-    let mut sum = 0.0;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (lab, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        if labels.iter().all(|l| lab.contains(l)) {
-            sum += value.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    Some(sum)
+    let exposition = prometheus::Exposition::parse(&body)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{body}"));
+    Some(exposition.sum(name, labels).unwrap_or(0.0))
 }
 
 /// A field of /proc/PID/status in KiB (`VmHWM`: peak resident set, `VmRSS`: now).

@@ -117,7 +117,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
             };
             match PodMetadata::connect(opts).await {
                 Ok(m) => {
-                    let _ = ctx.stats.pod_metadata.set(m.clone());
+                    let _ = ctx.stats.kubernetes_api.set(m.stats_handle());
                     Some(m)
                 }
                 Err(e) => {

@@ -73,6 +73,9 @@ pub struct Config {
     pub path: PathBuf,
     /// Cursors, offsets, spool and dead-letter files live here.
     pub data_dir: PathBuf,
+    /// `data_dir_group`: the gid that may read (never write) the state: files `0640`,
+    /// directories `0750`. `None`: owner only (`0600`/`0700`).
+    pub data_dir_group: Option<u32>,
     /// How long a SIGTERM/SIGINT may take to flush what is held.
     pub shutdown_grace: Duration,
     /// An event held this long makes `/ready` (and, with CloudWatch answering, `/health`) fail.
@@ -121,6 +124,7 @@ impl SinkConfig {
 #[serde(deny_unknown_fields)]
 struct RawRoot {
     data_dir: Option<PathBuf>,
+    data_dir_group: Option<String>,
     #[serde(default, deserialize_with = "de_duration_opt")]
     shutdown_grace: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration_opt")]
@@ -226,6 +230,16 @@ pub fn parse(
     let data_dir = raw
         .data_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/logferry"));
+    let data_dir_group = raw.data_dir_group.and_then(|name| {
+        let gid = logferry_private_files::resolve_group(&name);
+        if gid.is_none() {
+            ctx.error(
+                &["data_dir_group"],
+                format!("no group named or numbered `{name}` on this host"),
+            );
+        }
+        gid
+    });
     // Inputs are checked against every declared source, valid or not: a source with an error
     // of its own should not also be reported as missing from each sink that lists it.
     let declared: Vec<String> = raw.sources.keys().cloned().collect();
@@ -262,6 +276,7 @@ pub fn parse(
     Ok(Config {
         path: path.to_path_buf(),
         data_dir,
+        data_dir_group,
         shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(25)),
         health_stuck_after: raw.health_stuck_after.unwrap_or(Duration::from_secs(300)),
         sources,
@@ -386,6 +401,27 @@ batch_timeout = "250ms"
         assert_eq!(
             s.dead_letter_path,
             PathBuf::from("/tmp/x/dead-letter/cw.jsonl")
+        );
+    }
+
+    #[test]
+    fn data_dir_group_is_a_name_or_gid_known_here() {
+        let c = parse(Path::new("c.toml"), GOOD, &no_env).expect("valid");
+        assert_eq!(c.data_dir_group, None);
+        let with = |g: &str| {
+            GOOD.replacen(
+                "data_dir = \"/tmp/x\"",
+                &format!("data_dir = \"/tmp/x\"\ndata_dir_group = \"{g}\""),
+                1,
+            )
+        };
+        let c = parse(Path::new("c.toml"), &with("0"), &no_env).expect("gid");
+        assert_eq!(c.data_dir_group, Some(0));
+        let c = parse(Path::new("c.toml"), &with("root"), &no_env).expect("name");
+        assert_eq!(c.data_dir_group, Some(0));
+        assert_eq!(
+            errors(&with("no-such-group-here")),
+            vec!["c.toml:3: data_dir_group: no group named or numbered `no-such-group-here` on this host"]
         );
     }
 

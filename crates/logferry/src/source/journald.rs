@@ -60,7 +60,6 @@ pub fn cursor_path(data_dir: &std::path::Path, source: &str) -> PathBuf {
 pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBuf) {
     let path = cursor_path(&data_dir, &ctx.name);
     let keeper = Keeper {
-        source: ctx.name.clone(),
         path: path.clone(),
         every: SAVE_EVERY,
         // `logferry tail` reads from the saved cursor but never moves it.
@@ -71,12 +70,12 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
         Ok(s) => s.and_then(|s| match s.trim().parse::<Cursor>() {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(source = %ctx.name, path = %path.display(), "ignoring unreadable cursor file: {e}");
+                tracing::error!(path = %path.display(), error = %e, "ignoring unreadable cursor file");
                 None
             }
         }),
         Err(e) => {
-            tracing::error!(source = %ctx.name, path = %path.display(), "cannot read the cursor file: {e}");
+            tracing::error!(path = %path.display(), error = %e, "cannot read the cursor file");
             None
         }
     };
@@ -362,20 +361,20 @@ fn read_loop(
     let mut journal = match Journal::open_dirs(&cfg.directories) {
         Ok(j) => j,
         Err(e) => {
-            tracing::error!(source = %name, "cannot open the journal: {e}");
+            tracing::error!(error = %e, "cannot open the journal");
             return;
         }
     };
     match (&saved, &cfg.start) {
         (Some(c), _) => {
-            tracing::info!(source = %name, cursor = %c, "resuming after the saved cursor");
+            tracing::info!(cursor = %c, "resuming after the saved cursor");
             journal.seek_after_cursor(c);
         }
         (None, JournalStart::Beginning) => journal.seek_head(),
         (None, JournalStart::End) => journal.seek_tail(),
         (None, JournalStart::Since(usec)) => journal.seek_realtime(*usec),
     }
-    tracing::info!(source = %name, files = journal.file_paths().len(), "journal opened");
+    tracing::info!(files = journal.file_paths().len(), "journal opened");
     let filter = Filter::new(&cfg);
     let extra: Vec<(String, FieldName)> = cfg
         .fields
@@ -402,16 +401,16 @@ fn read_loop(
         match journal.next_entry_into(&mut entry) {
             Ok(true) => {}
             Ok(false) => {
-                report_file_errors(&name, &mut journal);
+                report_file_errors(&mut journal);
                 journal.release_memory();
                 if let Err(e) = journal.wait(WAIT_SLICE) {
-                    tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
+                    tracing::warn!(error = %e, "waiting for journal changes failed");
                     std::thread::sleep(WAIT_SLICE);
                 }
                 continue;
             }
             Err(e) => {
-                tracing::error!(source = %name, "journal read error: {e}");
+                tracing::error!(error = %e, "journal read error");
                 std::thread::sleep(WAIT_SLICE);
                 continue;
             }
@@ -436,12 +435,12 @@ fn read_loop(
                 }
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::error!(source = %name, "journal read error: {e}");
+                    tracing::error!(error = %e, "journal read error");
                     break;
                 }
             }
         }
-        report_file_errors(&name, &mut journal);
+        report_file_errors(&mut journal);
         progress.entries(scanned as u64, last.realtime.unwrap_or(0), &name);
         if batch_id.is_multiple_of(RELEASE_EVERY_BATCHES) {
             journal.release_memory();
@@ -515,8 +514,8 @@ impl Backfill {
     }
 }
 
-fn report_file_errors(name: &str, journal: &mut Journal) {
+fn report_file_errors(journal: &mut Journal) {
     for fe in journal.take_file_errors() {
-        tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
+        tracing::warn!(error = %fe, "journal file problem (other files are still read)");
     }
 }

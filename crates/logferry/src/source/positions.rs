@@ -15,7 +15,6 @@
 //! from the saved positions but must not move them).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -86,8 +85,6 @@ impl<P> Books for Single<P> {
 
 /// Where and how often a source saves its positions.
 pub struct Keeper {
-    /// The source's name, for logs.
-    pub source: Arc<str>,
     /// The state file.
     pub path: PathBuf,
     /// Shortest time between two saves.
@@ -109,13 +106,16 @@ impl Keeper {
     {
         let (outcome_tx, outcomes) = mpsc::unbounded_channel();
         let (register_tx, registrations) = mpsc::unbounded_channel();
-        let spawned = std::thread::Builder::new()
-            .name(thread)
-            .spawn(move || reader(outcome_tx, register_tx));
+        // The thread logs in the source's span, as its tasks do.
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new().name(thread).spawn(move || {
+            let _in_source = span.enter();
+            reader(outcome_tx, register_tx)
+        });
         let reader = match spawned {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(source = %self.source, "cannot start the reader thread: {e}");
+                tracing::error!(error = %e, "cannot start the reader thread");
                 return;
             }
         };
@@ -161,7 +161,7 @@ impl Keeper {
             self.save(books.encode()).await;
         }
         if books.is_stuck() {
-            tracing::warn!(source = %self.source, "some input was not delivered; it will be read again on restart");
+            tracing::warn!("some input was not delivered; it will be read again on restart");
         }
     }
 
@@ -170,15 +170,15 @@ impl Keeper {
         let Some(content) = content.filter(|_| !self.dry_run) else {
             return;
         };
-        let (source, what) = (&*self.source, self.what);
+        let what = self.what;
         let path = self.path.clone();
         let r = tokio::task::spawn_blocking(move || crate::state::save_atomic(&path, &content));
         match r.await {
-            Ok(Ok(())) => tracing::trace!(source, "{what} saved"),
+            Ok(Ok(())) => tracing::trace!("{what} saved"),
             Ok(Err(e)) => {
-                tracing::error!(source, path = %self.path.display(), "cannot save the {what}: {e}")
+                tracing::error!(path = %self.path.display(), error = %e, "cannot save the {what}")
             }
-            Err(e) => tracing::error!(source, "the {what} writer failed: {e}"),
+            Err(e) => tracing::error!(error = %e, "the {what} writer failed"),
         }
     }
 }
@@ -196,7 +196,6 @@ mod tests {
 
     fn keeper(path: PathBuf, dry_run: bool) -> Keeper {
         Keeper {
-            source: "test".into(),
             path,
             every: Duration::from_millis(5),
             dry_run,

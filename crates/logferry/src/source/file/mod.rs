@@ -81,14 +81,13 @@ pub mod fields {
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let path = checkpoint_path(&data_dir, &ctx.name);
-    let saved = checkpoint::load(&ctx.name, &path);
+    let saved = checkpoint::load(&path);
     // `start = "end"` is for the first start only, like the journal's: once a checkpoint
     // exists, a file without a position is one that appeared while logferry was stopped, and
     // all of it is new.
     let start_at_end = cfg.tail.start_at_end && saved.is_none();
     let saved = saved.unwrap_or_default();
     let keeper = Keeper {
-        source: ctx.name.clone(),
         path,
         every: SAVE_EVERY,
         // `logferry tail` reads from the saved offsets but never moves them.
@@ -102,7 +101,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let tailer = match Tailer::new(opts, saved) {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(source = %ctx.name, "cannot start tailing: {e}");
+            tracing::error!(error = %e, "cannot start tailing");
             return;
         }
     };
@@ -122,7 +121,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
                 }
                 Err(e) => {
                     // The logs matter more than their labels: ship them without.
-                    tracing::error!(source = %ctx.name, "pod labels are left out: {e}");
+                    tracing::error!(error = %e, "pod labels are left out");
                     None
                 }
             }

@@ -34,17 +34,10 @@ rescan_interval = "500ms"
 rotate_wait = "1s"
 {source_extra}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["f"]
-log_group = "{GROUP}"
-log_stream = "{stream}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-max_backoff = "1s"
-format = "message"
-"#
+{sink}"#,
+        sink = cw_sink(&["f"], GROUP, stream, endpoint)
+            .max_backoff("1s")
+            .format("message"),
     )
 }
 
@@ -379,19 +372,10 @@ max_line_bytes = 1000
 type = "file"
 include = [{}]
 encoding = "latin1"
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["long", "latin"]
-log_group = "{GROUP}"
-log_stream = "node"
-endpoint = "{}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "message"
-"#,
+{}"#,
         quoted(&long),
         quoted(&latin),
-        moto.endpoint()
+        cw_sink(&["long", "latin"], GROUP, "node", &moto.endpoint()).format("message"),
     ));
     let got = wait_events(&moto.endpoint(), GROUP, "node", 4, WAIT);
     let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
@@ -485,18 +469,15 @@ data_dir = "@DATA@"
 [sources.k]
 type = "kubernetes_logs"
 include = ["{}/*/*/*.log"]
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["k"]
-log_group = "/k8s/test"
-log_stream = "{{namespace}}.{{pod}}.{{container}}"
-endpoint = "{}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "json"
-"#,
+{}"#,
             pods.display(),
-            moto.endpoint()
+            cw_sink(
+                &["k"],
+                "/k8s/test",
+                "{namespace}.{pod}.{container}",
+                &moto.endpoint()
+            )
+            .format("json"),
         ),
         |c| {
             c.env("NODE_NAME", "node-7");

@@ -35,17 +35,10 @@ type = "journald"
 directory = "{dir}"
 {source_extra}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["j"]
-log_group = "{GROUP}"
-log_stream = "node"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-max_backoff = "1s"
-format = "{format}"
-"#
+{sink}"#,
+        sink = cw_sink(&["j"], GROUP, "node", endpoint)
+            .max_backoff("1s")
+            .format(format),
     )
 }
 
@@ -211,20 +204,8 @@ fn entries_reach_cloudwatch_once_as_short_and_json() {
         "start = \"beginning\"\nfields = [\"BIG\"]",
         "short",
     );
-    cfg.push_str(&format!(
-        r#"
-[sinks.cwjson]
-type = "cloudwatch_logs"
-inputs = ["j"]
-log_group = "{GROUP}"
-log_stream = "json"
-endpoint = "{}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "json"
-"#,
-        proxy.endpoint()
-    ));
+    let json = cw_sink(&["j"], GROUP, "json", &proxy.endpoint()).named("cwjson");
+    cfg.push_str(&format!("\n{}", json.format("json")));
     let n = 5000;
     let s = jd.sender();
     write_entries(&s, "plain", 0..n);
@@ -578,11 +559,10 @@ fn filters_keep_exactly_what_they_should_and_the_cursor_moves_past_the_rest() {
     let ep = moto.endpoint();
     // One logferry, four sources, each to its own stream.
     let source = |name: &str, extra: &str| {
+        let sink = cw_sink(&[name], GROUP, name, &ep).named(name);
         format!(
-            "[sources.{name}]\ntype = \"journald\"\ndirectory = \"{dir}\"\nstart = \"beginning\"\n{extra}\n\
-             [sinks.{name}]\ntype = \"cloudwatch_logs\"\ninputs = [\"{name}\"]\nlog_group = \"{GROUP}\"\n\
-             log_stream = \"{name}\"\nendpoint = \"{ep}\"\nregion = \"us-east-1\"\nbatch_timeout = \"200ms\"\n\
-             format = \"message\"\n"
+            "[sources.{name}]\ntype = \"journald\"\ndirectory = \"{dir}\"\nstart = \"beginning\"\n{extra}\n{}",
+            sink.format("message")
         )
     };
     let cfg = format!(

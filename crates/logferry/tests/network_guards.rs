@@ -27,24 +27,14 @@ const MIB: u64 = 1024;
 const SLACK_KIB: u64 = 48 * MIB;
 
 fn config(sources: &str, inputs: &[&str], endpoint: &str) -> String {
-    let inputs: Vec<String> = inputs.iter().map(|i| format!("\"{i}\"")).collect();
     format!(
         r#"
 data_dir = "@DATA@"
 shutdown_grace = "20s"
 {sources}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = [{}]
-log_group = "/guards/test"
-log_stream = "{{source}}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "message"
-"#,
-        inputs.join(", ")
+{sink}"#,
+        sink = cw_sink(inputs, "/guards/test", "{source}", endpoint).format("message"),
     )
 }
 

@@ -76,18 +76,12 @@ health_stuck_after = "1s"
 type = "syslog"
 address = "tcp://127.0.0.1:{port}"
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "{group}"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "100ms"
-max_backoff = "300ms"
-{auth}
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], group, "s", endpoint)
+            .format("message")
+            .batch_timeout("100ms")
+            .max_backoff("300ms")
+            .line(auth),
     )
 }
 

@@ -23,18 +23,11 @@ type = "syslog"
 address = "tcp://127.0.0.1:{port}"
 spool = true
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "/spool/test"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-max_batch_events = 200
-max_backoff = "1s"
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], "/spool/test", "s", endpoint)
+            .format("message")
+            .line("max_batch_events = 200")
+            .max_backoff("1s"),
     )
 }
 

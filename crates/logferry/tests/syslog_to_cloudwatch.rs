@@ -18,16 +18,8 @@ data_dir = "@DATA@"
 shutdown_grace = "20s"
 {sources}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "/test/{{hostname}}"
-log_stream = "node"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-{sink_extra}
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], "/test/{hostname}", "node", endpoint).line(sink_extra),
     )
 }
 

@@ -10,6 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use cwl_testkit::{Moto, Proxy};
+pub use sink::cw_sink;
+
+pub mod sink;
 
 pub mod prometheus;
 

@@ -126,3 +126,36 @@ fn a_hung_connection_times_out_and_is_retried_without_loss() {
     // A hung request was never forwarded: nothing can be duplicated.
     assert_eq!(got.len(), 51, "duplicates after a hang");
 }
+
+/// Sends `tag 000..n` and asserts exactly those arrive in the (possibly re-created) stream.
+fn wave(port: u16, moto: &Moto, tag: &str, n: usize, lf: &Logferry) {
+    let lines: String = (0..n).map(|i| format!("{tag} {i:03}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    let got = wait_events(&moto.endpoint(), GROUP, "s", n, WAIT);
+    let counts = tally(&got);
+    let mine = counts.keys().filter(|l| l.starts_with(tag)).count();
+    assert_eq!(mine, n, "{tag}: lost events\n{}", lf.log());
+    assert_eq!(got.len(), n, "{tag}: duplicates or leftovers: {counts:?}");
+}
+
+#[test]
+fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    let lf = Logferry::start(&config(port, &moto.endpoint(), ""));
+    lf.wait_listening(1);
+    wave(port, &moto, "first", 100, &lf);
+
+    let deleted = |op: &str, body: serde_json::Value| {
+        let (status, v) = cwl_testkit::client::call(&moto.endpoint(), op, &body).expect(op);
+        assert_eq!(status, 200, "{op}: {v}");
+    };
+    deleted(
+        "DeleteLogStream",
+        serde_json::json!({"logGroupName": GROUP, "logStreamName": "s"}),
+    );
+    wave(port, &moto, "second", 100, &lf);
+
+    deleted("DeleteLogGroup", serde_json::json!({"logGroupName": GROUP}));
+    wave(port, &moto, "third", 100, &lf);
+}

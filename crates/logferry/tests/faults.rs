@@ -159,3 +159,83 @@ fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost(
     deleted("DeleteLogGroup", serde_json::json!({"logGroupName": GROUP}));
     wave(port, &moto, "third", 100, &lf);
 }
+
+#[test]
+fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    // Slow answers: requests are in flight when each reload comes.
+    proxy
+        .set_faults(&serde_json::json!({"latency_ms": 200, "operations": ["PutLogEvents"]}))
+        .expect("faults");
+    let port = free_port();
+    let lf = Logferry::start(&config(port, &proxy.endpoint(), "max_batch_events = 50"));
+    lf.wait_listening(1);
+    let (chunks, per) = (20, 200);
+    let sender = std::thread::spawn(move || {
+        for c in 0..chunks {
+            let data: String = (0..per).map(|i| format!("hup {c:02}-{i:03}\n")).collect();
+            // Each chunk on its own connection: a reload closes the listener and reopens it.
+            let sent = wait_until(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .and_then(|mut s| std::io::Write::write_all(&mut s, data.as_bytes()))
+                    .is_ok()
+            });
+            assert!(sent, "chunk {c} could not be sent");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    // First reload moves the sink to another stream; the second reloads it unchanged.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = std::fs::read_to_string(&lf.config_path).expect("read");
+    std::fs::write(
+        &lf.config_path,
+        text.replace("log_stream = \"s\"", "log_stream = \"s2\""),
+    )
+    .expect("write");
+    hup(lf.pid());
+    lf.wait_listening(2);
+    std::thread::sleep(Duration::from_millis(700));
+    hup(lf.pid());
+    lf.wait_listening(3);
+    sender.join().expect("sender");
+
+    let n = chunks * per;
+    let mut all = Vec::new();
+    let complete = wait_until(WAIT, || {
+        all = events(&moto.endpoint(), GROUP, "s");
+        all.extend(events(&moto.endpoint(), GROUP, "s2"));
+        tally(&all).len() >= n
+    });
+    assert!(
+        complete,
+        "{} of {n} arrived\n{}",
+        tally(&all).len(),
+        lf.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let mut all = events(&moto.endpoint(), GROUP, "s");
+    let before = all.len();
+    all.extend(events(&moto.endpoint(), GROUP, "s2"));
+    assert!(
+        before > 0 && all.len() > before,
+        "both sinks delivered: {before} then {}",
+        all.len() - before
+    );
+    let counts = tally(&all);
+    assert_eq!(counts.len(), n, "lost\n{}", lf.log());
+    let dups: Vec<_> = counts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "sent twice across reloads: {:?}",
+        &dups[..dups.len().min(10)]
+    );
+}

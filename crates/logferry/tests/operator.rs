@@ -133,20 +133,11 @@ fn start_many_sources_and_sinks() -> Many {
     let (tcp_a, tcp_b, udp) = (free_port(), free_port(), free_port());
     let logs = tempfile::tempdir().expect("tempdir");
     let endpoint = moto.endpoint();
-    let sink = |name: &str, inputs: &str| {
-        format!(
-            r#"
-[sinks.{name}]
-type = "cloudwatch_logs"
-inputs = [{inputs}]
-log_group = "/ops/many/{name}"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "100ms"
-"#
-        )
+    let sink = |name: &str, inputs: &[&str]| {
+        cw_sink(inputs, &format!("/ops/many/{name}"), "s", &endpoint)
+            .named(name)
+            .format("message")
+            .batch_timeout("100ms")
     };
     let config = format!(
         r#"
@@ -171,11 +162,14 @@ type = "file"
 include = ["{logs}/*.log"]
 start = "beginning"
 rescan_interval = "200ms"
-{a}{b}{c}"#,
+
+{a}
+{b}
+{c}"#,
         logs = logs.path().display(),
-        a = sink("cw_a", r#""tcp_a", "udp", "files""#),
-        b = sink("cw_b", r#""tcp_b", "files""#),
-        c = sink("cw_c", r#""tcp_a", "tcp_b""#),
+        a = sink("cw_a", &["tcp_a", "udp", "files"]),
+        b = sink("cw_b", &["tcp_b", "files"]),
+        c = sink("cw_c", &["tcp_a", "tcp_b"]),
     );
     std::fs::write(logs.path().join("app.log"), "file line 1\nfile line 2\n").expect("log");
     let maddr = format!("127.0.0.1:{}", free_port());
@@ -460,9 +454,8 @@ fn tail_prints_what_would_be_sent_and_sends_nothing() {
         "{stdout}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(cwl_testkit::client::list_groups(&moto.endpoint())
-        .unwrap_or_default()
-        .is_empty());
+    let groups = cwl_testkit::client::list_groups(&moto.endpoint()).expect("list groups");
+    assert!(groups.is_empty(), "tail sent to CloudWatch: {groups:?}");
 }
 
 #[test]

@@ -25,21 +25,17 @@ const WAIT: Duration = Duration::from_secs(120);
 /// A config with one journald source `j` reading `dir` and one sink `cw` writing to
 /// `GROUP`/`node` in `format`.
 fn config(dir: &str, endpoint: &str, source_extra: &str, format: &str) -> String {
-    format!(
+    let source = format!(
         r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-
 [sources.j]
 type = "journald"
 directory = "{dir}"
-{source_extra}
-
-{sink}"#,
-        sink = cw_sink(&["j"], GROUP, "node", endpoint)
-            .max_backoff("1s")
-            .format(format),
-    )
+{source_extra}"#
+    );
+    let sink = cw_sink(&["j"], GROUP, "node", endpoint)
+        .max_backoff("1s")
+        .format(format);
+    pipeline(&source, &sink)
 }
 
 fn dir_of(jd: &Journald) -> String {

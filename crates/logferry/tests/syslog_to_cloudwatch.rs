@@ -12,15 +12,8 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(sources: &str, endpoint: &str, sink_extra: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-{sources}
-
-{sink}"#,
-        sink = cw_sink(&["in"], "/test/{hostname}", "node", endpoint).line(sink_extra),
-    )
+    let sink = cw_sink(&["in"], "/test/{hostname}", "node", endpoint).line(sink_extra);
+    pipeline(sources, &sink)
 }
 
 fn hostname() -> String {

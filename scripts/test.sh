@@ -31,6 +31,19 @@ if [[ ! -s "$CONTAINERS_STORAGE_CONF" ]]; then
 fi
 scripts/build-image.sh
 scripts/nspawn-rootfs.sh >/dev/null
-cargo test --workspace
-# Deployment artifacts: Dockerfile lint, Kubernetes schemas, systemd-analyze, Ignition, IAM.
+# A test that cannot run here (no root, a missing tool) says so through cwl_testkit::skipped:
+# under CI it fails; elsewhere it is listed below, never a silent `ok`.
+skips=$(mktemp)
+export LOGFERRY_SKIP_LOG="$skips"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+if [ -s "$skips" ]; then
+  echo "test.sh: $(wc -l <"$skips") test(s) could not run here and were skipped:" >&2
+  sed 's/^/  /' "$skips" >&2
+fi
+rm -f "$skips"
+[ "$status" -eq 0 ] || exit "$status"
+# Deployment artifacts checked without running them: Containerfile lint, Kubernetes schemas,
+# systemd-analyze, Ignition, IAM (the deploy_*.rs tests above run them).
 scripts/test-deploy.sh

@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
+use tracing::Instrument;
+
 use crate::metrics::{self, Registry, SourceEntry};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
@@ -190,18 +192,20 @@ async fn run_pipeline(
             log_limiter: LogLimiter::default(),
             in_flight_since: Default::default(),
         });
-        tracing::info!(
-            sink = %name,
-            region = %region,
-            log_group = group.as_static().unwrap_or(group.source()),
-            log_stream = stream.as_static().unwrap_or(stream.source()),
-            "sink ready"
-        );
+        let span = crate::sink::span(name);
+        span.in_scope(|| {
+            tracing::info!(
+                region = %region,
+                log_group = group.as_static().unwrap_or(group.source()),
+                log_stream = stream.as_static().unwrap_or(stream.source()),
+                "sink ready"
+            )
+        });
         let (tx, rx) = mpsc::channel(SINK_CHANNEL_CHUNKS);
         sink_inputs.push((cfg.inputs.clone(), tx));
         all_stats.push((name.clone(), stats));
         let sink = CloudWatchSink::new(shared, group, stream);
-        sink_tasks.spawn(sink.run(rx));
+        sink_tasks.spawn(sink.run(rx).instrument(span));
     }
 
     let mut source_tasks = JoinSet::new();
@@ -220,32 +224,42 @@ async fn run_pipeline(
             stats: stats.clone(),
         };
         let mut spool_handle = None;
+        // Everything the source logs, from its start to its last task and thread, is in it.
+        let span = source::span(name, SourceKind::of(source));
         match source {
             SourceConfig::Syslog(cfg) => {
-                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
+                let spool = span.in_scope(|| {
+                    open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)
+                })?;
                 let listener = source::syslog::bind(cfg)
                     .await
                     .with_context(|| format!("source `{name}`"))?;
-                tracing::info!(source = %name, address = %listener.local_addr(), spool = spool.is_some(), "listening");
+                span.in_scope(|| tracing::info!(address = %listener.local_addr(), spool = spool.is_some(), "listening"));
                 spool_handle = spool.clone();
-                source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, spool));
+                source_tasks
+                    .spawn(source::syslog::run(ctx, cfg.clone(), listener, spool).instrument(span));
             }
             SourceConfig::Stdin(cfg) => {
-                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
+                let spool = span.in_scope(|| {
+                    open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)
+                })?;
                 spool_handle = spool.clone();
-                source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool));
+                source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool).instrument(span));
             }
             SourceConfig::Journald(cfg) => {
-                tracing::info!(source = %name, directories = ?cfg.directories, "reading the journal");
-                source_tasks.spawn(source::journald::run(
-                    ctx,
-                    cfg.clone(),
-                    config.data_dir.clone(),
-                ));
+                span.in_scope(
+                    || tracing::info!(directories = ?cfg.directories, "reading the journal"),
+                );
+                source_tasks.spawn(
+                    source::journald::run(ctx, cfg.clone(), config.data_dir.clone())
+                        .instrument(span),
+                );
             }
             SourceConfig::File(cfg) => {
-                tracing::info!(source = %name, include = ?cfg.tail.include, "tailing files");
-                source_tasks.spawn(source::file::run(ctx, cfg.clone(), config.data_dir.clone()));
+                span.in_scope(|| tracing::info!(include = ?cfg.tail.include, "tailing files"));
+                source_tasks.spawn(
+                    source::file::run(ctx, cfg.clone(), config.data_dir.clone()).instrument(span),
+                );
             }
         }
         registry_sources.push(SourceEntry {
@@ -320,8 +334,8 @@ async fn run_pipeline(
         while source_tasks.join_next().await.is_some() {}
     }
     for (name, s) in &all_stats {
+        let _in_sink = crate::sink::span(name).entered();
         tracing::info!(
-            sink = %name,
             received = s.events_received.load(Ordering::Relaxed),
             delivered = s.events_delivered.load(Ordering::Relaxed),
             dead_lettered = s.dead_total(),

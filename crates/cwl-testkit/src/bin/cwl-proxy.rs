@@ -27,7 +27,8 @@ use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Violation};
 use cwl_testkit::server::{
-    announce, aws_error, shutdown_signal, target_operation, NamesReq, PutLogEventsReq, Resp, Rng,
+    accept_until_shutdown, announce, aws_error, runtime, target_operation, NamesReq,
+    PutLogEventsReq, Resp, Rng,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -639,31 +640,18 @@ async fn handle(
 async fn serve(sh: Arc<Shared>) -> std::io::Result<()> {
     let listener = TcpListener::bind(sh.args.listen).await?;
     announce("http", listener.local_addr()?);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("cwl-proxy: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_until_shutdown("cwl-proxy", listener, |tcp| {
         let fd = tcp.as_raw_fd();
         let sh = sh.clone();
-        tokio::spawn(async move {
+        async move {
             let svc = service_fn(move |req| handle(req, sh.clone(), fd));
             // Errors here are dropped connections (ours or the client's).
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn main() {
@@ -673,17 +661,7 @@ fn main() {
         eprintln!("cwl-proxy: --upstream must be an http:// URL");
         std::process::exit(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cwl-proxy: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = runtime("cwl-proxy", args.threads);
     let rng = args.seed.map_or_else(Rng::from_entropy, Rng::new);
     let sh = {
         // The legacy client needs a runtime context for its pool timer.

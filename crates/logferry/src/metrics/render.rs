@@ -29,6 +29,20 @@ fn seconds(ms: i64) -> String {
     format!("{:.3}", ms.max(0) as f64 / 1000.0)
 }
 
+/// Families with one sample per source of `entries`, each read from the counter it picks.
+fn one_sample_per_source(
+    x: &mut Exposition,
+    entries: &[&SourceEntry],
+    families: &[(&'static str, Kind, &'static str, SourceCounter)],
+) {
+    for &(name, kind, help, get) in families {
+        let family = x.family(name, kind, help);
+        for e in entries {
+            family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// The whole exposition.
 pub(super) fn render(registry: &Registry) -> String {
     let mut x = Exposition::default();
@@ -46,29 +60,28 @@ pub(super) fn render(registry: &Registry) -> String {
 
 /// What every source has: events, bytes, truncations, drops by reason, lag.
 fn every_source(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
-    let counters: [(&'static str, &'static str, SourceCounter); 3] = [
+    let all: Vec<&SourceEntry> = sources.iter().collect();
+    let counters: [(&'static str, Kind, &'static str, SourceCounter); 3] = [
         (
             "logferry_source_events_total",
+            Kind::Counter,
             "Events read by a source.",
             |s| &s.events,
         ),
         (
             "logferry_source_bytes_total",
+            Kind::Counter,
             "Message bytes read by a source.",
             |s| &s.bytes,
         ),
         (
             "logferry_source_truncated_total",
+            Kind::Counter,
             "Events truncated to max_frame_bytes (kept, flagged).",
             |s| &s.truncated,
         ),
     ];
-    for (name, help, get) in counters {
-        let family = x.counter(name, help);
-        for e in sources {
-            family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
-        }
-    }
+    one_sample_per_source(x, &all, &counters);
     for e in sources {
         let l = source_labels(e);
         let dropped = x.counter(
@@ -139,12 +152,7 @@ fn listeners(x: &mut Exposition, sources: &[SourceEntry]) {
             |s| &s.tls_reloads,
         ),
     ];
-    for (name, kind, help, get) in simple {
-        let family = x.family(name, kind, help);
-        for e in &listening {
-            family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
-        }
-    }
+    one_sample_per_source(x, &listening, &simple);
     let rejected = x.counter(
         "logferry_source_rejected_total",
         "Connections (TCP) or datagrams (UDP) refused before any event was read, by reason.",
@@ -203,12 +211,7 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
             |s| &s.unparsed,
         ),
     ];
-    for (name, kind, help, get) in families {
-        let family = x.family(name, kind, help);
-        for e in &files {
-            family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
-        }
-    }
+    one_sample_per_source(x, &files, &families);
 }
 
 /// The pod lookups of `kubernetes_logs` sources with `kubernetes_api` (only once one started).

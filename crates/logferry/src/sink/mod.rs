@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::ack::AckStatus;
 use crate::config::CloudWatchSinkConfig;
@@ -245,9 +246,12 @@ impl CloudWatchSink {
         let rejected = std::mem::take(&mut self.rejected);
         let shared = self.shared.clone();
         let (group, stream) = (state.group.clone(), state.stream.clone());
-        self.tasks.spawn(async move {
-            request::dead_letter(&shared, &group, &stream, rejected, None).await;
-        });
+        self.tasks.spawn(
+            async move {
+                request::dead_letter(&shared, &group, &stream, rejected, None).await;
+            }
+            .in_current_span(),
+        );
     }
 
     async fn dispatch(&mut self, key: &str, request: Vec<Pending>) {
@@ -267,13 +271,16 @@ impl CloudWatchSink {
         if let Ok(mut m) = shared.in_flight_since.lock() {
             m.insert(seq, Instant::now());
         }
-        self.tasks.spawn(async move {
-            let _permits = (stream_permit, global_permit);
-            request::deliver(&shared, &group, &stream, request).await;
-            if let Ok(mut m) = shared.in_flight_since.lock() {
-                m.remove(&seq);
+        self.tasks.spawn(
+            async move {
+                let _permits = (stream_permit, global_permit);
+                request::deliver(&shared, &group, &stream, request).await;
+                if let Ok(mut m) = shared.in_flight_since.lock() {
+                    m.remove(&seq);
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     async fn flush_stream(&mut self, key: &str) {
@@ -354,4 +361,10 @@ async fn acquire(slots: Arc<Semaphore>, tasks: &mut JoinSet<()>) -> Option<Owned
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+}
+
+/// The span of one sink: everything it logs, in its intake loop and its request tasks, carries
+/// `sink = NAME`.
+pub fn span(name: &str) -> tracing::Span {
+    tracing::info_span!("sink", sink = %name)
 }

@@ -44,13 +44,66 @@ pub enum Failure {
     AlreadyAccepted,
     /// Try again later. `ambiguous` when the request may have been ingested.
     Retry {
-        /// Short label for logs (`throttled`, `unavailable`, `timeout`, `network`, ...).
-        kind: &'static str,
+        /// Why, in a word (for logs, the last error `/ready` shows, and throttling's count).
+        kind: RetryKind,
         /// Whether the service may have ingested the request anyway.
         ambiguous: bool,
         /// What happened, for the log.
         detail: String,
     },
+}
+
+/// Why a request is retried: a word for logs, for the last error `/ready` shows, and the
+/// one kind (throttling) that is also counted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryKind {
+    /// `ThrottlingException`.
+    Throttled,
+    /// `ServiceUnavailableException` or another 5xx.
+    Unavailable,
+    /// Access denied or expired credentials.
+    Auth,
+    /// Another error the service answered with.
+    ServiceError,
+    /// The attempt timed out (it may have been ingested).
+    Timeout,
+    /// The connection failed.
+    Network,
+    /// An answer that could not be read.
+    BadResponse,
+    /// No credentials could be loaded.
+    Credentials,
+    /// Anything else.
+    Unknown,
+    /// The group or stream is missing and the config forbids creating it.
+    Missing,
+    /// Creating the group or stream failed otherwise.
+    Create,
+}
+
+impl RetryKind {
+    /// The word logged (`kind = ...`) and shown by `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryKind::Throttled => "throttled",
+            RetryKind::Unavailable => "unavailable",
+            RetryKind::Auth => "auth",
+            RetryKind::ServiceError => "service_error",
+            RetryKind::Timeout => "timeout",
+            RetryKind::Network => "network",
+            RetryKind::BadResponse => "bad_response",
+            RetryKind::Credentials => "credentials",
+            RetryKind::Unknown => "unknown",
+            RetryKind::Missing => "missing",
+            RetryKind::Create => "create",
+        }
+    }
+}
+
+impl std::fmt::Display for RetryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Sorts an SDK error into a [`Failure`].
@@ -70,14 +123,14 @@ where
                 "DataAlreadyAcceptedException" => Failure::AlreadyAccepted,
                 "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
                     Failure::Retry {
-                        kind: "throttled",
+                        kind: RetryKind::Throttled,
                         ambiguous: false,
                         detail: format!("{code}: {msg}"),
                     }
                 }
                 "ServiceUnavailableException" | "InternalFailure" | "InternalServerError" => {
                     Failure::Retry {
-                        kind: "unavailable",
+                        kind: RetryKind::Unavailable,
                         ambiguous: true,
                         detail: format!("{code}: {msg}"),
                     }
@@ -88,12 +141,12 @@ where
                 | "InvalidSignatureException"
                 | "IncompleteSignature"
                 | "MissingAuthenticationToken" => Failure::Retry {
-                    kind: "auth",
+                    kind: RetryKind::Auth,
                     ambiguous: false,
                     detail: format!("{code}: {msg}"),
                 },
                 _ => Failure::Retry {
-                    kind: "service_error",
+                    kind: RetryKind::ServiceError,
                     ambiguous: true,
                     detail: if code.is_empty() {
                         format!("unexpected service error: {}", error_chain(err))
@@ -104,28 +157,32 @@ where
             }
         }
         SdkError::TimeoutError(_) => Failure::Retry {
-            kind: "timeout",
+            kind: RetryKind::Timeout,
             ambiguous: true,
             detail: "request timed out".into(),
         },
         SdkError::DispatchFailure(d) => Failure::Retry {
-            kind: if d.is_timeout() { "timeout" } else { "network" },
+            kind: if d.is_timeout() {
+                RetryKind::Timeout
+            } else {
+                RetryKind::Network
+            },
             // A connection refused never carried the request; other I/O errors may have.
             ambiguous: !error_chain(err).contains("Connection refused"),
             detail: error_chain(err),
         },
         SdkError::ResponseError(_) => Failure::Retry {
-            kind: "bad_response",
+            kind: RetryKind::BadResponse,
             ambiguous: true,
             detail: error_chain(err),
         },
         SdkError::ConstructionFailure(_) => Failure::Retry {
-            kind: "credentials",
+            kind: RetryKind::Credentials,
             ambiguous: false,
             detail: error_chain(err),
         },
         _ => Failure::Retry {
-            kind: "unknown",
+            kind: RetryKind::Unknown,
             ambiguous: true,
             detail: error_chain(err),
         },
@@ -257,16 +314,18 @@ fn warn_retry(
     what: &str,
     group: &str,
     stream: &str,
-    kind: &'static str,
+    kind: RetryKind,
     detail: &str,
     wait: Duration,
 ) {
-    if let Some(suppressed) = shared.log_limiter.allow(kind, Duration::from_secs(10)) {
+    if let Some(suppressed) = shared
+        .log_limiter
+        .allow(kind.as_str(), Duration::from_secs(10))
+    {
         tracing::warn!(
-            sink = %shared.name,
             log_group = group,
             log_stream = stream,
-            kind,
+            kind = kind.as_str(),
             suppressed,
             retry_in_ms = wait.as_millis() as u64,
             "{what} failed, will retry (events are kept): {detail}"
@@ -367,7 +426,7 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                     if let Err(f) = ensure_stream(shared, group, stream).await {
                         let (kind, detail) = match &f {
                             Failure::Retry { kind, detail, .. } => (*kind, detail.clone()),
-                            other => ("create", format!("{other:?}")),
+                            other => (RetryKind::Create, format!("{other:?}")),
                         };
                         let wait = backoff(attempt, shared.config.max_backoff);
                         stats.set_error(&format!("creating the log stream ({kind}): {detail}"));
@@ -424,7 +483,7 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
                     ambiguous,
                     detail,
                 } => {
-                    if kind == "throttled" {
+                    if kind == RetryKind::Throttled {
                         stats.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     if ambiguous {
@@ -447,7 +506,7 @@ async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<P
 async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(), Failure> {
     let cfg = &shared.config;
     let not_allowed = |what: &str, key: &str| Failure::Retry {
-        kind: "missing",
+        kind: RetryKind::Missing,
         ambiguous: false,
         detail: format!("{what} does not exist and {key} = false; create it, or allow logferry to"),
     };
@@ -471,7 +530,7 @@ async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     match created {
         Ok(_) => {
             shared.stats.groups_created.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(sink = %shared.name, log_group = group, "created log group");
+            tracing::info!(log_group = group, "created log group");
             if let Some(days) = cfg.retention_days {
                 let r = shared
                     .client
@@ -482,7 +541,11 @@ async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
                     .await;
                 if let Err(e) = r {
                     // Delivery matters more than retention: warn and go on.
-                    tracing::warn!(sink = %shared.name, log_group = group, "could not set retention to {days} days: {}", error_chain(&e));
+                    tracing::warn!(
+                        log_group = group,
+                        "could not set retention to {days} days: {}",
+                        error_chain(&e)
+                    );
                 }
             }
         }
@@ -503,7 +566,7 @@ async fn create_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     match r {
         Ok(_) => {
             shared.stats.streams_created.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(sink = %shared.name, log_group = group, log_stream = stream, "created log stream");
+            tracing::debug!(log_group = group, log_stream = stream, "created log stream");
             Ok(())
         }
         Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
@@ -543,12 +606,11 @@ pub async fn dead_letter(
     })
     .await;
     let Ok((result, rejected)) = written else {
-        tracing::error!(sink = %shared.name, "dead-letter writer task failed; events kept unacknowledged");
+        tracing::error!("dead-letter writer task failed; events kept unacknowledged");
         return;
     };
     if let Err(e) = result {
         tracing::error!(
-            sink = %shared.name,
             path = %shared.dead_letter.path().display(),
             "cannot write the dead-letter file ({e}); {} rejected events stay unacknowledged",
             rejected.len()
@@ -572,7 +634,6 @@ pub async fn dead_letter(
             .map(|(r, n)| format!("{}: {n}", r.as_str()))
             .collect();
         tracing::warn!(
-            sink = %shared.name,
             log_group = group,
             log_stream = stream,
             path = %shared.dead_letter.path().display(),

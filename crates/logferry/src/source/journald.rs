@@ -8,10 +8,10 @@
 //! blocking while the sink's channel is full: the journal simply waits on disk.
 //!
 //! The source's [`Keeper`](super::positions::Keeper) collects batch outcomes into a
-//! [`Watermark`] and saves the cursor of the newest batch whose predecessors are all delivered
-//! (or dead-lettered), at most every 20 ms and once more at shutdown, with write-temp + fsync +
-//! rename. After a crash, the reader resumes
-//! after that cursor: nothing is lost, and what was in flight is sent again.
+//! [`Watermark`](crate::ack::Watermark) and saves the cursor of the newest batch whose
+//! predecessors are all delivered (or dead-lettered), at most every 20 ms and once more at
+//! shutdown, with write-temp + fsync + rename. After a crash, the reader resumes after that
+//! cursor: nothing is lost, and what was in flight is sent again.
 //!
 //! With no saved cursor, `start = "end"` (or a time) is turned into a time-only cursor saved
 //! before reading, so a crash before the first delivery resumes from the first start's
@@ -33,9 +33,9 @@ use bytes::Bytes;
 use logferry_journal::{Cursor, Entry, Journal};
 use tokio::sync::mpsc;
 
-use super::positions::{Books, Keeper};
+use super::positions::{Keeper, Single};
 use super::{Chunk, SourceContext, CHUNK_EVENTS};
-use crate::ack::{AckBatch, BatchOutcome, Watermark};
+use crate::ack::AckBatch;
 use crate::config::{JournalStart, JournaldSourceConfig};
 use crate::event::{names, Event, FieldName};
 
@@ -60,7 +60,6 @@ pub fn cursor_path(data_dir: &std::path::Path, source: &str) -> PathBuf {
 pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBuf) {
     let path = cursor_path(&data_dir, &ctx.name);
     let keeper = Keeper {
-        source: ctx.name.clone(),
         path: path.clone(),
         every: SAVE_EVERY,
         // `logferry tail` reads from the saved cursor but never moves it.
@@ -71,12 +70,12 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
         Ok(s) => s.and_then(|s| match s.trim().parse::<Cursor>() {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(source = %ctx.name, path = %path.display(), "ignoring unreadable cursor file: {e}");
+                tracing::error!(path = %path.display(), error = %e, "ignoring unreadable cursor file");
                 None
             }
         }),
         Err(e) => {
-            tracing::error!(source = %ctx.name, path = %path.display(), "cannot read the cursor file: {e}");
+            tracing::error!(path = %path.display(), error = %e, "cannot read the cursor file");
             None
         }
     };
@@ -102,63 +101,15 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
             keeper.save(Some(encode_cursor(&start))).await;
         }
     }
-    let (outcome_tx, outcomes) = mpsc::unbounded_channel();
-    let (register_tx, registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
     let handle = tokio::runtime::Handle::current();
     let reader_ctx = ctx.clone();
-    let reader = std::thread::Builder::new()
-        .name(format!("journal-{}", ctx.name))
-        .spawn(move || read_loop(reader_ctx, cfg, saved, outcome_tx, register_tx, handle));
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(source = %ctx.name, "cannot start the journal reader thread: {e}");
-            return;
-        }
-    };
+    let books = Single::new(encode_cursor);
+    let thread = format!("journal-{}", ctx.name);
     keeper
-        .run(&mut CursorBooks::default(), registrations, outcomes)
+        .run_reader(thread, books, move |outcomes, register| {
+            read_loop(reader_ctx, cfg, saved, outcomes, register, handle)
+        })
         .await;
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-}
-
-/// The journal's one position: the cursor of the newest batch on the watermark.
-#[derive(Default)]
-struct CursorBooks {
-    watermark: Watermark<Cursor>,
-    latest: Option<Cursor>,
-}
-
-impl Books for CursorBooks {
-    type Registration = (u64, Cursor);
-
-    fn register(&mut self, (id, cursor): (u64, Cursor)) -> bool {
-        let to = self.watermark.push(id, cursor);
-        self.moved(to)
-    }
-
-    fn complete(&mut self, outcome: BatchOutcome) -> bool {
-        let to = self.watermark.complete(outcome);
-        self.moved(to)
-    }
-
-    fn encode(&self) -> Option<Vec<u8>> {
-        self.latest.as_ref().map(encode_cursor)
-    }
-
-    fn is_stuck(&self) -> bool {
-        self.watermark.is_stuck()
-    }
-}
-
-impl CursorBooks {
-    fn moved(&mut self, to: Option<Cursor>) -> bool {
-        let moved = to.is_some();
-        if to.is_some() {
-            self.latest = to;
-        }
-        moved
-    }
 }
 
 fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
@@ -410,20 +361,20 @@ fn read_loop(
     let mut journal = match Journal::open_dirs(&cfg.directories) {
         Ok(j) => j,
         Err(e) => {
-            tracing::error!(source = %name, "cannot open the journal: {e}");
+            tracing::error!(error = %e, "cannot open the journal");
             return;
         }
     };
     match (&saved, &cfg.start) {
         (Some(c), _) => {
-            tracing::info!(source = %name, cursor = %c, "resuming after the saved cursor");
+            tracing::info!(cursor = %c, "resuming after the saved cursor");
             journal.seek_after_cursor(c);
         }
         (None, JournalStart::Beginning) => journal.seek_head(),
         (None, JournalStart::End) => journal.seek_tail(),
         (None, JournalStart::Since(usec)) => journal.seek_realtime(*usec),
     }
-    tracing::info!(source = %name, files = journal.file_paths().len(), "journal opened");
+    tracing::info!(files = journal.file_paths().len(), "journal opened");
     let filter = Filter::new(&cfg);
     let extra: Vec<(String, FieldName)> = cfg
         .fields
@@ -450,16 +401,16 @@ fn read_loop(
         match journal.next_entry_into(&mut entry) {
             Ok(true) => {}
             Ok(false) => {
-                report_file_errors(&name, &mut journal);
+                report_file_errors(&mut journal);
                 journal.release_memory();
                 if let Err(e) = journal.wait(WAIT_SLICE) {
-                    tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
+                    tracing::warn!(error = %e, "waiting for journal changes failed");
                     std::thread::sleep(WAIT_SLICE);
                 }
                 continue;
             }
             Err(e) => {
-                tracing::error!(source = %name, "journal read error: {e}");
+                tracing::error!(error = %e, "journal read error");
                 std::thread::sleep(WAIT_SLICE);
                 continue;
             }
@@ -484,12 +435,12 @@ fn read_loop(
                 }
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::error!(source = %name, "journal read error: {e}");
+                    tracing::error!(error = %e, "journal read error");
                     break;
                 }
             }
         }
-        report_file_errors(&name, &mut journal);
+        report_file_errors(&mut journal);
         progress.entries(scanned as u64, last.realtime.unwrap_or(0), &name);
         if batch_id.is_multiple_of(RELEASE_EVERY_BATCHES) {
             journal.release_memory();
@@ -563,8 +514,8 @@ impl Backfill {
     }
 }
 
-fn report_file_errors(name: &str, journal: &mut Journal) {
+fn report_file_errors(journal: &mut Journal) {
     for fe in journal.take_file_errors() {
-        tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
+        tracing::warn!(error = %fe, "journal file problem (other files are still read)");
     }
 }

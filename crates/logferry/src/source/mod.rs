@@ -22,6 +22,8 @@ pub mod stats;
 pub mod stdin;
 pub mod syslog;
 
+use stats::SourceKind;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -145,4 +147,11 @@ pub fn syslog_event(
         truncated_bytes: frame.truncated_bytes,
         ack,
     }
+}
+
+/// The span of one source: everything it logs, in its tasks and its reader thread, carries
+/// `source = NAME` and `type = KIND`. Spawned tasks take it with `.in_current_span()`, reader
+/// threads by entering a clone of it.
+pub fn span(name: &str, kind: SourceKind) -> tracing::Span {
+    tracing::info_span!("source", source = %name, r#type = %kind)
 }

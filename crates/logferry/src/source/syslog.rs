@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::guard::{peer_allowed, RateLimit};
 use super::spooled::append_frames;
@@ -162,8 +163,6 @@ pub enum Output {
     Direct(SourceContext),
     /// Into the disk spool, from which the spool reader feeds the sinks.
     Spool {
-        /// The source's name.
-        name: Arc<str>,
         /// The spool.
         spool: Arc<Spool>,
         /// The source's counters (spool drops).
@@ -181,13 +180,6 @@ impl Output {
         }
     }
 
-    fn name(&self) -> &Arc<str> {
-        match self {
-            Output::Direct(ctx) => &ctx.name,
-            Output::Spool { name, .. } => name,
-        }
-    }
-
     /// Hands frames on; waits while the pipeline (or the spool) is full. `pushback` says
     /// whether the transport can be paused (streams) or must not block (datagrams). Returns
     /// false when nothing downstream is left.
@@ -199,11 +191,10 @@ impl Output {
     ) -> bool {
         match self {
             Output::Spool {
-                name,
                 spool,
                 counters,
                 shutdown,
-            } => append_frames(name, spool, &frames, counters, pushback, shutdown).await,
+            } => append_frames(spool, &frames, counters, pushback, shutdown).await,
             Output::Direct(ctx) => {
                 let opts = parse_opts();
                 let mut frames = frames.into_iter();
@@ -267,14 +258,11 @@ pub async fn run(
     let (output, reader) = match spool {
         None => (Output::Direct(ctx.clone()), None),
         Some(spool) => {
-            let reader = tokio::spawn(spooled::run_reader(
-                ctx.clone(),
-                spool.clone(),
-                CancellationToken::new(),
-                false,
-            ));
+            let reader = tokio::spawn(
+                spooled::run_reader(ctx.clone(), spool.clone(), CancellationToken::new(), false)
+                    .in_current_span(),
+            );
             let output = Output::Spool {
-                name: ctx.name.clone(),
                 spool,
                 counters: ctx.stats.clone(),
                 shutdown: ctx.shutdown.clone(),
@@ -363,7 +351,6 @@ async fn serve_streams(
     max_frame_bytes: usize,
 ) {
     let shutdown = output.shutdown().clone();
-    let name = output.name().clone();
     let stats = guards.stats.clone();
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = tokio::task::JoinSet::new();
@@ -385,7 +372,10 @@ async fn serve_streams(
                     stats
                         .connection_limit_reached
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(source = %name, max_connections, "connection limit reached; not accepting until one closes");
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached; not accepting until one closes"
+                    );
                 }
                 Err(_) => {}
             }
@@ -395,7 +385,7 @@ async fn serve_streams(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = reload.tick(), if tls.is_some() => {
                 if let Some(t) = &tls {
-                    match t.check_reload(&name) {
+                    match t.check_reload() {
                         Reload::Reloaded => stats.tls_reloads.fetch_add(1, Ordering::Relaxed),
                         Reload::Failed => stats.tls_reload_failures.fetch_add(1, Ordering::Relaxed),
                         Reload::Unchanged => 0,
@@ -411,7 +401,7 @@ async fn serve_streams(
                     let peer = match &conn {
                         Conn::Tcp(_, peer) => {
                             if !guards.allows(peer) {
-                                tracing::debug!(source = %name, %peer, "peer not in allowed_peers; connection closed");
+                                tracing::debug!(%peer, "peer not in allowed_peers; connection closed");
                                 continue;
                             }
                             Some(Bytes::from(peer.to_string()))
@@ -424,14 +414,18 @@ async fn serve_streams(
                     let slot = permit.take();
                     let acceptor = tls.as_ref().map(|t| (t.acceptor(), t.handshake_timeout()));
                     let (out, guards) = (output.clone(), guards.clone());
-                    conns.spawn(async move {
-                        let _held = (slot, open);
-                        serve_connection(out, conn, peer, acceptor, &guards, max_frame_bytes).await
-                    });
+                    conns.spawn(
+                        async move {
+                            let _held = (slot, open);
+                            serve_connection(out, conn, peer, acceptor, &guards, max_frame_bytes)
+                                .await
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Err(e) => {
                     // EMFILE and friends: wait a little rather than spin.
-                    tracing::warn!(source = %name, "accept failed: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -494,11 +488,11 @@ async fn serve_connection(
                 }
                 Ok(Err(e)) => {
                     stats.rejected_tls_handshake.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake failed: {e}");
+                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
                     stats.rejected_tls_timeout.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake timed out");
+                    tracing::debug!(peer = %addr, "TLS handshake timed out");
                 }
             }
         }
@@ -560,7 +554,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
                             if let Some(g) = guards {
                                 g.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                             }
-                            tracing::debug!(source = %output.name(), ?idle, "no complete frame within idle_timeout; closing the connection");
+                            tracing::debug!(?idle, "no complete frame within idle_timeout; closing the connection");
                             // What the client did send still counts, as at EOF.
                             Ok(0)
                         }
@@ -580,7 +574,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
             }
             Ok(n) => n,
             Err(e) => {
-                tracing::debug!(source = %output.name(), "read error, closing connection: {e}");
+                tracing::debug!(error = %e, "read error, closing connection");
                 eof = true;
                 0
             }
@@ -595,7 +589,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
             }
         }
         if frames.iter().any(|(f, _)| f.truncated_bytes > 0) {
-            tracing::debug!(source = %output.name(), "frame over max_frame_bytes truncated");
+            tracing::debug!("frame over max_frame_bytes truncated");
         }
         let n_frames = frames.len() as u64;
         total += n_frames;
@@ -656,7 +650,7 @@ async fn read_datagrams(
     loop {
         tokio::select! {
             r = sock.readable() => if let Err(e) = r {
-                tracing::error!(source = %output.name(), "socket error: {e}");
+                tracing::error!(error = %e, "socket error");
                 return;
             },
             _ = shutdown.cancelled() => return,
@@ -691,7 +685,7 @@ async fn read_datagrams(
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::debug!(source = %output.name(), "receive error: {e}");
+                    tracing::debug!(error = %e, "receive error");
                     break;
                 }
             }

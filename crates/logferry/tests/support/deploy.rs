@@ -6,8 +6,9 @@
 //! (other modes create a CNI bridge and iptables chains on the host). [`Podman`] passes all of
 //! that through a private `containers.conf`, so `podman kube play` gets it too.
 //!
-//! A missing tool or image skips a test on a developer's machine (printing `SKIPPED`) and fails
-//! it in CI (`CI=true`): the deployment tests must never pass by not running.
+//! A missing tool or image skips a test on a developer's machine (`cwl_testkit::skipped`: it
+//! prints `SKIPPED` and test.sh lists it) and fails it in CI: the deployment tests must never
+//! pass by not running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,21 +23,17 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// True under CI (`CI=true` or `CI=1`), where nothing may be skipped.
+/// True under CI (`CI` set), where nothing may be skipped (as `cwl_testkit::skipped` decides).
 pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
-/// Returns false (after printing `SKIPPED test: why`) when `why` is set, outside CI; panics
-/// with `why` in CI.
+/// True when the test can run (`why` is None); otherwise reports the skip through
+/// `cwl_testkit::skipped` (which fails the test under CI) and returns false.
 pub fn skip_unless(test: &str, why: Option<String>) -> bool {
     match why {
         None => true,
-        Some(why) if in_ci() => panic!("{test}: {why} (CI=true: deployment tests may not skip)"),
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+        Some(why) => !cwl_testkit::skipped(test, &why),
     }
 }
 

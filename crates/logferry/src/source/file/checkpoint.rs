@@ -21,19 +21,19 @@ struct Checkpoint {
 }
 
 /// The saved positions, or `None` when this source never saved any (its first start).
-pub(super) fn load(source: &str, path: &Path) -> Option<Vec<SavedPosition>> {
+pub(super) fn load(path: &Path) -> Option<Vec<SavedPosition>> {
     let files = match crate::state::load(path) {
         Ok(None) => return None,
         Ok(Some(text)) => match serde_json::from_str::<Checkpoint>(&text) {
             Ok(c) => c.files,
             Err(e) => {
                 // Starting over re-reads files (duplicates), which beats skipping them.
-                tracing::error!(source, path = %path.display(), "ignoring an unreadable checkpoint file, files are read again from their start: {e}");
+                tracing::error!(path = %path.display(), error = %e, "ignoring an unreadable checkpoint file, files are read again from their start");
                 Vec::new()
             }
         },
         Err(e) => {
-            tracing::error!(source, path = %path.display(), "cannot read the checkpoint file, files are read again from their start: {e}");
+            tracing::error!(path = %path.display(), error = %e, "cannot read the checkpoint file, files are read again from their start");
             Vec::new()
         }
     };
@@ -45,7 +45,7 @@ pub(super) fn encode(files: Vec<SavedPosition>) -> Option<Vec<u8>> {
     match serde_json::to_vec(&Checkpoint { version: 1, files }) {
         Ok(text) => Some(text),
         Err(e) => {
-            tracing::error!("cannot encode the checkpoint: {e}");
+            tracing::error!(error = %e, "cannot encode the checkpoint");
             None
         }
     }
@@ -60,15 +60,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = checkpoint_path(dir.path(), "app");
         assert_eq!(path, dir.path().join("file/app.json"));
-        assert!(load("app", &path).is_none(), "no file: a first start");
+        assert!(load(&path).is_none(), "no file: a first start");
         crate::state::save_atomic(&path, b"{not json").expect("save");
         assert_eq!(
-            load("app", &path).map(|f| f.len()),
+            load(&path).map(|f| f.len()),
             Some(0),
             "unreadable: from the start"
         );
         let text = encode(Vec::new()).expect("encode");
         crate::state::save_atomic(&path, &text).expect("save");
-        assert_eq!(load("app", &path).map(|f| f.len()), Some(0));
+        assert_eq!(load(&path).map(|f| f.len()), Some(0));
     }
 }

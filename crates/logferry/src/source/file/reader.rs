@@ -142,7 +142,6 @@ impl Reader {
     }
 
     fn notice(&mut self, notice: Notice) {
-        let name = &self.ctx.name;
         match notice {
             Notice::Opened {
                 file,
@@ -150,11 +149,11 @@ impl Reader {
                 key: _,
                 offset,
             } => {
-                tracing::debug!(source = %name, path = %path.display(), offset, "following file");
+                tracing::debug!(path = %path.display(), offset, "following file");
                 self.open(file, &path, offset);
             }
             Notice::Truncated { file, path, at } => {
-                tracing::warn!(source = %name, path = %path.display(), at, "file truncated; reading it again from its start");
+                tracing::warn!(path = %path.display(), at, "file truncated; reading it again from its start");
                 self.ctx
                     .stats
                     .files_truncated
@@ -165,14 +164,14 @@ impl Reader {
                 }
             }
             Notice::Missing { saved } => {
-                tracing::error!(source = %name, path = %saved.path.display(), offset = saved.offset, "a file read before was deleted while logferry was stopped; its unread lines are lost");
+                tracing::error!(path = %saved.path.display(), offset = saved.offset, "a file read before was deleted while logferry was stopped; its unread lines are lost");
                 self.ctx.stats.files_missing.fetch_add(1, Ordering::Relaxed);
             }
             Notice::Skipped { path, reason } => {
-                tracing::debug!(source = %name, path = %path.display(), "not read: {reason}");
+                tracing::debug!(path = %path.display(), "not read: {reason}");
             }
             Notice::Error { path, error } => {
-                tracing::warn!(source = %name, path = %path.display(), "cannot read: {error}");
+                tracing::warn!(path = %path.display(), error = %error, "cannot read");
             }
             Notice::Closed { .. } => {}
         }
@@ -270,7 +269,7 @@ impl Reader {
             self.unparsed += 1;
             self.ctx.stats.unparsed.fetch_add(1, Ordering::Relaxed);
             if self.unparsed <= 10 {
-                tracing::warn!(source = %self.ctx.name, "a container log line is neither CRI nor Docker json-file ({e}); sent as it is");
+                tracing::warn!(error = %e, "a container log line is neither CRI nor Docker json-file; sent as it is");
             }
         }
     }
@@ -340,7 +339,7 @@ impl Reader {
             self.emit(file, &mut pending, chunk);
         }
         if let Some(path) = self.tailer.path(file) {
-            tracing::debug!(source = %self.ctx.name, path = %path.display(), ?reason, "file closed");
+            tracing::debug!(path = %path.display(), ?reason, "file closed");
         }
         if self.files.remove(&file).is_some() {
             self.ctx.stats.files_open.fetch_sub(1, Ordering::Relaxed);
@@ -434,7 +433,7 @@ impl Reader {
                 .stats
                 .pod_wait_expired
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(source = %self.ctx.name, "no pod labels yet; sending without them");
+            tracing::debug!("no pod labels yet; sending without them");
         }
         self.waiting.retain(|f| *f != file);
         if !held.is_empty() {

@@ -233,6 +233,48 @@ fn thirty_thousand_lines_arrive_once_in_valid_requests() {
     );
 }
 
+/// 30,004 events whose timestamps spread over 30 hours, arriving in random order: the
+/// batcher groups them by time window (a request may not span more than 24 h) instead of
+/// cutting a request at every event that would widen the span.
+#[test]
+fn events_spread_over_thirty_hours_go_out_in_few_requests() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        "format = \"message\"\n",
+    ));
+    lf.wait_listening(1);
+    let n = 30_004u64;
+    let hour = 3_600_000;
+    let start = now_ms() - 31 * hour;
+    // A fixed shuffle (an LCG): timestamps anywhere in the 30 hours, in no order.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut data = Vec::new();
+    for i in 0..n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let ts = start + ((x >> 33) % (30 * hour as u64)) as i64;
+        data.extend_from_slice(
+            format!("<14>1 {} h app - - - spread {i:06}\n", rfc3339(ts)).as_bytes(),
+        );
+    }
+    tcp_send(tcp, &data);
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", n as usize, WAIT);
+    let ids: BTreeSet<&str> = got.iter().filter_map(|(_, m)| m.get(7..13)).collect();
+    assert_eq!(ids.len(), n as usize, "lost events\n{}", lf.log());
+    assert_eq!(got.len(), n as usize, "duplicates");
+    let stats = proxy.stats().expect("stats");
+    assert_no_violations(&proxy);
+    let requests = stats["put_requests"].as_u64().unwrap_or(0);
+    eprintln!("{n} events over 30 hours went out in {requests} PutLogEvents requests");
+    assert!(requests <= 20, "{requests} requests for {n} events");
+}
+
 #[test]
 fn oversize_garbage_and_invalid_utf8_lose_nothing_else() {
     let moto = Moto::start().expect("moto");

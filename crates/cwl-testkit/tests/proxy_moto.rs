@@ -304,9 +304,16 @@ fn account_quota_is_one_bucket_shared_by_every_client() {
     let elapsed = started.elapsed().as_secs_f64();
     let ok = statuses.iter().filter(|s| **s == 200).count();
     // The burst plus what the bucket earned while the calls ran, whichever node made them.
-    assert!(ok >= 5 && (ok as f64) <= 5.0 + 5.0 * elapsed + 1.0, "{ok} in {elapsed:.2}s");
+    assert!(
+        ok >= 5 && (ok as f64) <= 5.0 + 5.0 * elapsed + 1.0,
+        "{ok} in {elapsed:.2}s"
+    );
     let stats = proxy.stats().unwrap();
-    assert_eq!(stats["quota_throttled"]["CreateLogStream"], 20 - ok as u64, "{stats:#}");
+    assert_eq!(
+        stats["quota_throttled"]["CreateLogStream"],
+        20 - ok as u64,
+        "{stats:#}"
+    );
     // Other operations are not limited, and throttled calls never reached moto.
     assert_eq!(stats["quota_throttled"].get("CreateLogGroup"), None);
     assert_eq!(list_streams(&moto.endpoint(), "/quota").unwrap().len(), ok);
@@ -315,6 +322,8 @@ fn account_quota_is_one_bucket_shared_by_every_client() {
     let body = json!({"logGroupName": "/quota", "logStreamName": "later"});
     assert_eq!(call(&ep, "CreateLogStream", &body).unwrap().0, 200);
     // Bad specs are refused; an empty body removes every quota.
-    assert!(proxy.set_quota(&json!({"PutLogEvents": {"rate": 1}})).is_err());
+    assert!(proxy
+        .set_quota(&json!({"PutLogEvents": {"rate": 1}}))
+        .is_err());
     proxy.set_quota(&json!({})).unwrap();
 }

@@ -28,7 +28,7 @@ use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::metrics::{self, Registry, SourceEntry, SourceStats};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
-use crate::sink::{client, request::LogLimiter, CloudWatchSink, Shared};
+use crate::sink::{client, retry::LogLimiter, CloudWatchSink, Shared};
 use crate::source::{self, Chunk, SourceContext};
 
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
@@ -167,7 +167,6 @@ async fn run_pipeline(
             cancel: sink_cancel.clone(),
             name: name.clone(),
             log_limiter: LogLimiter::default(),
-            in_flight_since: Default::default(),
         });
         tracing::info!(
             sink = %name,

@@ -23,7 +23,7 @@ const NODES: usize = 6;
 /// Container streams per node.
 const PODS: usize = 25;
 /// How long the writers run.
-const WRITE_FOR: Duration = Duration::from_secs(50);
+const WRITE_FOR: Duration = Duration::from_secs(60);
 /// One line per pod per tick.
 const TICK: Duration = Duration::from_millis(250);
 /// The account's quotas, scaled down with the fleet (AWS: 5,000 and 50 calls/s).
@@ -136,7 +136,13 @@ fn fleet_stays_inside_the_account_quota_and_loses_nothing() {
             >= written
     });
     let drain = stopped.elapsed();
-    let logs = || nodes.iter().map(Logferry::log).collect::<Vec<_>>().join("\n");
+    let logs = || {
+        nodes
+            .iter()
+            .map(Logferry::log)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(drained, "the backlog never drained\n{}", logs());
 
     let stats = proxy.stats().expect("stats");

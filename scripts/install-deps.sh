@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, when it is missing:
-# Debian packages (ncat, logger, socat, openssl, logrotate, journald tools, rsyslog) and moto_server from PyPI.
+# Debian packages (ncat, logger, socat, openssl, logrotate, journald tools, rsyslog, promtool)
+# and moto_server from PyPI.
 # Idempotent and quiet; safe to run on every CI run.
 set -euo pipefail
 
@@ -20,6 +21,15 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# promtool (`check metrics`, the strict reader of /metrics in tests/operator.rs) comes only with
+# Debian's prometheus server package: install it alone and keep the server it brings stopped.
+if ! command -v promtool >/dev/null; then
+  echo "install-deps: apt-get install prometheus (for promtool)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask, boto3' 2>/dev/null; then

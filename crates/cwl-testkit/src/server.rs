@@ -104,12 +104,7 @@ pub fn aws_error(status: StatusCode, kind: &str, message: &str, request_id: u64)
     r
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use logferry_time::now_ms;
 
 /// SplitMix64: a tiny deterministic RNG for fault injection (`--seed`).
 #[derive(Debug, Clone)]

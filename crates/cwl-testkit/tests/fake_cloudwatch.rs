@@ -4,17 +4,11 @@
 
 use std::sync::Arc;
 
+use cwl_testkit::server::now_ms;
 use cwl_testkit::{call, call_raw, put_events, FakeCloudWatch};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fake-cloudwatch");
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn expect_invalid(r: (u16, Value), rule: &str) {
     assert_eq!(r.0, 400, "{}", r.1);

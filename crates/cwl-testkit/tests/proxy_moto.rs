@@ -5,6 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use cwl_testkit::server::now_ms;
 use cwl_testkit::{
     call, create_group, create_stream, list_groups, list_streams, put_events, read_events, Moto,
     Proxy,
@@ -12,13 +13,6 @@ use cwl_testkit::{
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cwl-proxy");
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn is_dropped(e: &io::Error) -> bool {
     matches!(

@@ -129,9 +129,12 @@ pub enum Error {
     Request(String),
 }
 
-/// Counters for metrics; monotonic.
+/// Counters for metrics (monotonic) and whether the API answers; shared with whoever renders
+/// them through [`PodMetadata::stats_handle`], without the client.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Whether the last request got an answer (a pod or "no such pod").
+    pub up: AtomicBool,
     /// Requests answered with a pod (of the right uid).
     pub found: AtomicU64,
     /// Requests answered "no such pod" (or a pod of another uid).
@@ -218,8 +221,7 @@ const SWEEP_ABOVE: usize = 4096;
 struct Shared {
     cache: Mutex<HashMap<PodRef, Slot>>,
     queue: mpsc::Sender<PodRef>,
-    healthy: AtomicBool,
-    stats: Stats,
+    stats: Arc<Stats>,
     opts: Options,
 }
 
@@ -267,8 +269,10 @@ impl PodMetadata {
         let shared = Arc::new(Shared {
             cache: Mutex::new(HashMap::new()),
             queue,
-            healthy: AtomicBool::new(true),
-            stats: Stats::default(),
+            stats: Arc::new(Stats {
+                up: AtomicBool::new(true),
+                ..Stats::default()
+            }),
             opts,
         });
         tokio::spawn(run(Arc::downgrade(&shared), rx, Arc::new(fetcher)));
@@ -320,12 +324,17 @@ impl PodMetadata {
 
     /// Whether the last request got an answer (a pod or "no such pod").
     pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Relaxed)
+        self.shared.stats.up.load(Ordering::Relaxed)
     }
 
     /// Request and cache counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// The counters alone, to keep for metrics after the client is gone.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
     }
 
     fn while_asking(&self) -> Lookup {
@@ -411,7 +420,7 @@ fn record(shared: &Shared, pod: PodRef, fetched: Fetched) {
     let meta = match fetched {
         Fetched::Failed(why) => {
             shared.stats.failed.fetch_add(1, Ordering::Relaxed);
-            if shared.healthy.swap(false, Ordering::Relaxed) {
+            if shared.stats.up.swap(false, Ordering::Relaxed) {
                 tracing::warn!(
                     namespace = %pod.namespace,
                     pod = %pod.name,
@@ -450,7 +459,7 @@ fn record(shared: &Shared, pod: PodRef, fetched: Fetched) {
             }
         }
     };
-    if !shared.healthy.swap(true, Ordering::Relaxed) {
+    if !shared.stats.up.swap(true, Ordering::Relaxed) {
         tracing::info!("the Kubernetes API answers again; pod labels are added again");
     }
     let mut cache = shared.cache.lock().unwrap_or_else(|p| p.into_inner());

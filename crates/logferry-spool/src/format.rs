@@ -30,8 +30,6 @@ pub const SEGMENT_EXT: &str = "seg";
 pub const CORRUPT_EXT: &str = "corrupt";
 /// Acknowledgement checkpoint file.
 pub const CHECKPOINT_FILE: &str = "ack.ckpt";
-/// Temporary file the checkpoint is written to before being renamed.
-pub const CHECKPOINT_TMP: &str = "ack.ckpt.tmp";
 /// Lock file guarding against two `Spool`s on one directory.
 pub const LOCK_FILE: &str = "LOCK";
 /// Suffix of temporary files written during quarantine.

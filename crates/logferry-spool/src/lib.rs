@@ -126,13 +126,14 @@ pub mod format;
 mod recovery;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
+
+use logferry_private_files as private_files;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -141,7 +142,7 @@ use crate::acks::AckSet;
 pub use crate::error::{RecoveryEvent, SpoolError};
 use crate::format::{
     encode_checkpoint, parse_record, put_record, segment_file_name, Parsed, CHECKPOINT_FILE,
-    CHECKPOINT_TMP, HEADER_LEN, LOCK_FILE,
+    HEADER_LEN, LOCK_FILE,
 };
 use crate::recovery::{fsync_dir, push_time_mark, SegMeta};
 
@@ -265,10 +266,9 @@ pub struct SpoolStats {
     pub io_errors: u64,
 }
 
+/// The clock as the spool's records keep it: unsigned (a clock before 1970 reads 0).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(logferry_time::now_ms()).unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -407,13 +407,9 @@ impl Spool {
         cfg: SpoolConfig,
     ) -> Result<(Spool, Vec<RecoveryEvent>), SpoolError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
+        private_files::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock_file = private_files::open_lock(&lock_path)
             .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
         match lock_file.try_lock() {
             Ok(()) => {}
@@ -456,9 +452,7 @@ impl Spool {
         if let Some(last) = state.segments.back() {
             if last.end == state.next_id && last.len < cfg.segment_bytes {
                 let path = dir.join(segment_file_name(last.first));
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
+                let file = private_files::open_write(&path)
                     .map_err(|e| SpoolError::io("opening segment", &path, e))?;
                 let file = Arc::new(file);
                 state.active_file = Some(Arc::clone(&file));
@@ -990,10 +984,7 @@ impl Inner {
         }
         let first = w.next_id;
         let path = self.seg_path(first);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = private_files::create_new(&path)
             .map_err(|e| SpoolError::io("creating segment", &path, e))?;
         if let Err(e) = fsync_dir(&self.dir) {
             let _ = fs::remove_file(&path);
@@ -1107,7 +1098,7 @@ impl Inner {
     ) -> Result<Option<u64>, SpoolError> {
         let path = self.seg_path(seg.first);
         if rd.file.is_none() || rd.seg_first != seg.first || rd.id > cursor {
-            let file = match File::open(&path) {
+            let file = match private_files::open_read(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(SpoolError::io("opening segment for reading", path, e)),
@@ -1177,16 +1168,7 @@ impl Inner {
 }
 
 fn write_checkpoint(dir: &Path, w: u64) -> Result<(), SpoolError> {
-    let tmp = dir.join(CHECKPOINT_TMP);
     let dst = dir.join(CHECKPOINT_FILE);
-    let res = File::create(&tmp).and_then(|mut f| {
-        f.write_all(&encode_checkpoint(w))?;
-        f.sync_data()
-    });
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(SpoolError::io("writing checkpoint", tmp, e));
-    }
-    fs::rename(&tmp, &dst).map_err(|e| SpoolError::io("renaming checkpoint to", &dst, e))?;
-    fsync_dir(dir)
+    private_files::write_atomic(&dst, &encode_checkpoint(w), true)
+        .map_err(|e| SpoolError::io("writing checkpoint", dst, e))
 }

@@ -23,7 +23,9 @@
 //! removes.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
+
+use logferry_private_files as private_files;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -68,9 +70,7 @@ struct Scan {
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SpoolError::io("fsyncing directory", dir, e))
+    private_files::fsync_dir(dir).map_err(|e| SpoolError::io("fsyncing directory", dir, e))
 }
 
 /// Pushes a time mark if `ms` starts a new wall-clock second.
@@ -87,7 +87,8 @@ fn scan_segment(
     watermark: u64,
     marks: &mut VecDeque<(u64, u64)>,
 ) -> Result<Scan, SpoolError> {
-    let mut file = File::open(path).map_err(|e| SpoolError::io("opening segment", path, e))?;
+    let mut file =
+        private_files::open_read(path).map_err(|e| SpoolError::io("opening segment", path, e))?;
     let file_len = file
         .metadata()
         .map_err(|e| SpoolError::io("reading metadata of", path, e))?
@@ -141,7 +142,8 @@ fn scan_segment(
 
 fn rest_is_zero(path: &Path, from: u64) -> Result<bool, SpoolError> {
     use std::io::{Seek, SeekFrom};
-    let mut f = File::open(path).map_err(|e| SpoolError::io("opening segment", path, e))?;
+    let mut f =
+        private_files::open_read(path).map_err(|e| SpoolError::io("opening segment", path, e))?;
     f.seek(SeekFrom::Start(from))
         .map_err(|e| SpoolError::io("seeking in segment", path, e))?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -192,8 +194,12 @@ fn quarantine(dir: &Path, path: &Path, valid_len: u64) -> Result<PathBuf, SpoolE
         .unwrap_or_default();
     let tmp = path.with_file_name(format!("{name}.{TMP_EXT}"));
     {
-        let mut src = File::open(path).map_err(|e| SpoolError::io("opening segment", path, e))?;
-        let mut dst = File::create(&tmp).map_err(|e| SpoolError::io("creating", &tmp, e))?;
+        let mut src = private_files::open_read(path)
+            .map_err(|e| SpoolError::io("opening segment", path, e))?;
+        // A stale temp file from an earlier crash is removed first (unlink never follows a link).
+        let _ = fs::remove_file(&tmp);
+        let mut dst =
+            private_files::create_new(&tmp).map_err(|e| SpoolError::io("creating", &tmp, e))?;
         std::io::copy(&mut (&mut src).take(valid_len), &mut dst)
             .map_err(|e| SpoolError::io("copying intact prefix to", &tmp, e))?;
         dst.flush()
@@ -201,10 +207,12 @@ fn quarantine(dir: &Path, path: &Path, valid_len: u64) -> Result<PathBuf, SpoolE
             .map_err(|e| SpoolError::io("fsyncing", &tmp, e))?;
     }
     if fs::hard_link(path, &corrupt).is_err() {
-        fs::copy(path, &corrupt).map_err(|e| SpoolError::io("copying to", &corrupt, e))?;
-        File::open(&corrupt)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| SpoolError::io("fsyncing", &corrupt, e))?;
+        let copied = private_files::open_read(path).and_then(|mut src| {
+            let mut dst = private_files::create_new(&corrupt)?;
+            std::io::copy(&mut src, &mut dst)?;
+            dst.sync_all()
+        });
+        copied.map_err(|e| SpoolError::io("copying to", &corrupt, e))?;
     }
     fs::rename(&tmp, path).map_err(|e| SpoolError::io("replacing", path, e))?;
     fsync_dir(dir)?;
@@ -213,7 +221,7 @@ fn quarantine(dir: &Path, path: &Path, valid_len: u64) -> Result<PathBuf, SpoolE
 
 fn read_checkpoint(dir: &Path, events: &mut Vec<RecoveryEvent>) -> Result<u64, SpoolError> {
     let path = dir.join(CHECKPOINT_FILE);
-    match fs::read(&path) {
+    match private_files::read(&path) {
         Ok(bytes) => match decode_checkpoint(&bytes) {
             // Ids at or above MAX_FIRST_ID cannot name a segment: believing such a watermark
             // would put new appends in files recovery cannot see (found by the fuzzer).
@@ -290,9 +298,7 @@ pub(crate) fn recover(dir: &Path, max_record_bytes: u32) -> Result<Recovered, Sp
         match scan.outcome {
             Outcome::Clean => {}
             _ if torn => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
+                let f = private_files::open_write(path)
                     .map_err(|e| SpoolError::io("opening segment", path, e))?;
                 f.set_len(scan.valid_len)
                     .and_then(|_| f.sync_all())

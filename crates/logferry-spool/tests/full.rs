@@ -154,7 +154,7 @@ fn stats_pending_and_age() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open(dir.path(), small_cfg());
     assert_eq!(s.stats().oldest_pending_appended_ms, None);
-    let before = logferry_now_ms();
+    let before = logferry_time::now_ms() as u64;
     for i in 1..=100 {
         s.append(&payload(i)).unwrap();
     }
@@ -162,7 +162,7 @@ fn stats_pending_and_age() {
     assert_eq!(st.records_pending, 100);
     assert_eq!(st.records_unread, 100);
     let oldest = st.oldest_pending_appended_ms.unwrap();
-    assert!(oldest + 1000 >= before && oldest <= logferry_now_ms());
+    assert!(oldest + 1000 >= before && oldest <= logferry_time::now_ms() as u64);
     let got = s.next_batch(40, usize::MAX).unwrap();
     assert_eq!(got.len(), 40);
     assert_eq!(s.stats().records_unread, 60);
@@ -182,13 +182,6 @@ fn stats_pending_and_age() {
     let again = drain(&s);
     assert_eq!(again.first().map(|r| r.id), Some(41));
     assert_eq!(again.len(), 60);
-}
-
-fn logferry_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 struct Mount(PathBuf);

@@ -58,4 +58,3 @@ pub use framing::{
 };
 pub use message::{parse, Format, Message, ParseOptions};
 pub use sd::{SdElement, SdElements, SdParam, SdParams};
-pub use timestamp::civil_from_days;

@@ -22,11 +22,8 @@ impl ParseOptions {
     /// Options for "now" according to the system clock, with zone-less timestamps read as
     /// UTC. Callers that know the senders' zone set `local_utc_offset_secs` themselves.
     pub fn utc_now() -> Self {
-        let now_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         ParseOptions {
-            now_unix_ms,
+            now_unix_ms: logferry_time::now_ms(),
             local_utc_offset_secs: 0,
         }
     }

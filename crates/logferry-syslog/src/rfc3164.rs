@@ -21,7 +21,8 @@
 //! structured data.
 
 use crate::message::{field, strip_bom, Format, Message, ParseOptions};
-use crate::timestamp::{civil_to_unix_ms, infer_year, month_from_abbrev, parse_rfc3339, Cursor};
+use crate::timestamp::{infer_year, month_from_abbrev, parse_rfc3339, Cursor};
+use logferry_time::civil_to_unix_ms;
 
 /// Parses `frame[start..]`, the bytes after the PRI (if any). `None` if it is not RFC 3164.
 pub(crate) fn parse<'a>(

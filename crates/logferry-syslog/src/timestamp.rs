@@ -4,97 +4,11 @@
 //! RFC 5424 and by rsyslog's high-precision templates) and the BSD form of RFC 3164
 //! (`Nov 25 16:20:39`, no year, no zone). Both are turned into milliseconds since the epoch.
 //!
-//! The calendar arithmetic is written here instead of pulling in `chrono` or `time` on
-//! purpose: it runs once per message on the hot path, must not allocate, and only ever has to
-//! handle proleptic Gregorian dates in a narrow window around "now". Howard Hinnant's
-//! `days_from_civil` is a handful of integer operations, exact for every year an `i32` can
-//! hold, and lets us validate each field ourselves so that an impossible timestamp
-//! (`Feb 30`, `25:00:00`, a zone of `+99:00`) is reported as absent rather than silently
-//! normalised into a wrong instant.
+//! The calendar is `logferry-time`'s; the header grammar (a cursor that leaves the bytes alone
+//! when they are not a timestamp, a zone that may be missing or written `±hhmm`, the BSD form)
+//! is the codec's own.
 
-/// Milliseconds in a day; the unit that civil dates are converted through.
-const MS_PER_DAY: i64 = 86_400_000;
-
-/// Days since 1970-01-01 for a proleptic Gregorian date. Callers validate the ranges first.
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    // Shift the year so that it starts in March: the leap day then falls at the very end,
-    // which makes the day-of-year formula branch-free.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`]: the (year, month, day) of a day number (days since
-/// 1970-01-01). Public because logferry formats dates with it too (one calendar, one place).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// A wall-clock time of day with millisecond precision, already range-checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TimeOfDay {
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-    pub millis: u32,
-}
-
-impl TimeOfDay {
-    fn millis_of_day(self) -> i64 {
-        // A leap second (`:60`) lands on the first millisecond of the next minute, which is
-        // the closest representable instant; syslog senders rarely emit it anyway.
-        i64::from(self.hour) * 3_600_000
-            + i64::from(self.minute) * 60_000
-            + i64::from(self.second) * 1_000
-            + i64::from(self.millis)
-    }
-}
-
-/// Local civil time to UTC milliseconds; `None` if the date does not exist.
-pub(crate) fn civil_to_unix_ms(
-    year: i64,
-    month: u32,
-    day: u32,
-    time: TimeOfDay,
-    utc_offset_secs: i64,
-) -> Option<i64> {
-    let time_ok = time.hour <= 23 && time.minute <= 59 && time.second <= 60;
-    if !time_ok || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    let local = days_from_civil(year, month, day)
-        .checked_mul(MS_PER_DAY)?
-        .checked_add(time.millis_of_day())?;
-    local.checked_sub(utc_offset_secs.checked_mul(1000)?)
-}
+use logferry_time::{civil_from_days, civil_to_unix_ms, TimeOfDay, MS_PER_DAY};
 
 /// Cursor over ASCII header bytes. Every accessor is bounds-checked so that no input can
 /// make the parser panic.
@@ -298,43 +212,6 @@ mod tests {
         second: 0,
         millis: 0,
     };
-
-    #[test]
-    fn civil_round_trips_over_a_wide_range() {
-        for days in (-800_000..800_000).step_by(7) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-    }
-
-    #[test]
-    fn known_epochs() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        // 2026-11-25T16:20:39Z, cross-checked with `date -u -d ... +%s`.
-        let t = TimeOfDay {
-            hour: 16,
-            minute: 20,
-            second: 39,
-            millis: 0,
-        };
-        assert_eq!(
-            civil_to_unix_ms(2026, 11, 25, t, 0),
-            Some(1_795_623_639_000)
-        );
-    }
-
-    #[test]
-    fn invalid_dates_are_rejected() {
-        assert_eq!(civil_to_unix_ms(2025, 2, 29, TOD0, 0), None);
-        assert!(civil_to_unix_ms(2024, 2, 29, TOD0, 0).is_some());
-        assert_eq!(civil_to_unix_ms(2100, 2, 29, TOD0, 0), None);
-        assert!(civil_to_unix_ms(2000, 2, 29, TOD0, 0).is_some());
-        assert_eq!(civil_to_unix_ms(2026, 4, 31, TOD0, 0), None);
-        assert_eq!(civil_to_unix_ms(2026, 13, 1, TOD0, 0), None);
-        assert_eq!(civil_to_unix_ms(2026, 0, 1, TOD0, 0), None);
-        assert_eq!(civil_to_unix_ms(2026, 1, 0, TOD0, 0), None);
-    }
 
     #[test]
     fn rfc3339_variants() {

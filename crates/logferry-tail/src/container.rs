@@ -50,6 +50,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use logferry_time::parse_rfc3339_ms;
+
 use crate::multiline::append_capped;
 
 /// The stream a container wrote a record to.
@@ -238,119 +240,6 @@ pub fn parse_auto(line: &[u8]) -> Result<ContainerLine<'_>, FormatError> {
         Some(b'{') => parse_docker_json(line),
         _ => parse_cri(line),
     }
-}
-
-/// `n` ASCII digits at `s[at..]` as a number.
-fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
-    let d = s.get(at..at + n)?;
-    let mut v = 0u32;
-    for &b in d {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u32::from(b - b'0');
-    }
-    Some(v)
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`,
-/// <https://howardhinnant.github.io/date_algorithms.html>).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12); // March = 0
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses an RFC 3339 date-time (`YYYY-MM-DDThh:mm:ss[.frac](Z|±hh:mm)`, the whole slice) to
-/// milliseconds since the Unix epoch. Per RFC 3339 §5.6 `t`/`z` and a space for `T` are
-/// accepted; the fraction has any number of digits and is truncated to milliseconds; a leap
-/// second (`:60`) counts as the first second of the next minute. `None` for anything else,
-/// including impossible dates like February 30.
-pub fn parse_rfc3339_ms(s: &[u8]) -> Option<i64> {
-    let year = digits(s, 0, 4)?;
-    let month = digits(s, 5, 2)?;
-    let day = digits(s, 8, 2)?;
-    let hour = digits(s, 11, 2)?;
-    let minute = digits(s, 14, 2)?;
-    let second = digits(s, 17, 2)?;
-    // The digit reads above succeeded, so s has at least 19 bytes: indexing below 19 is safe.
-    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if s[13] != b':' || s[16] != b':' {
-        return None;
-    }
-    let year = i64::from(year);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-
-    let mut i = 19;
-    let mut millis = 0i64;
-    if s.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while let Some(b) = s.get(i).filter(|b| b.is_ascii_digit()) {
-            if i - start < 3 {
-                millis = millis * 10 + i64::from(b - b'0');
-            }
-            i += 1;
-        }
-        match i - start {
-            0 => return None,
-            1 => millis *= 100,
-            2 => millis *= 10,
-            _ => {}
-        }
-    }
-    let offset_secs = match s.get(i)? {
-        b'Z' | b'z' => {
-            i += 1;
-            0
-        }
-        sign @ (b'+' | b'-') => {
-            let h = digits(s, i + 1, 2)?;
-            let m = digits(s, i + 4, 2)?;
-            if s[i + 3] != b':' || h > 23 || m > 59 {
-                return None;
-            }
-            i += 6;
-            let secs = i64::from(h * 3600 + m * 60);
-            if *sign == b'-' {
-                -secs
-            } else {
-                secs
-            }
-        }
-        _ => return None,
-    };
-    if i != s.len() {
-        return None;
-    }
-    let secs = days_from_civil(year, month, day) * 86_400
-        + i64::from(hour * 3600 + minute * 60 + second)
-        - offset_secs;
-    Some(secs * 1000 + millis)
 }
 
 /// The pod and container a log file belongs to.
@@ -548,8 +437,6 @@ impl PartialJoiner {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
-
-    use chrono::{DateTime, NaiveDate};
 
     use super::*;
 
@@ -759,87 +646,6 @@ mod tests {
         assert_eq!((c.timestamp_ms, &c.message[..]), (T, &b"a"[..]));
         assert_eq!(parse_auto(b""), Err(FormatError::Empty));
         assert!(matches!(parse_auto(b"{"), Err(FormatError::DockerJson(_))));
-    }
-
-    #[test]
-    fn rfc3339_matches_chrono_over_many_dates() {
-        let mut day = NaiveDate::from_ymd_opt(1900, 1, 1).expect("date");
-        let end = NaiveDate::from_ymd_opt(2200, 12, 31).expect("date");
-        let mut n = 0u32;
-        while day <= end {
-            let dt = day
-                .and_hms_nano_opt(
-                    n % 24,
-                    (n * 7) % 60,
-                    (n * 13) % 60,
-                    n.wrapping_mul(7_654_321) % 1_000_000_000,
-                )
-                .expect("time");
-            let s = dt.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
-            let want = dt.and_utc().timestamp_millis();
-            assert_eq!(parse_rfc3339_ms(s.as_bytes()), Some(want), "{s}");
-            day = day + chrono::Days::new(13);
-            n += 1;
-        }
-        // Leap days, including the century rules.
-        for (s, ok) in [
-            ("2000-02-29", true),
-            ("2024-02-29", true),
-            ("1900-02-29", false),
-            ("2023-02-29", false),
-        ] {
-            let line = format!("{s}T00:00:00Z");
-            let want = DateTime::parse_from_rfc3339(&line)
-                .ok()
-                .map(|d| d.timestamp_millis());
-            assert_eq!(parse_rfc3339_ms(line.as_bytes()).is_some(), ok, "{line}");
-            assert_eq!(parse_rfc3339_ms(line.as_bytes()), want, "{line}");
-        }
-    }
-
-    #[test]
-    fn rfc3339_fractions_offsets_and_variants() {
-        let base = 1_704_164_645_000; // 2024-01-02T03:04:05Z
-        for (s, want) in [
-            ("2024-01-02T03:04:05Z", base),
-            ("2024-01-02T03:04:05.1Z", base + 100),
-            ("2024-01-02T03:04:05.12Z", base + 120),
-            ("2024-01-02T03:04:05.123Z", base + 123),
-            ("2024-01-02T03:04:05.1239Z", base + 123), // truncated, not rounded
-            ("2024-01-02T03:04:05.999999999999Z", base + 999),
-            ("2024-01-02t03:04:05z", base),
-            ("2024-01-02 03:04:05Z", base),
-            ("2024-01-02T05:04:05+02:00", base),
-            ("2024-01-01T21:34:05-05:30", base),
-            ("2024-01-02T03:04:05.5+00:00", base + 500),
-            ("1969-12-31T23:59:59.999Z", -1),
-            ("2016-12-31T23:59:60Z", 1_483_228_800_000),
-        ] {
-            assert_eq!(parse_rfc3339_ms(s.as_bytes()), Some(want), "{s}");
-        }
-        for s in [
-            "",
-            "2024-01-02",
-            "2024-01-02T03:04:05",
-            "2024-01-02T03:04:05.Z",
-            "2024-01-02T03:04:05+0200",
-            "2024-01-02T03:04:05+02",
-            "2024-01-02T03:04:05Zjunk",
-            "2024-01-02T03:04:05 Z",
-            "2024-01-02T24:00:00Z",
-            "2024-01-02T03:60:00Z",
-            "2024-01-02T03:04:61Z",
-            "2024-00-02T03:04:05Z",
-            "2024-04-31T03:04:05Z",
-            "2024-01-00T03:04:05Z",
-            "2024/01/02T03:04:05Z",
-            "2024-01-02X03:04:05Z",
-            "2024-01-02T03:04:05+24:00",
-            "+024-01-02T03:04:05Z",
-            "２０２４-01-02T03:04:05Z",
-        ] {
-            assert_eq!(parse_rfc3339_ms(s.as_bytes()), None, "{s:?}");
-        }
     }
 
     fn info(ns: &str, pod: &str, uid: &str, container: &str) -> Option<PodInfo> {

@@ -4,8 +4,9 @@
 //!
 //! - [`identity`]: which file is which (device + inode + a fingerprint of the first bytes).
 //! - [`discovery`]: include/exclude globs, re-scanned.
-//! - [`tailer`]: the reader over all matched files: rotation (rename, copytruncate, truncation,
-//!   inode reuse), resuming from saved positions, releasing deleted files.
+//! - [`tailer`]: the reader over all matched files: finding and opening them (`scan.rs`),
+//!   reading them round-robin (`read.rs`), and letting them go through rotation, deletion and
+//!   truncation (`rotation.rs`); resuming from saved positions.
 //! - [`lines`]: splitting bytes into lines, `max_line_bytes`, encodings.
 //! - [`multiline`]: joining continuation lines (stack traces) into one event.
 //! - [`timestamp`]: a timestamp read from the line with a strftime format.

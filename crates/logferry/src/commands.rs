@@ -10,7 +10,7 @@
 //! event as the first sink fed by its source would send it, with its group and stream; nothing
 //! is sent and no position moves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,14 @@ use aws_credential_types::provider::ProvideCredentials;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use logferry_tail::discovery::Discovery;
+
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::format::format_event;
-use crate::metrics::SourceStats;
 use crate::sink::client;
+use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, SourceContext};
+use tracing::Instrument;
 
 struct Report {
     failures: usize,
@@ -42,9 +45,58 @@ impl Report {
 }
 
 fn check_data_dir(r: &mut Report, dir: &Path) {
+    use logferry_private_files::{inspect_data_dir, mode_string};
+    let report = match inspect_data_dir(dir) {
+        Ok(report) => report,
+        Err(e) => {
+            r.fail(
+                "data_dir",
+                e,
+                "logferry refuses to start with this data_dir: state there could be read or replaced by another local user",
+            );
+            return;
+        }
+    };
+    match (report.owner, report.mode) {
+        (Some(owner), Some(mode)) => r.ok(
+            "data_dir",
+            format!(
+                "{} owner uid {owner}, mode {}",
+                dir.display(),
+                mode_string(mode)
+            ),
+        ),
+        _ => r.ok(
+            "data_dir",
+            format!(
+                "{} does not exist yet; logferry will create it 0700",
+                dir.display()
+            ),
+        ),
+    }
+    if let Some(link) = report.links.first() {
+        r.fail(
+            "data_dir",
+            format!("{} is a symbolic link inside data_dir", link.display()),
+            "remove it: logferry never reads or writes its state through a link, and refuses to start with one there",
+        );
+    }
+    if !report.too_open.is_empty() {
+        let (first, mode) = &report.too_open[0];
+        r.warn(
+            "data_dir",
+            format!(
+                "{} path(s) more open than 0700/0600, e.g. {} ({}); logferry narrows them at start",
+                report.too_open.len(),
+                first.display(),
+                mode_string(*mode)
+            ),
+        );
+    }
     let probe = dir.join(".logferry-check");
-    let res = std::fs::create_dir_all(dir).and_then(|_| {
-        std::fs::write(&probe, b"check")?;
+    let res = logferry_private_files::create_dir_all(dir).and_then(|_| {
+        let _ = std::fs::remove_file(&probe); // left by a check that was killed
+        logferry_private_files::create_new(&probe)?;
         std::fs::remove_file(&probe)
     });
     match res {
@@ -57,30 +109,38 @@ fn check_data_dir(r: &mut Report, dir: &Path) {
     }
 }
 
-/// How many files the globs match now, and whether they can be opened.
+/// The files a file source would follow now, found by the same [`Discovery`] walk as `run`'s
+/// tailer (not a separate glob, which could disagree with it), and the ones of them that
+/// cannot be opened (`path: error`).
+fn matching_files(
+    cfg: &crate::config::FileSourceConfig,
+) -> Result<(Vec<PathBuf>, Vec<String>), String> {
+    let discovery = Discovery::new(&cfg.tail.include, &cfg.tail.exclude)
+        .map_err(|e| format!("`{}`: {}", e.pattern, e.reason))?;
+    let (mut matched, mut unreadable) = (Vec::new(), Vec::new());
+    for found in discovery.scan().files {
+        // Special files and dangling symlinks are skipped by the tailer too.
+        if found.excluded || !found.path.is_file() {
+            continue;
+        }
+        if let Err(e) = std::fs::File::open(&found.path) {
+            unreadable.push(format!("{}: {e}", found.path.display()));
+        }
+        matched.push(found.path);
+    }
+    Ok((matched, unreadable))
+}
+
+/// How many files the patterns match now, and whether they can be opened.
 fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig) {
     let what = format!("source {name} (files)");
-    let exclude: Vec<glob::Pattern> = cfg
-        .tail
-        .exclude
-        .iter()
-        .filter_map(|p| glob::Pattern::new(p).ok())
-        .collect();
-    let (mut matched, mut unreadable) = (0usize, Vec::new());
-    for pattern in &cfg.tail.include {
-        let Ok(paths) = glob::glob(pattern) else {
-            continue;
-        };
-        for path in paths.flatten() {
-            if !path.is_file() || exclude.iter().any(|x| x.matches_path(&path)) {
-                continue;
-            }
-            matched += 1;
-            if let Err(e) = std::fs::File::open(&path) {
-                unreadable.push(format!("{}: {e}", path.display()));
-            }
+    let (matched, unreadable) = match matching_files(cfg) {
+        Ok((matched, unreadable)) => (matched.len(), unreadable),
+        Err(e) => {
+            r.fail(&what, e, "fix the pattern in `include` / `exclude`");
+            return;
         }
-    }
+    };
     if let Some(first) = unreadable.first() {
         r.fail(
             &what,
@@ -370,26 +430,29 @@ pub async fn tail(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             stats: Arc::new(SourceStats::default()),
         };
+        let span = source::span(name, SourceKind::of(source));
         match source {
             SourceConfig::Syslog(cfg) => {
                 let listener = source::syslog::bind(cfg).await?;
                 eprintln!("tail: {name} listening on {}", listener.local_addr());
-                tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, None));
+                tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, None).instrument(span));
             }
             SourceConfig::Stdin(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.spool = None;
-                tasks.spawn(source::stdin::run(ctx, cfg, None));
+                tasks.spawn(source::stdin::run(ctx, cfg, None).instrument(span));
             }
             SourceConfig::Journald(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.dry_run = true;
-                tasks.spawn(source::journald::run(ctx, cfg, config.data_dir.clone()));
+                tasks.spawn(
+                    source::journald::run(ctx, cfg, config.data_dir.clone()).instrument(span),
+                );
             }
             SourceConfig::File(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.dry_run = true;
-                tasks.spawn(source::file::run(ctx, cfg, config.data_dir.clone()));
+                tasks.spawn(source::file::run(ctx, cfg, config.data_dir.clone()).instrument(span));
             }
         }
     }
@@ -430,4 +493,74 @@ pub async fn tail(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_source(include: &str, exclude: &str) -> crate::config::FileSourceConfig {
+        let text = format!(
+            "[sources.f]\ntype = \"file\"\ninclude = [{include}]\nexclude = [{exclude}]\n\
+             [sinks.cw]\ntype = \"cloudwatch_logs\"\ninputs = [\"f\"]\nlog_group = \"g\"\n"
+        );
+        let config = crate::config::parse(Path::new("t.toml"), &text, &|_| None).expect("config");
+        match config.sources.into_iter().next() {
+            Some((_, SourceConfig::File(f))) => f,
+            other => panic!("not a file source: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_finds_the_files_the_tailer_would_follow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for f in [
+            "a.log",
+            "sub/b.log",
+            "sub/deep/c.log",
+            "sub/skip.log",
+            "sub/d.txt",
+        ] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, "x\n").expect("write");
+        }
+        // A directory whose name matches the pattern is not a file to read.
+        std::fs::create_dir_all(root.join("dir.log")).expect("mkdir");
+        // `**` through a symlinked directory: the tailer's walk does not follow it (a loop
+        // would never end), so `check` must not count what is behind it either.
+        std::os::unix::fs::symlink(root.join("sub"), root.join("link")).expect("symlink");
+        let cfg = file_source(
+            &format!("\"{}/**/*.log\"", root.display()),
+            &format!("\"{}/sub/skip.log\"", root.display()),
+        );
+        let (mut found, unreadable) = matching_files(&cfg).expect("patterns");
+        found.sort();
+        let tailer = Discovery::new(&cfg.tail.include, &cfg.tail.exclude).expect("discovery");
+        let mut followed: Vec<PathBuf> = tailer
+            .scan()
+            .files
+            .into_iter()
+            .filter(|f| !f.excluded && f.path.is_file())
+            .map(|f| f.path)
+            .collect();
+        followed.sort();
+        assert_eq!(found, followed);
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| {
+                p.strip_prefix(root)
+                    .expect("under root")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert!(names.contains(&"a.log".to_string()), "{names:?}");
+        assert!(names.contains(&"sub/deep/c.log".to_string()), "{names:?}");
+        assert!(!names
+            .iter()
+            .any(|n| n.ends_with("skip.log") || n.ends_with(".txt")));
+        assert!(unreadable.is_empty(), "{unreadable:?}");
+    }
 }

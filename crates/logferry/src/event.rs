@@ -124,10 +124,4 @@ pub const FACILITY_NAMES: [&str; 24] = [
     "local7",
 ];
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use logferry_time::now_ms;

@@ -43,11 +43,11 @@ pub struct Civil {
     pub millis: u32,
 }
 
-/// Splits Unix milliseconds into a UTC calendar time (the codec's `civil_from_days`).
+/// Splits Unix milliseconds into a UTC calendar time (`logferry-time`'s calendar).
 pub fn civil_from_ms(ms: i64) -> Civil {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
-    let (year, month, day) = logferry_syslog::civil_from_days(days);
+    let (year, month, day) = logferry_time::civil_from_days(days);
     let secs = (rem / 1000) as u32;
     Civil {
         year,

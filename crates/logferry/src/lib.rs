@@ -11,6 +11,8 @@
 //! - [`format`] and [`template`]: the text sent, and group/stream names.
 //! - [`runtime`]: wiring it together, signals and the shutdown grace period.
 //! - [`secret`]: the string type for credentials, which never prints its value.
+//! - [`net`] and [`tls`]: address ranges and TLS server configs, leaves shared by the config
+//!   (which checks them) and the syslog source (which serves them).
 
 pub mod ack;
 pub mod commands;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod event;
 pub mod format;
 pub mod metrics;
+pub mod net;
 pub mod runtime;
 pub mod sd_notify;
 pub mod secret;
@@ -25,3 +28,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod template;
+pub mod tls;

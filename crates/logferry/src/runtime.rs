@@ -25,10 +25,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
-use crate::metrics::{self, Registry, SourceEntry, SourceStats};
+use tracing::Instrument;
+
+use crate::metrics::{self, Registry, SourceEntry};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
 use crate::sink::{client, retry::LogLimiter, CloudWatchSink, Shared};
+use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, Chunk, SourceContext};
 
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
@@ -131,11 +134,31 @@ fn open_spool(
         .transpose()
 }
 
+/// Makes `data_dir` safe to keep state in before anything is written to it: refuses one that
+/// others could read or swap (a link, writable by others, another user's), creates it `0700`,
+/// and narrows whatever an earlier run left more open, one log line per path. With
+/// `data_dir_group`, that group may read the state (`0750`/`0640`), never write it.
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    logferry_private_files::share_with_group(config.data_dir_group);
+    let tightened = logferry_private_files::prepare_data_dir(&config.data_dir)
+        .with_context(|| format!("{}: data_dir", config.path.display()))?;
+    for t in tightened {
+        tracing::warn!(
+            path = %t.path.display(),
+            old_mode = %logferry_private_files::mode_string(t.old_mode),
+            new_mode = %logferry_private_files::mode_string(t.new_mode),
+            "state was more open than logferry keeps it; tightened"
+        );
+    }
+    Ok(())
+}
+
 async fn run_pipeline(
     config: &Config,
     slot: &RegistrySlot,
     sighup: &mut tokio::signal::unix::Signal,
 ) -> anyhow::Result<Ended> {
+    prepare_data_dir(config)?;
     let sink_cancel = CancellationToken::new();
     let source_shutdown = CancellationToken::new();
     let mut sink_tasks = JoinSet::new();
@@ -168,18 +191,20 @@ async fn run_pipeline(
             name: name.clone(),
             log_limiter: LogLimiter::default(),
         });
-        tracing::info!(
-            sink = %name,
-            region = %region,
-            log_group = group.as_static().unwrap_or(group.source()),
-            log_stream = stream.as_static().unwrap_or(stream.source()),
-            "sink ready"
-        );
+        let span = crate::sink::span(name);
+        span.in_scope(|| {
+            tracing::info!(
+                region = %region,
+                log_group = group.as_static().unwrap_or(group.source()),
+                log_stream = stream.as_static().unwrap_or(stream.source()),
+                "sink ready"
+            )
+        });
         let (tx, rx) = mpsc::channel(SINK_CHANNEL_CHUNKS);
         sink_inputs.push((cfg.inputs.clone(), tx));
         all_stats.push((name.clone(), stats));
         let sink = CloudWatchSink::new(shared, group, stream);
-        sink_tasks.spawn(sink.run(rx));
+        sink_tasks.spawn(sink.run(rx).instrument(span));
     }
 
     let mut source_tasks = JoinSet::new();
@@ -198,43 +223,47 @@ async fn run_pipeline(
             stats: stats.clone(),
         };
         let mut spool_handle = None;
+        // Everything the source logs, from its start to its last task and thread, is in it.
+        let span = source::span(name, SourceKind::of(source));
         match source {
             SourceConfig::Syslog(cfg) => {
-                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
+                let spool = span.in_scope(|| {
+                    open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)
+                })?;
                 let listener = source::syslog::bind(cfg)
                     .await
                     .with_context(|| format!("source `{name}`"))?;
-                tracing::info!(source = %name, address = %listener.local_addr(), spool = spool.is_some(), "listening");
+                span.in_scope(|| tracing::info!(address = %listener.local_addr(), spool = spool.is_some(), "listening"));
                 spool_handle = spool.clone();
-                source_tasks.spawn(source::syslog::run(ctx, cfg.clone(), listener, spool));
+                source_tasks
+                    .spawn(source::syslog::run(ctx, cfg.clone(), listener, spool).instrument(span));
             }
             SourceConfig::Stdin(cfg) => {
-                let spool = open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)?;
+                let spool = span.in_scope(|| {
+                    open_spool(config, name, cfg.spool.as_ref(), cfg.max_frame_bytes)
+                })?;
                 spool_handle = spool.clone();
-                source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool));
+                source_tasks.spawn(source::stdin::run(ctx, cfg.clone(), spool).instrument(span));
             }
             SourceConfig::Journald(cfg) => {
-                tracing::info!(source = %name, directories = ?cfg.directories, "reading the journal");
-                source_tasks.spawn(source::journald::run(
-                    ctx,
-                    cfg.clone(),
-                    config.data_dir.clone(),
-                ));
+                span.in_scope(
+                    || tracing::info!(directories = ?cfg.directories, "reading the journal"),
+                );
+                source_tasks.spawn(
+                    source::journald::run(ctx, cfg.clone(), config.data_dir.clone())
+                        .instrument(span),
+                );
             }
             SourceConfig::File(cfg) => {
-                tracing::info!(source = %name, include = ?cfg.tail.include, "tailing files");
-                source_tasks.spawn(source::file::run(ctx, cfg.clone(), config.data_dir.clone()));
+                span.in_scope(|| tracing::info!(include = ?cfg.tail.include, "tailing files"));
+                source_tasks.spawn(
+                    source::file::run(ctx, cfg.clone(), config.data_dir.clone()).instrument(span),
+                );
             }
         }
         registry_sources.push(SourceEntry {
             name: name.clone(),
-            kind: match source {
-                SourceConfig::Syslog(_) => "syslog",
-                SourceConfig::Stdin(_) => "stdin",
-                SourceConfig::Journald(_) => "journald",
-                SourceConfig::File(f) if f.kubernetes => "kubernetes_logs",
-                SourceConfig::File(_) => "file",
-            },
+            kind: SourceKind::of(source),
             stats,
             spool: spool_handle,
         });
@@ -304,8 +333,8 @@ async fn run_pipeline(
         while source_tasks.join_next().await.is_some() {}
     }
     for (name, s) in &all_stats {
+        let _in_sink = crate::sink::span(name).entered();
         tracing::info!(
-            sink = %name,
             received = s.events_received.load(Ordering::Relaxed),
             delivered = s.events_delivered.load(Ordering::Relaxed),
             dead_lettered = s.dead_total(),

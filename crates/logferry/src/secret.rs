@@ -135,8 +135,8 @@ mod tests {
             "key = [\"in-an-array\"]",
             "key = { inner = \"in-a-table\" }",
         ] {
-            // Through a `toml::Value`, as config.rs does (a parse error of the text itself would
-            // quote its line; that path is config.rs's to keep clean).
+            // Through a `toml::Value`, as `config` does (a parse error of the text itself would
+            // quote its line; that path is `config::diag`'s to keep clean).
             let value: toml::Value = toml::from_str(text).expect("valid TOML");
             let err = Holder::deserialize(value).expect_err(text).to_string();
             assert!(err.contains("must be a string (value not shown)"), "{err}");

@@ -4,33 +4,25 @@
 //! in the same directory, fsync it, rename it over the old one, fsync the directory. A reader
 //! sees either the old or the new content, never a torn mix.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
-/// Atomically replaces `path` with `contents`.
+use logferry_private_files as private_files;
+
+/// Atomically replaces `path` with `contents`, creating its directory if needed. The file is
+/// `0600` (directories `0700`) whatever the umask, and a link planted at `path` is replaced,
+/// never written through (see `logferry-private-files`).
 pub fn save_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("state path has no directory"))?;
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::other("state path has no file name"))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    private_files::create_dir_all(dir)?;
+    private_files::write_atomic(path, contents, false)
 }
 
-/// Reads a state file; `None` when it does not exist.
+/// Reads a state file; `None` when it does not exist. A link in its place is an error: logferry
+/// never reads its state through one.
 pub fn load(path: &Path) -> std::io::Result<Option<String>> {
-    match fs::read_to_string(path) {
+    match private_files::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -40,6 +32,7 @@ pub fn load(path: &Path) -> std::io::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn saves_and_replaces() {

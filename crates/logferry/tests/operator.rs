@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,11 +37,11 @@ max_backoff = "500ms"
     )
 }
 
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// The value of the series `name{labels}` in `text`, which must be valid Prometheus text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    prometheus::Exposition::parse(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"))
+        .get(series)
 }
 
 fn with_metrics(addr: &str) -> impl FnOnce(&mut Command) + '_ {
@@ -115,6 +116,136 @@ fn metrics_count_what_was_shipped_and_billed() {
     );
     assert_eq!(http_get(&maddr, "/health").map(|r| r.0), Some(200));
     assert_eq!(http_get(&maddr, "/ready").map(|r| r.0), Some(200));
+}
+
+/// Two spooled TCP sources, a plain UDP one and a file source, feeding three sinks: every
+/// per-source and per-sink family has several samples, which is what used to split families
+/// (one header, samples interleaved with other families'). The exposition must pass the strict
+/// parser of `support::prometheus`, and `promtool check metrics`' lint (names, help, types).
+/// promtool alone would not do: its parser merges a family's scattered samples by name, and it
+/// accepted the split families of the old output.
+#[test]
+fn metrics_of_many_sources_and_sinks_are_well_formed() {
+    let moto = Moto::start().expect("moto");
+    let (tcp_a, tcp_b, udp) = (free_port(), free_port(), free_port());
+    let logs = tempfile::tempdir().expect("tempdir");
+    let endpoint = moto.endpoint();
+    let sink = |name: &str, inputs: &str| {
+        format!(
+            r#"
+[sinks.{name}]
+type = "cloudwatch_logs"
+inputs = [{inputs}]
+log_group = "/ops/many/{name}"
+log_stream = "s"
+format = "message"
+endpoint = "{endpoint}"
+region = "us-east-1"
+batch_timeout = "100ms"
+"#
+        )
+    };
+    let config = format!(
+        r#"
+data_dir = "@DATA@"
+shutdown_grace = "5s"
+
+[sources.tcp_a]
+type = "syslog"
+address = "tcp://127.0.0.1:{tcp_a}"
+
+[sources.tcp_b]
+type = "syslog"
+address = "tcp://127.0.0.1:{tcp_b}"
+
+[sources.udp]
+type = "syslog"
+address = "udp://127.0.0.1:{udp}"
+spool = false
+
+[sources.files]
+type = "file"
+include = ["{logs}/*.log"]
+start = "beginning"
+rescan_interval = "200ms"
+{a}{b}{c}"#,
+        logs = logs.path().display(),
+        a = sink("cw_a", r#""tcp_a", "udp", "files""#),
+        b = sink("cw_b", r#""tcp_b", "files""#),
+        c = sink("cw_c", r#""tcp_a", "tcp_b""#),
+    );
+    std::fs::write(logs.path().join("app.log"), "file line 1\nfile line 2\n").expect("log");
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let lf = Logferry::start_with(&config, with_metrics(&maddr));
+    lf.wait_listening(3);
+    tcp_send(tcp_a, b"a 1\na 2\n");
+    tcp_send(tcp_b, b"b 1\n");
+    let delivered = wait_until(WAIT, || {
+        ["cw_a", "cw_b", "cw_c"].iter().all(|s| {
+            support::metric(
+                &maddr,
+                "logferry_sink_events_delivered_total",
+                &[&format!("sink=\"{s}\"")],
+            )
+            .unwrap_or(0.0)
+                >= 2.0
+        })
+    });
+    let (_, text) = http_get(&maddr, "/metrics").expect("scrape");
+    assert!(delivered, "{}\n{text}", lf.log());
+
+    let exposition = prometheus::Exposition::parse(&text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"));
+    let count = |family: &str| exposition.family(family).map_or(0, |f| f.samples.len());
+    // The families of the defect, each whole under one header, one series per sink or spool.
+    for family in [
+        "logferry_sink_oldest_unsent_seconds",
+        "logferry_sink_events_dropped_total",
+    ] {
+        assert_eq!(count(family), 3, "{family}\n{text}");
+    }
+    assert_eq!(count("logferry_sink_events_dead_lettered_total"), 3 * 4);
+    assert!(
+        count("logferry_sink_put_latency_seconds") >= 3 * 3,
+        "{text}"
+    );
+    for family in [
+        "logferry_spool_bytes",
+        "logferry_spool_oldest_pending_seconds",
+        "logferry_spool_records_pending",
+    ] {
+        assert_eq!(
+            count(family),
+            2,
+            "{family}: tcp_a and tcp_b are spooled\n{text}"
+        );
+    }
+    assert_eq!(count("logferry_source_events_total"), 4, "{text}");
+    assert_eq!(
+        exposition.get(r#"logferry_source_events_total{source="files",type="file"}"#),
+        Some(2.0)
+    );
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/install-deps.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 
 use super::governor::{Governor, Pace, Ticket};
 use super::request::warn_retry;
-use super::retry::{backoff, classify, describe_error, Failure};
+use super::retry::{backoff, classify, describe_error, Failure, RetryKind};
 use super::Shared;
 
 /// Control-plane calls in flight at once, for the whole sink.
@@ -201,7 +201,8 @@ impl ControlPlane {
         };
         match failure {
             Failure::Retry {
-                kind: "throttled", ..
+                kind: RetryKind::Throttled,
+                ..
             } => {
                 governor.on_throttle(ticket, now);
                 stats.throttled.fetch_add(1, Ordering::Relaxed);
@@ -223,10 +224,10 @@ impl ControlPlane {
                 let (kind, detail) = match other {
                     Failure::Retry { kind, detail, .. } => (kind, detail),
                     Failure::NotFound { .. } => (
-                        "missing",
+                        RetryKind::Missing,
                         "the log group does not exist and create_missing_group = false; create it, or allow logferry to".to_string(),
                     ),
-                    f => ("create", format!("{f:?}")),
+                    f => (RetryKind::Create, format!("{f:?}")),
                 };
                 let what = match call {
                     Call::Stream => "creating the log stream",
@@ -288,7 +289,7 @@ async fn create_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
     match r {
         Ok(_) => {
             shared.stats.streams_created.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(sink = %shared.name, log_group = group, log_stream = stream, "created log stream");
+            tracing::debug!(log_group = group, log_stream = stream, "created log stream");
             Ok(())
         }
         Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
@@ -307,7 +308,7 @@ async fn create_group(shared: &Shared, group: &str) -> Result<(), Failure> {
     match created {
         Ok(_) => {
             shared.stats.groups_created.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(sink = %shared.name, log_group = group, "created log group");
+            tracing::info!(log_group = group, "created log group");
             if let Some(days) = cfg.retention_days {
                 set_retention(shared, group, days).await;
             }
@@ -335,7 +336,11 @@ async fn set_retention(shared: &Shared, group: &str, days: i32) {
         };
         let retry = matches!(classify(&e), Failure::Retry { .. }) && attempt < 4;
         if !retry {
-            tracing::warn!(sink = %shared.name, log_group = group, "could not set retention to {days} days: {}", describe_error(&e));
+            tracing::warn!(
+                log_group = group,
+                "could not set retention to {days} days: {}",
+                describe_error(&e)
+            );
             return;
         }
         tokio::select! {

@@ -7,7 +7,9 @@
 //! only once it is safe on disk. If the file cannot be written (disk full, permissions), the
 //! events are reported as not delivered and their source keeps them.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+
+use logferry_private_files as private_files;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -107,15 +109,11 @@ impl DeadLetterFile {
             .lock()
             .map_err(|_| std::io::Error::other("dead-letter lock poisoned"))?;
         if guard.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                private_files::create_dir_all(dir)?;
             }
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
+            // 0600 whatever the umask; a link planted in its place is refused, not followed.
+            *guard = Some(private_files::open_append(&self.path)?);
         }
         let file = guard
             .as_mut()

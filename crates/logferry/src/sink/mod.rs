@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::ack::AckStatus;
 use crate::config::CloudWatchSinkConfig;
@@ -325,10 +326,13 @@ impl CloudWatchSink {
         let rejected = std::mem::take(&mut self.rejected);
         let shared = self.shared.clone();
         let (group, stream) = (state.group.clone(), state.stream.clone());
-        self.tasks.spawn(async move {
-            request::dead_letter(&shared, &group, &stream, rejected, None).await;
-            Finished::DeadLettered
-        });
+        self.tasks.spawn(
+            async move {
+                request::dead_letter(&shared, &group, &stream, rejected, None).await;
+                Finished::DeadLettered
+            }
+            .in_current_span(),
+        );
     }
 
     /// Makes the fullest request being built ready at once, to keep [`BUILDING_BUDGET`].
@@ -367,9 +371,12 @@ impl CloudWatchSink {
             match self.control.next(now) {
                 Ok((job, call, ticket)) => {
                     let shared = self.shared.clone();
-                    self.tasks.spawn(async move {
-                        Finished::Control(control::call(shared, job, call, ticket).await)
-                    });
+                    self.tasks.spawn(
+                        async move {
+                            Finished::Control(control::call(shared, job, call, ticket).await)
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Err(wake) => break wake,
             }
@@ -419,15 +426,18 @@ impl CloudWatchSink {
                 state.group.clone(),
                 state.stream.clone(),
             );
-            self.tasks.spawn(async move {
-                let answer = request::put(&shared, &group, &stream, req).await;
-                Finished::Put {
-                    key,
-                    seq,
-                    ticket,
-                    answer,
+            self.tasks.spawn(
+                async move {
+                    let answer = request::put(&shared, &group, &stream, req).await;
+                    Finished::Put {
+                        key,
+                        seq,
+                        ticket,
+                        answer,
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         wake
     }
@@ -553,7 +563,7 @@ impl CloudWatchSink {
                         "PutLogEvents",
                         &state.group,
                         &state.stream,
-                        "missing",
+                        retry::RetryKind::Missing,
                         detail,
                         wait,
                     );
@@ -609,4 +619,10 @@ fn cut_bytes(cut: &Cut) -> usize {
 
 fn into_request(cut: Cut) -> Request {
     Request::new(cut.events, cut.opened, cut.fill)
+}
+
+/// The span of one sink: everything it logs, in its intake loop and its request tasks, carries
+/// `sink = NAME`.
+pub fn span(name: &str) -> tracing::Span {
+    tracing::info_span!("sink", sink = %name)
 }

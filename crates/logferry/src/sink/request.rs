@@ -20,7 +20,7 @@ use aws_sdk_cloudwatchlogs::error::SdkError;
 
 use super::batch::Pending;
 use super::dead_letter::{Reason, Record};
-use super::retry::{backoff, classify, Failure};
+use super::retry::{backoff, classify, Failure, RetryKind};
 use super::Shared;
 use crate::ack::AckStatus;
 use crate::format::push_json_str;
@@ -143,16 +143,18 @@ pub fn warn_retry(
     what: &str,
     group: &str,
     stream: &str,
-    kind: &'static str,
+    kind: RetryKind,
     detail: &str,
     wait: Duration,
 ) {
-    if let Some(suppressed) = shared.log_limiter.allow(kind, Duration::from_secs(10)) {
+    if let Some(suppressed) = shared
+        .log_limiter
+        .allow(kind.as_str(), Duration::from_secs(10))
+    {
         tracing::warn!(
-            sink = %shared.name,
             log_group = group,
             log_stream = stream,
-            kind,
+            kind = kind.as_str(),
             suppressed,
             retry_in_ms = wait.as_millis() as u64,
             "{what} failed, will retry (events are kept): {detail}"
@@ -262,7 +264,8 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
             Answer::Done
         }
         Failure::Retry {
-            kind: "throttled", ..
+            kind: RetryKind::Throttled,
+            ..
         } => {
             stats.throttled.fetch_add(1, Ordering::Relaxed);
             stats
@@ -320,13 +323,12 @@ pub async fn dead_letter(
     })
     .await;
     let Ok((result, rejected)) = written else {
-        tracing::error!(sink = %shared.name, "dead-letter writer task failed; events kept unacknowledged");
+        tracing::error!("dead-letter writer task failed; events kept unacknowledged");
         return;
     };
     if let Err(e) = result {
         tracing::error!(
-            sink = %shared.name,
-            path = %shared.dead_letter.path().display(),
+                        path = %shared.dead_letter.path().display(),
             "cannot write the dead-letter file ({e}); {} rejected events stay unacknowledged",
             rejected.len()
         );
@@ -349,8 +351,7 @@ pub async fn dead_letter(
             .map(|(r, n)| format!("{}: {n}", r.as_str()))
             .collect();
         tracing::warn!(
-            sink = %shared.name,
-            log_group = group,
+                        log_group = group,
             log_stream = stream,
             path = %shared.dead_letter.path().display(),
             suppressed,

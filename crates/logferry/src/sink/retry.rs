@@ -40,13 +40,66 @@ pub enum Failure {
     AlreadyAccepted,
     /// Try again later. `ambiguous` when the request may have been ingested.
     Retry {
-        /// Short label for logs (`throttled`, `unavailable`, `timeout`, `network`, ...).
-        kind: &'static str,
+        /// Why, in a word (for logs, the last error `/ready` shows, and throttling's count).
+        kind: RetryKind,
         /// Whether the service may have ingested the request anyway.
         ambiguous: bool,
         /// What happened, for the log.
         detail: String,
     },
+}
+
+/// Why a request is retried: a word for logs, for the last error `/ready` shows, and the
+/// one kind (throttling) that also slows the sink and is counted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryKind {
+    /// `ThrottlingException`.
+    Throttled,
+    /// `ServiceUnavailableException` or another 5xx.
+    Unavailable,
+    /// Access denied or expired credentials.
+    Auth,
+    /// Another error the service answered with.
+    ServiceError,
+    /// The attempt timed out (it may have been ingested).
+    Timeout,
+    /// The connection failed.
+    Network,
+    /// An answer that could not be read.
+    BadResponse,
+    /// No credentials could be loaded.
+    Credentials,
+    /// Anything else.
+    Unknown,
+    /// The group or stream is missing and the config forbids creating it.
+    Missing,
+    /// Creating the group or stream failed otherwise.
+    Create,
+}
+
+impl RetryKind {
+    /// The word logged (`kind = ...`) and shown by `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryKind::Throttled => "throttled",
+            RetryKind::Unavailable => "unavailable",
+            RetryKind::Auth => "auth",
+            RetryKind::ServiceError => "service_error",
+            RetryKind::Timeout => "timeout",
+            RetryKind::Network => "network",
+            RetryKind::BadResponse => "bad_response",
+            RetryKind::Credentials => "credentials",
+            RetryKind::Unknown => "unknown",
+            RetryKind::Missing => "missing",
+            RetryKind::Create => "create",
+        }
+    }
+}
+
+impl std::fmt::Display for RetryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Sorts an SDK error into a [`Failure`].
@@ -68,14 +121,14 @@ where
                 "DataAlreadyAcceptedException" => Failure::AlreadyAccepted,
                 "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
                     Failure::Retry {
-                        kind: "throttled",
+                        kind: RetryKind::Throttled,
                         ambiguous: false,
                         detail: format!("{code}: {msg}"),
                     }
                 }
                 "ServiceUnavailableException" | "InternalFailure" | "InternalServerError" => {
                     Failure::Retry {
-                        kind: "unavailable",
+                        kind: RetryKind::Unavailable,
                         ambiguous: true,
                         detail: format!("{code}: {msg}"),
                     }
@@ -86,12 +139,12 @@ where
                 | "InvalidSignatureException"
                 | "IncompleteSignature"
                 | "MissingAuthenticationToken" => Failure::Retry {
-                    kind: "auth",
+                    kind: RetryKind::Auth,
                     ambiguous: false,
                     detail: format!("{code}: {msg}"),
                 },
                 _ => Failure::Retry {
-                    kind: "service_error",
+                    kind: RetryKind::ServiceError,
                     ambiguous: true,
                     detail: if code.is_empty() {
                         format!("unexpected service error: {}", error_chain(err))
@@ -102,28 +155,32 @@ where
             }
         }
         SdkError::TimeoutError(_) => Failure::Retry {
-            kind: "timeout",
+            kind: RetryKind::Timeout,
             ambiguous: true,
             detail: "request timed out".into(),
         },
         SdkError::DispatchFailure(d) => Failure::Retry {
-            kind: if d.is_timeout() { "timeout" } else { "network" },
+            kind: if d.is_timeout() {
+                RetryKind::Timeout
+            } else {
+                RetryKind::Network
+            },
             // A connection refused never carried the request; other I/O errors may have.
             ambiguous: !error_chain(err).contains("Connection refused"),
             detail: error_chain(err),
         },
         SdkError::ResponseError(_) => Failure::Retry {
-            kind: "bad_response",
+            kind: RetryKind::BadResponse,
             ambiguous: true,
             detail: error_chain(err),
         },
         SdkError::ConstructionFailure(_) => Failure::Retry {
-            kind: "credentials",
+            kind: RetryKind::Credentials,
             ambiguous: false,
             detail: error_chain(err),
         },
         _ => Failure::Retry {
-            kind: "unknown",
+            kind: RetryKind::Unknown,
             ambiguous: true,
             detail: error_chain(err),
         },

@@ -5,9 +5,9 @@
 //! memory, its disk spool or its CloudWatch quota. These are the small pieces the syslog source
 //! combines with its connection limit and idle timeout:
 //!
-//! - [`Cidr`]: an address range from the config (IPv4 or IPv6). IPv4 peers that reach a
-//!   dual-stack (`[::]`) listener appear as IPv4-mapped IPv6 addresses; they are matched as the
-//!   IPv4 address they are, so `10.0.0.0/8` means the same on either kind of listener.
+//! - [`peer_allowed`]: a peer against the source's [`Cidr`] ranges (`crate::net`). IPv4 peers
+//!   that reach a dual-stack (`[::]`) listener appear as IPv4-mapped IPv6 addresses; they are
+//!   matched as the IPv4 address they are, so `10.0.0.0/8` means the same on either listener.
 //! - [`RateLimit`]: token buckets shared by every connection of one source. Streams *pay after*
 //!   reading ([`RateLimit::charge`] returns how long to stop reading: TCP pushes back on the
 //!   sender, nothing is lost); datagrams *ask before* ([`RateLimit::admit`]: a datagram over the
@@ -18,94 +18,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// An IP address range, `ADDR/PREFIX` (a bare address means that one host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `fd00::/8`, `192.0.2.7` or `::1`.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr_text, prefix_text) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr_text
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| {
-                format!("`{s}` is not an IP address or CIDR range (e.g. 10.0.0.0/8, fd00::/8)")
-            })?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix_text {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("`{s}`: prefix length must be 0 to {max}")),
-            },
-        };
-        let cidr = Cidr {
-            addr: canonical(addr),
-            prefix: if addr.is_ipv6() && canonical(addr).is_ipv4() {
-                // ::ffff:10.0.0.0/104 is 10.0.0.0/8.
-                prefix.saturating_sub(96)
-            } else {
-                prefix
-            },
-        };
-        if cidr.masked(cidr.addr) != cidr.addr {
-            return Err(format!(
-                "`{s}` has host bits set beyond /{prefix}; write the network address"
-            ));
-        }
-        Ok(cidr)
-    }
-
-    fn masked(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((bits & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((bits & mask).into())
-            }
-        }
-    }
-
-    /// Whether `ip` lies in this range.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == self.addr
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
-    }
-}
+use crate::net::Cidr;
 
 /// Whether `ip` may send, given `allowed` (empty: everyone).
 pub fn peer_allowed(allowed: &[Cidr], ip: IpAddr) -> bool {
@@ -227,37 +140,14 @@ mod tests {
     }
 
     #[test]
-    fn ranges_match_v4_v6_and_mapped_v4() {
-        let lan = Cidr::parse("10.0.0.0/8").expect("cidr");
-        assert!(lan.contains(ip("10.1.2.3")));
-        assert!(lan.contains(ip("::ffff:10.1.2.3")), "dual-stack listener");
-        assert!(!lan.contains(ip("11.0.0.1")));
-        assert!(!lan.contains(ip("::1")));
-        let ula = Cidr::parse("fd00::/8").expect("cidr");
-        assert!(ula.contains(ip("fd12:3456::1")));
-        assert!(!ula.contains(ip("fe80::1")));
-        assert!(!ula.contains(ip("10.0.0.1")));
-        let host = Cidr::parse("192.0.2.7").expect("host");
-        assert!(host.contains(ip("192.0.2.7")) && !host.contains(ip("192.0.2.8")));
-        let all = Cidr::parse("0.0.0.0/0").expect("all v4");
-        assert!(all.contains(ip("203.0.113.9")) && !all.contains(ip("2001:db8::1")));
-        assert!(Cidr::parse("::/0")
-            .expect("all v6")
-            .contains(ip("2001:db8::1")));
-        let mapped = Cidr::parse("::ffff:10.0.0.0/104").expect("mapped");
-        assert!(mapped.contains(ip("10.9.9.9")));
-        assert!(Cidr::parse("[::1]").expect("bracketed").contains(ip("::1")));
-    }
-
-    #[test]
-    fn bad_ranges_say_why() {
-        assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
-        assert!(Cidr::parse("10.0.0.1/8").unwrap_err().contains("host bits"));
-        assert!(Cidr::parse("example.com")
-            .unwrap_err()
-            .contains("not an IP"));
-        assert!(Cidr::parse("fd00::/129").unwrap_err().contains("0 to 128"));
+    fn an_empty_allow_list_admits_everyone_and_a_list_only_its_ranges() {
         assert!(peer_allowed(&[], ip("203.0.113.1")), "empty list: everyone");
+        let lan = [Cidr::parse("10.0.0.0/8").expect("cidr")];
+        assert!(
+            peer_allowed(&lan, ip("::ffff:10.1.2.3")),
+            "dual-stack listener"
+        );
+        assert!(!peer_allowed(&lan, ip("203.0.113.1")));
     }
 
     #[test]

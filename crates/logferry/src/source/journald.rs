@@ -7,9 +7,10 @@
 //! entries included, so a long run of them still moves the position), and sends the chunk,
 //! blocking while the sink's channel is full: the journal simply waits on disk.
 //!
-//! A second task collects batch outcomes into a [`Watermark`] and saves the cursor of the
-//! newest batch whose predecessors are all delivered (or dead-lettered), at most every 20 ms
-//! and once more at shutdown, with write-temp + fsync + rename. After a crash, the reader resumes
+//! The source's [`Keeper`](super::positions::Keeper) collects batch outcomes into a
+//! [`Watermark`] and saves the cursor of the newest batch whose predecessors are all delivered
+//! (or dead-lettered), at most every 20 ms and once more at shutdown, with write-temp + fsync +
+//! rename. After a crash, the reader resumes
 //! after that cursor: nothing is lost, and what was in flight is sent again.
 //!
 //! With no saved cursor, `start = "end"` (or a time) is turned into a time-only cursor saved
@@ -32,8 +33,9 @@ use bytes::Bytes;
 use logferry_journal::{Cursor, Entry, Journal};
 use tokio::sync::mpsc;
 
+use super::positions::{Books, Keeper};
 use super::{Chunk, SourceContext, CHUNK_EVENTS};
-use crate::ack::{AckBatch, Watermark};
+use crate::ack::{AckBatch, BatchOutcome, Watermark};
 use crate::config::{JournalStart, JournaldSourceConfig};
 use crate::event::{names, Event, FieldName};
 
@@ -57,18 +59,23 @@ pub fn cursor_path(data_dir: &std::path::Path, source: &str) -> PathBuf {
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBuf) {
     let path = cursor_path(&data_dir, &ctx.name);
-    // `logferry tail` reads from the saved cursor but never moves it.
-    let dry_run = cfg.dry_run;
+    let keeper = Keeper {
+        path: path.clone(),
+        every: SAVE_EVERY,
+        // `logferry tail` reads from the saved cursor but never moves it.
+        dry_run: cfg.dry_run,
+        what: "cursor",
+    };
     let saved = match crate::state::load(&path) {
         Ok(s) => s.and_then(|s| match s.trim().parse::<Cursor>() {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::error!(source = %ctx.name, path = %path.display(), "ignoring unreadable cursor file: {e}");
+                tracing::error!(path = %path.display(), error = %e, "ignoring unreadable cursor file");
                 None
             }
         }),
         Err(e) => {
-            tracing::error!(source = %ctx.name, path = %path.display(), "cannot read the cursor file: {e}");
+            tracing::error!(path = %path.display(), error = %e, "cannot read the cursor file");
             None
         }
     };
@@ -91,76 +98,75 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
                 realtime: Some(t),
                 ..Cursor::default()
             };
-            save(dry_run, &ctx.name, &path, Some(&start)).await;
+            keeper.save(Some(encode_cursor(&start))).await;
         }
     }
-    let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
-    let (register_tx, mut registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
+    let (outcome_tx, outcomes) = mpsc::unbounded_channel();
+    let (register_tx, registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
     let handle = tokio::runtime::Handle::current();
     let reader_ctx = ctx.clone();
+    // The thread logs in the source's span, as its tasks do.
+    let span = tracing::Span::current();
     let reader = std::thread::Builder::new()
         .name(format!("journal-{}", ctx.name))
-        .spawn(move || read_loop(reader_ctx, cfg, saved, outcome_tx, register_tx, handle));
+        .spawn(move || {
+            let _in_source = span.enter();
+            read_loop(reader_ctx, cfg, saved, outcome_tx, register_tx, handle)
+        });
     let reader = match reader {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(source = %ctx.name, "cannot start the journal reader thread: {e}");
+            tracing::error!(error = %e, "cannot start the journal reader thread");
             return;
         }
     };
-
-    let mut watermark: Watermark<Cursor> = Watermark::default();
-    let mut latest: Option<Cursor> = None;
-    let mut saved_at = Instant::now();
-    let mut dirty = false;
-    let (mut reg_open, mut out_open) = (true, true);
-    while reg_open || out_open {
-        // Armed only while a newer position waits for the save interval to pass.
-        let save_due = tokio::time::Instant::from_std(saved_at + SAVE_EVERY);
-        tokio::select! {
-            r = registrations.recv(), if reg_open => match r {
-                Some((id, cursor)) => if let Some(c) = watermark.push(id, cursor) { latest = Some(c); dirty = true; },
-                None => reg_open = false,
-            },
-            o = outcomes.recv(), if out_open => match o {
-                Some(o) => if let Some(c) = watermark.complete(o) { latest = Some(c); dirty = true; },
-                None => out_open = false,
-            },
-            _ = tokio::time::sleep_until(save_due), if dirty => {}
-        }
-        if dirty && saved_at.elapsed() >= SAVE_EVERY {
-            save(dry_run, &ctx.name, &path, latest.as_ref()).await;
-            dirty = false;
-            saved_at = Instant::now();
-        }
-        // Once the reader is gone and the sinks have dropped every batch, we are done; if the
-        // sinks are still draining, outcomes keep coming until they finish or are cancelled.
-    }
-    if dirty {
-        save(dry_run, &ctx.name, &path, latest.as_ref()).await;
-    }
-    if watermark.is_stuck() {
-        tracing::warn!(source = %ctx.name, "some entries were not delivered; they will be read again on restart");
-    }
+    keeper
+        .run(&mut CursorBooks::default(), registrations, outcomes)
+        .await;
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
 }
 
-async fn save(dry_run: bool, source: &str, path: &std::path::Path, cursor: Option<&Cursor>) {
-    if dry_run {
-        return;
+/// The journal's one position: the cursor of the newest batch on the watermark.
+#[derive(Default)]
+struct CursorBooks {
+    watermark: Watermark<Cursor>,
+    latest: Option<Cursor>,
+}
+
+impl Books for CursorBooks {
+    type Registration = (u64, Cursor);
+
+    fn register(&mut self, (id, cursor): (u64, Cursor)) -> bool {
+        let to = self.watermark.push(id, cursor);
+        self.moved(to)
     }
-    let Some(cursor) = cursor else { return };
-    let text = format!("{cursor}\n");
-    let p = path.to_path_buf();
-    let r =
-        tokio::task::spawn_blocking(move || crate::state::save_atomic(&p, text.as_bytes())).await;
-    match r {
-        Ok(Ok(())) => tracing::trace!(source, "cursor saved"),
-        Ok(Err(e)) => {
-            tracing::error!(source, path = %path.display(), "cannot save the cursor: {e}")
+
+    fn complete(&mut self, outcome: BatchOutcome) -> bool {
+        let to = self.watermark.complete(outcome);
+        self.moved(to)
+    }
+
+    fn encode(&self) -> Option<Vec<u8>> {
+        self.latest.as_ref().map(encode_cursor)
+    }
+
+    fn is_stuck(&self) -> bool {
+        self.watermark.is_stuck()
+    }
+}
+
+impl CursorBooks {
+    fn moved(&mut self, to: Option<Cursor>) -> bool {
+        let moved = to.is_some();
+        if to.is_some() {
+            self.latest = to;
         }
-        Err(e) => tracing::error!(source, "cursor writer failed: {e}"),
+        moved
     }
+}
+
+fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
+    format!("{cursor}\n").into_bytes()
 }
 
 struct Filter {
@@ -408,20 +414,20 @@ fn read_loop(
     let mut journal = match Journal::open_dirs(&cfg.directories) {
         Ok(j) => j,
         Err(e) => {
-            tracing::error!(source = %name, "cannot open the journal: {e}");
+            tracing::error!(error = %e, "cannot open the journal");
             return;
         }
     };
     match (&saved, &cfg.start) {
         (Some(c), _) => {
-            tracing::info!(source = %name, cursor = %c, "resuming after the saved cursor");
+            tracing::info!(cursor = %c, "resuming after the saved cursor");
             journal.seek_after_cursor(c);
         }
         (None, JournalStart::Beginning) => journal.seek_head(),
         (None, JournalStart::End) => journal.seek_tail(),
         (None, JournalStart::Since(usec)) => journal.seek_realtime(*usec),
     }
-    tracing::info!(source = %name, files = journal.file_paths().len(), "journal opened");
+    tracing::info!(files = journal.file_paths().len(), "journal opened");
     let filter = Filter::new(&cfg);
     let extra: Vec<(String, FieldName)> = cfg
         .fields
@@ -448,16 +454,16 @@ fn read_loop(
         match journal.next_entry_into(&mut entry) {
             Ok(true) => {}
             Ok(false) => {
-                report_file_errors(&name, &mut journal);
+                report_file_errors(&mut journal);
                 journal.release_memory();
                 if let Err(e) = journal.wait(WAIT_SLICE) {
-                    tracing::warn!(source = %name, "waiting for journal changes failed: {e}");
+                    tracing::warn!(error = %e, "waiting for journal changes failed");
                     std::thread::sleep(WAIT_SLICE);
                 }
                 continue;
             }
             Err(e) => {
-                tracing::error!(source = %name, "journal read error: {e}");
+                tracing::error!(error = %e, "journal read error");
                 std::thread::sleep(WAIT_SLICE);
                 continue;
             }
@@ -482,12 +488,12 @@ fn read_loop(
                 }
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::error!(source = %name, "journal read error: {e}");
+                    tracing::error!(error = %e, "journal read error");
                     break;
                 }
             }
         }
-        report_file_errors(&name, &mut journal);
+        report_file_errors(&mut journal);
         progress.entries(scanned as u64, last.realtime.unwrap_or(0), &name);
         if batch_id.is_multiple_of(RELEASE_EVERY_BATCHES) {
             journal.release_memory();
@@ -561,8 +567,8 @@ impl Backfill {
     }
 }
 
-fn report_file_errors(name: &str, journal: &mut Journal) {
+fn report_file_errors(journal: &mut Journal) {
     for fe in journal.take_file_errors() {
-        tracing::warn!(source = %name, "journal file problem (other files are still read): {fe}");
+        tracing::warn!(error = %fe, "journal file problem (other files are still read)");
     }
 }

@@ -4,7 +4,7 @@
 //! every sink that lists it, and a shutdown token. Sending awaits when a sink's channel is full,
 //! which is how backpressure reaches the socket or file being read.
 //!
-//! - [`syslog`]: TCP (plain or [`tls`]), UDP and unix sockets, through the `logferry-syslog`
+//! - [`syslog`]: TCP (plain or [`crate::tls`]), UDP and unix sockets, through the `logferry-syslog`
 //!   codec, behind the network [`guard`]s (allowed peers, rate limits).
 //! - [`journald`]: the systemd journal, from its files, resumed from a saved cursor.
 //! - [`file`]: log files and Kubernetes container logs, through `logferry-tail`, resumed from
@@ -16,10 +16,13 @@
 pub mod file;
 pub mod guard;
 pub mod journald;
+pub mod positions;
 pub mod spooled;
+pub mod stats;
 pub mod stdin;
 pub mod syslog;
-pub mod tls;
+
+use stats::SourceKind;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,7 +51,7 @@ pub struct SourceContext {
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
     /// The source's counters (for metrics).
-    pub stats: Arc<crate::metrics::SourceStats>,
+    pub stats: Arc<stats::SourceStats>,
 }
 
 impl SourceContext {
@@ -144,4 +147,11 @@ pub fn syslog_event(
         truncated_bytes: frame.truncated_bytes,
         ack,
     }
+}
+
+/// The span of one source: everything it logs, in its tasks and its reader thread, carries
+/// `source = NAME` and `type = KIND`. Spawned tasks take it with `.in_current_span()`, reader
+/// threads by entering a clone of it.
+pub fn span(name: &str, kind: SourceKind) -> tracing::Span {
+    tracing::info_span!("source", source = %name, r#type = %kind)
 }

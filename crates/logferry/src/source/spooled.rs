@@ -34,12 +34,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use logferry_spool::{FsyncPolicy, FullPolicy, Spool, SpoolConfig, SpoolError};
 use logferry_syslog::{Frame, Framing, ParseOptions};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{syslog_event, Chunk, SourceContext};
 use crate::ack::AckBatch;
 use crate::config::{SpoolFsync, SpoolFullPolicy, SpoolSettings};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
+use crate::source::stats::SourceStats;
 
 const RECORD_VERSION: u8 = 1;
 
@@ -56,7 +57,8 @@ pub fn open(
     max_frame_bytes: usize,
 ) -> anyhow::Result<Arc<Spool>> {
     let dir = data_dir.join("spool").join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    logferry_private_files::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let cfg = SpoolConfig {
         max_bytes: settings.max_bytes,
         fsync: match settings.fsync {
@@ -80,15 +82,14 @@ pub fn open(
         Spool::open(&dir, cfg).with_context(|| format!("opening the spool {}", dir.display()))?;
     for e in events {
         if e.is_data_loss() {
-            tracing::error!(source = name, "spool recovery: {e}");
+            tracing::error!(error = %e, "spool recovery");
         } else {
-            tracing::warn!(source = name, "spool recovery: {e}");
+            tracing::warn!(error = %e, "spool recovery");
         }
     }
     let stats = spool.stats();
     if stats.records_pending > 0 {
         tracing::info!(
-            source = name,
             pending = stats.records_pending,
             "spooled events from a previous run will be sent first"
         );
@@ -136,7 +137,6 @@ pub fn decode(record: &Bytes) -> Option<(Frame, Option<Bytes>, i64)> {
 /// Appends frames, waiting for space when the spool is full (`block`). Returns false if the
 /// spool failed for good (the caller stops reading).
 pub async fn append_frames(
-    source: &str,
     spool: &Arc<Spool>,
     frames: &[(Frame, Option<Bytes>)],
     counters: &SourceStats,
@@ -162,7 +162,6 @@ pub async fn append_frames(
                         .dropped_spool_oldest
                         .fetch_add(outcome.dropped_records, Ordering::Relaxed);
                     tracing::warn!(
-                        source,
                         dropped = outcome.dropped_records,
                         "spool full: dropped the oldest undelivered records (spool_full_policy = \"drop_oldest\")"
                     );
@@ -171,16 +170,12 @@ pub async fn append_frames(
             }
             Err(e) if e.is_full() && wait_for_space => {
                 if !warned {
-                    tracing::warn!(
-                        source,
-                        "spool full ({e}); input paused until space frees up"
-                    );
+                    tracing::warn!(error = %e, "spool full; input paused until space frees up");
                     warned = true;
                 }
                 if shutdown.is_cancelled() {
                     // Stopping while full: these frames (at most one read) were not spooled.
                     tracing::error!(
-                        source,
                         lost = frames.len(),
                         "shutdown while the spool is full: frames not spooled"
                     );
@@ -194,19 +189,19 @@ pub async fn append_frames(
                     .dropped_spool_full
                     .fetch_add(frames.len() as u64, Ordering::Relaxed);
                 tracing::warn!(
-                    source,
                     dropped = frames.len(),
-                    "spool full ({e}): datagrams dropped"
+                    error = %e,
+                    "spool full: datagrams dropped"
                 );
                 return true;
             }
             Err(e @ SpoolError::RecordTooLarge { .. })
             | Err(e @ SpoolError::BatchTooLarge { .. }) => {
-                tracing::error!(source, "cannot spool frames: {e}");
+                tracing::error!(error = %e, "cannot spool frames");
                 return true;
             }
             Err(e) => {
-                tracing::error!(source, "spool write failed: {e}; retrying");
+                tracing::error!(error = %e, "spool write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -227,17 +222,20 @@ pub async fn run_reader(
     let acker = {
         let spool = spool.clone();
         let in_flight = in_flight.clone();
-        tokio::spawn(async move {
-            while let Some(o) = outcomes.recv().await {
-                let ids = in_flight
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.remove(&o.batch_id));
-                if let (Some(ids), true) = (ids, o.status.is_final()) {
-                    spool.ack_many(&ids);
+        tokio::spawn(
+            async move {
+                while let Some(o) = outcomes.recv().await {
+                    let ids = in_flight
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(&o.batch_id));
+                    if let (Some(ids), true) = (ids, o.status.is_final()) {
+                        spool.ack_many(&ids);
+                    }
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     let data = spool.data_notify();
     let mut batch_id = 0u64;
@@ -249,7 +247,7 @@ pub async fn run_reader(
         let records = match spool.next_batch(SPOOL_READ_RECORDS, 4 << 20) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(source = %ctx.name, "spool read failed: {e}");
+                tracing::error!(error = %e, "spool read failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -310,12 +308,12 @@ pub async fn run_reader(
     match spool {
         Ok(s) => {
             if let Err(e) = s.close() {
-                tracing::error!("closing the spool: {e}");
+                tracing::error!(error = %e, "closing the spool");
             }
         }
         Err(s) => {
             if let Err(e) = s.flush() {
-                tracing::error!("flushing the spool: {e}");
+                tracing::error!(error = %e, "flushing the spool");
             }
         }
     }

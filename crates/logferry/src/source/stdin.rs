@@ -12,6 +12,7 @@ use std::sync::Arc;
 use logferry_spool::Spool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::syslog::{read_stream_with, Output};
 use super::{spooled, SourceContext};
@@ -24,12 +25,10 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
     let mut stdin = tokio::io::stdin();
     if let Some(spool) = spool {
         let input_done = CancellationToken::new();
-        let reader = tokio::spawn(spooled::run_reader(
-            ctx.clone(),
-            spool.clone(),
-            input_done.clone(),
-            true,
-        ));
+        let reader = tokio::spawn(
+            spooled::run_reader(ctx.clone(), spool.clone(), input_done.clone(), true)
+                .in_current_span(),
+        );
         let output = Output::Spool {
             name: name.clone(),
             spool,
@@ -43,7 +42,7 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
         .await;
         drop(output);
         input_done.cancel();
-        tracing::info!(source = %name, events, "end of input; delivering what is spooled");
+        tracing::info!(events, "end of input; delivering what is spooled");
         let _ = reader.await;
         return;
     }
@@ -59,7 +58,7 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
     .await;
     drop(output);
     drop(tx);
-    tracing::info!(source = %name, events, "end of input; waiting for delivery");
+    tracing::info!(events, "end of input; waiting for delivery");
     let (mut done, mut failed) = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -76,8 +75,13 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
         }
     }
     if failed > 0 || done < next_id {
-        tracing::warn!(source = %name, batches = next_id, done, failed, "stdin input not fully delivered");
+        tracing::warn!(
+            batches = next_id,
+            done,
+            failed,
+            "stdin input not fully delivered"
+        );
     } else {
-        tracing::info!(source = %name, events, "all stdin input delivered");
+        tracing::info!(events, "all stdin input delivered");
     }
 }

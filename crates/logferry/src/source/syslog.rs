@@ -48,15 +48,17 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::guard::{peer_allowed, Cidr, RateLimit};
+use super::guard::{peer_allowed, RateLimit};
 use super::spooled::append_frames;
-use super::tls::{Reload, Tls};
 use super::{spooled, syslog_event, Chunk, SourceContext, CHUNK_EVENTS};
 use crate::ack::{Ack, AckBatch};
 use crate::config::{ListenAddress, SyslogSourceConfig};
 use crate::event::now_ms;
-use crate::metrics::SourceStats;
+use crate::net::Cidr;
+use crate::source::stats::SourceStats;
+use crate::tls::{Reload, Tls};
 
 const READ_CHUNK: usize = 64 * 1024;
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
@@ -198,11 +200,11 @@ impl Output {
     ) -> bool {
         match self {
             Output::Spool {
-                name,
                 spool,
                 counters,
                 shutdown,
-            } => append_frames(name, spool, &frames, counters, pushback, shutdown).await,
+                ..
+            } => append_frames(spool, &frames, counters, pushback, shutdown).await,
             Output::Direct(ctx) => {
                 let opts = parse_opts();
                 let mut frames = frames.into_iter();
@@ -266,12 +268,10 @@ pub async fn run(
     let (output, reader) = match spool {
         None => (Output::Direct(ctx.clone()), None),
         Some(spool) => {
-            let reader = tokio::spawn(spooled::run_reader(
-                ctx.clone(),
-                spool.clone(),
-                CancellationToken::new(),
-                false,
-            ));
+            let reader = tokio::spawn(
+                spooled::run_reader(ctx.clone(), spool.clone(), CancellationToken::new(), false)
+                    .in_current_span(),
+            );
             let output = Output::Spool {
                 name: ctx.name.clone(),
                 spool,
@@ -384,7 +384,10 @@ async fn serve_streams(
                     stats
                         .connection_limit_reached
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(source = %name, max_connections, "connection limit reached; not accepting until one closes");
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached; not accepting until one closes"
+                    );
                 }
                 Err(_) => {}
             }
@@ -410,7 +413,7 @@ async fn serve_streams(
                     let peer = match &conn {
                         Conn::Tcp(_, peer) => {
                             if !guards.allows(peer) {
-                                tracing::debug!(source = %name, %peer, "peer not in allowed_peers; connection closed");
+                                tracing::debug!(%peer, "peer not in allowed_peers; connection closed");
                                 continue;
                             }
                             Some(Bytes::from(peer.to_string()))
@@ -423,14 +426,18 @@ async fn serve_streams(
                     let slot = permit.take();
                     let acceptor = tls.as_ref().map(|t| (t.acceptor(), t.handshake_timeout()));
                     let (out, guards) = (output.clone(), guards.clone());
-                    conns.spawn(async move {
-                        let _held = (slot, open);
-                        serve_connection(out, conn, peer, acceptor, &guards, max_frame_bytes).await
-                    });
+                    conns.spawn(
+                        async move {
+                            let _held = (slot, open);
+                            serve_connection(out, conn, peer, acceptor, &guards, max_frame_bytes)
+                                .await
+                        }
+                        .in_current_span(),
+                    );
                 }
                 Err(e) => {
                     // EMFILE and friends: wait a little rather than spin.
-                    tracing::warn!(source = %name, "accept failed: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -493,11 +500,11 @@ async fn serve_connection(
                 }
                 Ok(Err(e)) => {
                     stats.rejected_tls_handshake.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake failed: {e}");
+                    tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
                     stats.rejected_tls_timeout.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %output.name(), peer = %addr, "TLS handshake timed out");
+                    tracing::debug!(peer = %addr, "TLS handshake timed out");
                 }
             }
         }
@@ -559,7 +566,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
                             if let Some(g) = guards {
                                 g.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                             }
-                            tracing::debug!(source = %output.name(), ?idle, "no complete frame within idle_timeout; closing the connection");
+                            tracing::debug!(?idle, "no complete frame within idle_timeout; closing the connection");
                             // What the client did send still counts, as at EOF.
                             Ok(0)
                         }
@@ -579,7 +586,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
             }
             Ok(n) => n,
             Err(e) => {
-                tracing::debug!(source = %output.name(), "read error, closing connection: {e}");
+                tracing::debug!(error = %e, "read error, closing connection");
                 eof = true;
                 0
             }
@@ -594,7 +601,7 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
             }
         }
         if frames.iter().any(|(f, _)| f.truncated_bytes > 0) {
-            tracing::debug!(source = %output.name(), "frame over max_frame_bytes truncated");
+            tracing::debug!("frame over max_frame_bytes truncated");
         }
         let n_frames = frames.len() as u64;
         total += n_frames;
@@ -655,7 +662,7 @@ async fn read_datagrams(
     loop {
         tokio::select! {
             r = sock.readable() => if let Err(e) = r {
-                tracing::error!(source = %output.name(), "socket error: {e}");
+                tracing::error!(error = %e, "socket error");
                 return;
             },
             _ = shutdown.cancelled() => return,
@@ -690,7 +697,7 @@ async fn read_datagrams(
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::debug!(source = %output.name(), "receive error: {e}");
+                    tracing::debug!(error = %e, "receive error");
                     break;
                 }
             }

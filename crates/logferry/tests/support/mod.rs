@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub use cwl_testkit::{Moto, Proxy};
 
+pub mod prometheus;
+
 /// A free loopback TCP port (also used for UDP: free for both in practice on a test box).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -280,32 +282,16 @@ pub fn start_with_metrics(config: &str) -> (Logferry, String) {
 }
 
 /// The sum of every sample of metric `name` whose labels contain all of `labels` (e.g.
-/// `reason="peer_not_allowed"`); None when the endpoint does not answer.
+/// `reason="peer_not_allowed"`); None when the endpoint does not answer. The exposition is
+/// parsed strictly ([`prometheus::Exposition`]): a malformed one fails the test.
 pub fn metric(addr: &str, name: &str, labels: &[&str]) -> Option<f64> {
     let (status, body) = http_get(addr, "/metrics")?;
     if status != 200 {
         return None;
     }
-    let mut sum = 0.0;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (lab, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        if labels.iter().all(|l| lab.contains(l)) {
-            sum += value.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    Some(sum)
+    let exposition = prometheus::Exposition::parse(&body)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{body}"));
+    Some(exposition.sum(name, labels).unwrap_or(0.0))
 }
 
 /// A field of /proc/PID/status in KiB (`VmHWM`: peak resident set, `VmRSS`: now).
@@ -318,17 +304,11 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch.
+/// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch (logferry's own formatter).
 pub fn rfc3339(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = logferry_syslog::civil_from_days(days);
-    let (h, mi, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    let mut out = String::new();
+    logferry::format::rfc3339_ms(ms, &mut out);
+    out
 }
 
 /// Now, in ms since the epoch (what logferry stamps events with).

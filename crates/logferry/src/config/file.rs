@@ -1,8 +1,7 @@
 //! `type = "file"` and `type = "kubernetes_logs"`: the settings of the file tailing sources.
 //!
-//! Kept apart from the rest of `config.rs` because it is the largest source table. Both types
-//! share one shape: `kubernetes_logs` is a file source with the container log decoding turned
-//! on and `/var/log/pods/*/*/*.log` as its default `include`. Every value is checked here
+//! Both types share one shape: `kubernetes_logs` is a file source with the container log
+//! decoding turned on and `/var/log/pods/*/*/*.log` as its default `include`. Every value is checked here
 //! (globs, regex, strftime format, encoding label, time zone) so a mistake is a startup error
 //! with its line, not a source that silently reads nothing.
 

@@ -23,7 +23,34 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::{ClientAuth, TlsSettings};
+use serde::Deserialize;
+
+/// Whether a TLS listener requires client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A client without a certificate signed by `client_ca` is refused.
+    Required,
+    /// A client may present none; one it presents must be signed by `client_ca`.
+    Optional,
+}
+
+/// `[sources.NAME.tls]`: the server side of syslog over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates client certificates must chain to (mTLS); None: not asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: required or optional.
+    pub client_auth: ClientAuth,
+    /// Time a client has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// How often the files are checked for a new certificate.
+    pub reload_interval: Duration,
+}
 
 /// A file's identity for change detection: (modified, length, inode).
 type Stamp = Option<(std::time::SystemTime, u64, u64)>;

@@ -1,0 +1,423 @@
+//! `[sinks.NAME] type = "cloudwatch_logs"`: names, format, batching and request limits, the
+//! dead-letter file, and `[sinks.NAME.auth]`.
+//!
+//! Limits are checked against PutLogEvents' own (10,000 events, 1,048,576 bytes per request),
+//! so a sink can only be configured to build requests CloudWatch accepts. No message about
+//! `auth` quotes a credential's value.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::de_duration_opt;
+use super::diag::Ctx;
+use super::SinkConfig;
+use crate::secret::Secret;
+use crate::template::{Template, TemplateKind};
+
+/// How an event becomes the message text sent to CloudWatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    /// `Nov 25 16:20:39 host ident[pid]: message`, like `journalctl -o short`.
+    Short,
+    /// One JSON object per event with its fields, for CloudWatch Logs Insights.
+    Json,
+    /// The message text alone.
+    Message,
+}
+
+/// `[sinks.NAME] type = "cloudwatch_logs"`
+#[derive(Debug, Clone)]
+pub struct CloudWatchSinkConfig {
+    /// Source names feeding this sink.
+    pub inputs: Vec<String>,
+    /// Log group name template.
+    pub log_group: Template,
+    /// Log stream name template.
+    pub log_stream: Template,
+    /// How messages are rendered.
+    pub format: MessageFormat,
+    /// AWS region; else the SDK's chain decides.
+    pub region: Option<String>,
+    /// Endpoint override (else AWS_ENDPOINT_URL or the real service).
+    pub endpoint: Option<String>,
+    /// Create a missing log group.
+    pub create_missing_group: bool,
+    /// Create a missing log stream.
+    pub create_missing_stream: bool,
+    /// Retention set on groups logferry creates.
+    pub retention_days: Option<i32>,
+    /// Flush a partial batch after this long.
+    pub batch_timeout: Duration,
+    /// Events per request, at most 10,000.
+    pub max_batch_events: usize,
+    /// Bytes per request (message bytes + 26 per event), at most 1,048,576.
+    pub max_batch_bytes: usize,
+    /// Requests in flight for the whole sink.
+    pub max_in_flight: usize,
+    /// Requests in flight for one stream.
+    pub stream_concurrency: usize,
+    /// Time allowed for one PutLogEvents attempt.
+    pub request_timeout: Duration,
+    /// Upper bound of the retry backoff.
+    pub max_backoff: Duration,
+    /// JSON-lines file for events CloudWatch will never accept.
+    pub dead_letter_path: PathBuf,
+    /// Credentials for this sink instead of the AWS chain's defaults.
+    pub auth: AuthConfig,
+}
+
+/// `[sinks.NAME.auth]`: where a sink's credentials come from. Everything unset (the default)
+/// means the standard AWS chain: environment, profile, web identity (IRSA), container
+/// credentials (ECS, Pod Identity), IMDSv2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// A fixed key pair (and session token), used instead of the chain.
+    pub static_keys: Option<StaticKeys>,
+    /// A profile of the shared config/credentials files, instead of `AWS_PROFILE`/`default`.
+    pub profile: Option<String>,
+    /// A role assumed with the credentials above (or the chain's) through STS.
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// `access_key_id`, `secret_access_key`, `session_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticKeys {
+    /// The access key id (not a secret to AWS, but it names the account: kept out of logs too).
+    pub access_key_id: Secret,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+    /// The session token of temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+/// `assume_role`, `external_id`, `session_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id the role's trust policy asks for (AWS does not treat it as a secret).
+    pub external_id: Option<String>,
+    /// The session name CloudTrail shows (default: `logferry-HOSTNAME`).
+    pub session_name: Option<String>,
+}
+
+/// Retention values CloudWatch accepts.
+pub const RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCloudWatch {
+    inputs: Vec<String>,
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    format: Option<MessageFormat>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    create_missing_group: Option<bool>,
+    create_missing_stream: Option<bool>,
+    retention_days: Option<i32>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    batch_timeout: Option<Duration>,
+    max_batch_events: Option<usize>,
+    max_batch_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    stream_concurrency: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    max_backoff: Option<Duration>,
+    dead_letter_path: Option<PathBuf>,
+    // Deserialized on its own so that its errors name `sinks.NAME.auth.KEY` and its line.
+    auth: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    access_key_id: Option<Secret>,
+    secret_access_key: Option<Secret>,
+    session_token: Option<Secret>,
+    profile: Option<String>,
+    assume_role: Option<String>,
+    external_id: Option<String>,
+    session_name: Option<String>,
+}
+
+/// The keys of an `auth` table whose values are secrets (the permission warning looks for them).
+pub(super) const SECRET_KEYS: [&str; 2] = ["secret_access_key", "session_token"];
+
+pub(super) fn cloudwatch_config(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    raw: RawCloudWatch,
+    sources: &HashSet<&str>,
+    data_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<SinkConfig> {
+    let before = ctx.errors.len();
+    let key = |k: &'static str| -> [String; 3] { ["sinks".into(), name.to_string(), k.into()] };
+    let err = |ctx: &mut Ctx<'_>, k: &'static str, msg: String| {
+        let p = key(k);
+        let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+        ctx.error(&refs, msg);
+    };
+
+    if raw.inputs.is_empty() {
+        err(ctx, "inputs", "lists no source".into());
+    }
+    for input in &raw.inputs {
+        if !sources.contains(input.as_str()) {
+            let mut known: Vec<&str> = sources.iter().copied().collect();
+            known.sort_unstable();
+            err(
+                ctx,
+                "inputs",
+                format!(
+                    "`{input}` is not a configured source (sources: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+
+    let group_text = env("LOGFERRY_LOG_GROUP")
+        .filter(|s| !s.is_empty())
+        .or(raw.log_group);
+    let stream_text = env("LOGFERRY_LOG_STREAM")
+        .filter(|s| !s.is_empty())
+        .or(raw.log_stream)
+        .unwrap_or_else(|| "{instance_id}".to_string());
+    let log_group = match group_text {
+        None => {
+            err(
+                ctx,
+                "log_group",
+                "is required (or set LOGFERRY_LOG_GROUP)".into(),
+            );
+            None
+        }
+        Some(t) => match Template::parse(&t, TemplateKind::Group) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                err(ctx, "log_group", msg);
+                None
+            }
+        },
+    };
+    let log_stream = match Template::parse(&stream_text, TemplateKind::Stream) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            err(ctx, "log_stream", msg);
+            None
+        }
+    };
+    if let Some(days) = raw.retention_days {
+        if !RETENTION_DAYS.contains(&days) {
+            err(
+                ctx,
+                "retention_days",
+                format!(
+                    "{days} is not a retention CloudWatch accepts; use one of {}",
+                    RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+                ),
+            );
+        }
+    }
+    let max_batch_events = raw.max_batch_events.unwrap_or(10_000);
+    if !(1..=10_000).contains(&max_batch_events) {
+        err(
+            ctx,
+            "max_batch_events",
+            format!("{max_batch_events} is outside 1..=10000"),
+        );
+    }
+    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(1_048_576);
+    if !(1024..=1_048_576).contains(&max_batch_bytes) {
+        err(
+            ctx,
+            "max_batch_bytes",
+            format!("{max_batch_bytes} is outside 1024..=1048576"),
+        );
+    }
+    let max_in_flight = raw.max_in_flight.unwrap_or(8);
+    if !(1..=256).contains(&max_in_flight) {
+        err(
+            ctx,
+            "max_in_flight",
+            format!("{max_in_flight} is outside 1..=256"),
+        );
+    }
+    let stream_concurrency = raw.stream_concurrency.unwrap_or(4);
+    if !(1..=64).contains(&stream_concurrency) {
+        err(
+            ctx,
+            "stream_concurrency",
+            format!("{stream_concurrency} is outside 1..=64"),
+        );
+    }
+    if let Some(ep) = &raw.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            err(
+                ctx,
+                "endpoint",
+                format!("`{ep}` must start with http:// or https://"),
+            );
+        }
+    }
+    let batch_timeout = raw.batch_timeout.unwrap_or(Duration::from_secs(1));
+    if batch_timeout.is_zero() {
+        err(ctx, "batch_timeout", "must be more than zero".into());
+    }
+    let auth = match raw.auth {
+        None => AuthConfig::default(),
+        Some(value) => auth_config(ctx, name, value).unwrap_or_default(),
+    };
+    if ctx.errors.len() != before {
+        return None;
+    }
+    Some(SinkConfig::CloudWatchLogs(CloudWatchSinkConfig {
+        inputs: raw.inputs,
+        log_group: log_group?,
+        log_stream: log_stream?,
+        format: raw.format.unwrap_or(MessageFormat::Short),
+        region: raw.region,
+        endpoint: raw.endpoint,
+        create_missing_group: raw.create_missing_group.unwrap_or(true),
+        create_missing_stream: raw.create_missing_stream.unwrap_or(true),
+        retention_days: raw.retention_days,
+        batch_timeout,
+        max_batch_events,
+        max_batch_bytes,
+        max_in_flight,
+        stream_concurrency,
+        request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(30)),
+        max_backoff: raw.max_backoff.unwrap_or(Duration::from_secs(30)),
+        dead_letter_path: raw
+            .dead_letter_path
+            .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.jsonl"))),
+        auth,
+    }))
+}
+
+/// `[sinks.NAME.auth]`. No message here quotes a credential's value.
+fn auth_config(ctx: &mut Ctx<'_>, sink: &str, value: toml::Value) -> Option<AuthConfig> {
+    if !value.is_table() {
+        // serde would quote the value ("invalid type: string \"...\""), and it may be a key.
+        ctx.error(
+            &["sinks", sink, "auth"],
+            "must be a table ([sinks.NAME.auth] with access_key_id, secret_access_key, ...)",
+        );
+        return None;
+    }
+    let raw: RawAuth = ctx.deserialize(&["sinks", sink, "auth"], value)?;
+    let before = ctx.errors.len();
+    let err = |ctx: &mut Ctx<'_>, key: &str, msg: &str| {
+        ctx.error(&["sinks", sink, "auth", key], msg);
+    };
+    // An empty value is most likely `${VAR:-}` with VAR unset: better refused than sent.
+    for (key, v) in [
+        ("access_key_id", &raw.access_key_id),
+        ("secret_access_key", &raw.secret_access_key),
+        ("session_token", &raw.session_token),
+    ] {
+        if v.as_ref().is_some_and(Secret::is_empty) {
+            err(ctx, key, "is empty (an unset `${VAR:-}`?)");
+        }
+    }
+    let static_keys = match (raw.access_key_id, raw.secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(StaticKeys {
+            access_key_id,
+            secret_access_key,
+            session_token: raw.session_token,
+        }),
+        (Some(_), None) => {
+            err(
+                ctx,
+                "access_key_id",
+                "needs `secret_access_key` beside it (or remove both to use the AWS credential chain)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            err(
+                ctx,
+                "secret_access_key",
+                "needs `access_key_id` beside it (or remove both to use the AWS credential chain)",
+            );
+            None
+        }
+        (None, None) => {
+            if raw.session_token.is_some() {
+                err(
+                    ctx,
+                    "session_token",
+                    "needs `access_key_id` and `secret_access_key` beside it",
+                );
+            }
+            None
+        }
+    };
+    if let Some(p) = &raw.profile {
+        if static_keys.is_some() {
+            err(
+                ctx,
+                "profile",
+                "cannot be used with `access_key_id`/`secret_access_key`: choose one",
+            );
+        } else if p.is_empty() {
+            err(ctx, "profile", "is empty");
+        }
+    }
+    let assume_role = match raw.assume_role {
+        Some(role_arn) => {
+            if !role_arn.starts_with("arn:") || role_arn.split(':').count() < 6 {
+                err(
+                    ctx,
+                    "assume_role",
+                    &format!("`{role_arn}` is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                );
+            }
+            if let Some(n) = &raw.session_name {
+                // STS's own rule for RoleSessionName.
+                let valid = (2..=64).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+                if !valid {
+                    err(
+                        ctx,
+                        "session_name",
+                        &format!("`{n}` is not 2 to 64 of letters, digits and _+=,.@-"),
+                    );
+                }
+            }
+            Some(AssumeRole {
+                role_arn,
+                external_id: raw.external_id,
+                session_name: raw.session_name,
+            })
+        }
+        None => {
+            for (key, set) in [
+                ("external_id", raw.external_id.is_some()),
+                ("session_name", raw.session_name.is_some()),
+            ] {
+                if set {
+                    err(ctx, key, "only means something with `assume_role`");
+                }
+            }
+            None
+        }
+    };
+    (ctx.errors.len() == before).then_some(AuthConfig {
+        static_keys,
+        profile: raw.profile,
+        assume_role,
+    })
+}

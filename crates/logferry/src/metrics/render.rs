@@ -1,0 +1,423 @@
+//! Which families `/metrics` has, one function per group: every source, network listeners,
+//! file sources, the Kubernetes API, spools, sinks.
+//!
+//! Each function visits its sources or sinks once and adds one sample per family it reads;
+//! [`Exposition`] keeps each family's samples together, whatever order they come in. Label
+//! values are config names (escaped), never event data or credentials.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::exposition::{label_value, Exposition, Kind, Spec};
+use super::{Registry, SourceEntry};
+use crate::event::now_ms;
+use crate::sink::stats::{SinkStats, LATENCY_BUCKETS};
+use crate::source::stats::SourceStats;
+
+/// Picks one counter out of a source's stats.
+type SourceCounter = fn(&SourceStats) -> &AtomicU64;
+
+/// Picks one counter out of a sink's stats.
+type SinkCounter = fn(&SinkStats) -> &AtomicU64;
+
+/// `source="NAME",type="KIND"`: the labels of every per-source sample.
+fn source_labels(e: &SourceEntry) -> String {
+    format!("source=\"{}\",type=\"{}\"", label_value(&e.name), e.kind)
+}
+
+/// Milliseconds as seconds with three decimals.
+fn seconds(ms: i64) -> String {
+    format!("{:.3}", ms.max(0) as f64 / 1000.0)
+}
+
+/// Families with one sample per source of `entries`, each read from the counter it picks.
+fn one_sample_per_source(
+    x: &mut Exposition,
+    entries: &[&SourceEntry],
+    families: &[(&'static str, Kind, &'static str, SourceCounter)],
+) {
+    for &(name, kind, help, get) in families {
+        let family = x.family(name, kind, help);
+        for e in entries {
+            family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// The whole exposition.
+pub(super) fn render(registry: &Registry) -> String {
+    let mut x = Exposition::default();
+    x.gauge("logferry_build_info", "Version of the running logferry.")
+        .sample(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1);
+    let now = now_ms();
+    every_source(&mut x, &registry.sources, now);
+    listeners(&mut x, &registry.sources);
+    file_sources(&mut x, &registry.sources);
+    kubernetes_api(&mut x, &registry.sources);
+    spools(&mut x, &registry.sources, now);
+    sinks(&mut x, &registry.sinks);
+    x.finish()
+}
+
+/// What every source has: events, bytes, truncations, drops by reason, lag.
+fn every_source(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
+    let all: Vec<&SourceEntry> = sources.iter().collect();
+    let counters: [(&'static str, Kind, &'static str, SourceCounter); 3] = [
+        (
+            "logferry_source_events_total",
+            Kind::Counter,
+            "Events read by a source.",
+            |s| &s.events,
+        ),
+        (
+            "logferry_source_bytes_total",
+            Kind::Counter,
+            "Message bytes read by a source.",
+            |s| &s.bytes,
+        ),
+        (
+            "logferry_source_truncated_total",
+            Kind::Counter,
+            "Events truncated to max_frame_bytes (kept, flagged).",
+            |s| &s.truncated,
+        ),
+    ];
+    one_sample_per_source(x, &all, &counters);
+    for e in sources {
+        let l = source_labels(e);
+        let dropped = x.counter(
+            "logferry_source_dropped_total",
+            "Events a source dropped, by reason (only by configured policy).",
+        );
+        for (reason, c) in [
+            ("spool_full", &e.stats.dropped_spool_full),
+            ("spool_drop_oldest", &e.stats.dropped_spool_oldest),
+            ("rate_limited", &e.stats.dropped_rate_limited),
+        ] {
+            dropped.sample(
+                &format!("{l},reason=\"{reason}\""),
+                c.load(Ordering::Relaxed),
+            );
+        }
+    }
+    let lag = x.gauge(
+        "logferry_source_lag_seconds",
+        "Age of the newest event a source has read (journal: how far behind its tail).",
+    );
+    for e in sources {
+        let last = e.stats.last_event_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            lag.sample(&source_labels(e), seconds(now - last));
+        }
+    }
+}
+
+/// Network listeners' guards (syslog sources only: the others have no peers).
+fn listeners(x: &mut Exposition, sources: &[SourceEntry]) {
+    let listening: Vec<&SourceEntry> = sources.iter().filter(|e| e.kind.listens()).collect();
+    let simple: [(&'static str, Kind, &'static str, SourceCounter); 6] = [
+        (
+            "logferry_source_connections",
+            Kind::Gauge,
+            "Stream connections open now.",
+            |s| &s.connections_open,
+        ),
+        (
+            "logferry_source_connections_total",
+            Kind::Counter,
+            "Stream connections accepted.",
+            |s| &s.connections_accepted,
+        ),
+        (
+            "logferry_source_connection_limit_reached_total",
+            Kind::Counter,
+            "Times a listener stopped accepting because max_connections were open (the kernel backlog then holds new clients).",
+            |s| &s.connection_limit_reached,
+        ),
+        (
+            "logferry_source_idle_closed_total",
+            Kind::Counter,
+            "Stream connections closed after idle_timeout without a complete frame.",
+            |s| &s.idle_closed,
+        ),
+        (
+            "logferry_source_tls_reload_failures_total",
+            Kind::Counter,
+            "Changed TLS files that did not load (the previous certificate stays in use).",
+            |s| &s.tls_reload_failures,
+        ),
+        (
+            "logferry_source_tls_reloads_total",
+            Kind::Counter,
+            "TLS certificate reloads (new connections use the new certificate).",
+            |s| &s.tls_reloads,
+        ),
+    ];
+    one_sample_per_source(x, &listening, &simple);
+    let rejected = x.counter(
+        "logferry_source_rejected_total",
+        "Connections (TCP) or datagrams (UDP) refused before any event was read, by reason.",
+    );
+    for e in &listening {
+        for (reason, c) in [
+            ("peer_not_allowed", &e.stats.rejected_peer),
+            ("tls_handshake_failed", &e.stats.rejected_tls_handshake),
+            ("tls_handshake_timeout", &e.stats.rejected_tls_timeout),
+        ] {
+            rejected.sample(
+                &format!("{},reason=\"{reason}\"", source_labels(e)),
+                c.load(Ordering::Relaxed),
+            );
+        }
+    }
+    let throttled = x.counter(
+        "logferry_source_throttled_seconds_total",
+        "Time stream connections were paused by max_events_per_second / max_bytes_per_second.",
+    );
+    for e in &listening {
+        let us = e.stats.throttled_us.load(Ordering::Relaxed);
+        throttled.sample(&source_labels(e), format!("{:.3}", us as f64 / 1e6));
+    }
+}
+
+/// File and Kubernetes container log sources (the families exist only when there is one).
+fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
+    let files: Vec<&SourceEntry> = sources.iter().filter(|e| e.kind.reads_files()).collect();
+    if files.is_empty() {
+        return;
+    }
+    let families: [(&'static str, Kind, &'static str, SourceCounter); 4] = [
+        (
+            "logferry_file_open_files",
+            Kind::Gauge,
+            "Files a file source has open.",
+            |s| &s.files_open,
+        ),
+        (
+            "logferry_file_truncations_total",
+            Kind::Counter,
+            "Files found truncated (copytruncate) and read again from their start.",
+            |s| &s.files_truncated,
+        ),
+        (
+            "logferry_file_missing_total",
+            Kind::Counter,
+            "Files with a saved offset that were gone at start (unread lines lost).",
+            |s| &s.files_missing,
+        ),
+        (
+            "logferry_file_unparsed_lines_total",
+            Kind::Counter,
+            "Container log lines in neither CRI nor Docker format (sent as they are).",
+            |s| &s.unparsed,
+        ),
+    ];
+    one_sample_per_source(x, &files, &families);
+}
+
+/// The pod lookups of `kubernetes_logs` sources with `kubernetes_api` (only once one started).
+fn kubernetes_api(x: &mut Exposition, sources: &[SourceEntry]) {
+    for e in sources.iter().filter(|e| e.kind.reads_files()) {
+        let Some(api) = e.stats.kubernetes_api.get() else {
+            continue;
+        };
+        let l = source_labels(e);
+        x.gauge(
+            "logferry_kubernetes_api_up",
+            "1 when the last pod lookup got an answer from the Kubernetes API.",
+        )
+        .sample(&l, u8::from(api.up.load(Ordering::Relaxed)));
+        let requests = x.counter(
+            "logferry_kubernetes_api_requests_total",
+            "Pod lookups sent to the Kubernetes API, by outcome (found, not_found, failed).",
+        );
+        for (outcome, c) in [
+            ("found", &api.found),
+            ("not_found", &api.not_found),
+            ("failed", &api.failed),
+        ] {
+            requests.sample(
+                &format!("{l},outcome=\"{outcome}\""),
+                c.load(Ordering::Relaxed),
+            );
+        }
+        x.counter(
+            "logferry_kubernetes_pod_wait_expired_total",
+            "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",
+        )
+        .sample(&l, e.stats.pod_wait_expired.load(Ordering::Relaxed));
+    }
+}
+
+/// The disk spools of pushed sources.
+fn spools(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
+    // Declared up front: the families exist (empty) without a spooled source, as scrapers
+    // have always seen them.
+    for spec in [SPOOL_BYTES, SPOOL_PENDING, SPOOL_OLDEST] {
+        x.declare(spec);
+    }
+    for e in sources {
+        let Some(spool) = &e.spool else { continue };
+        let st = spool.stats();
+        let l = source_labels(e);
+        x.declare(SPOOL_BYTES).sample(&l, st.bytes_on_disk);
+        x.declare(SPOOL_PENDING).sample(&l, st.records_pending);
+        let age_ms = st
+            .oldest_pending_appended_ms
+            .map_or(0, |ms| now - ms as i64);
+        x.declare(SPOOL_OLDEST).sample(&l, seconds(age_ms));
+    }
+}
+
+/// Every sink's books, requests, dead letters and PutLogEvents latency.
+fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
+    let counters: [(&'static str, &'static str, SinkCounter); 12] = [
+        (
+            "logferry_sink_events_received_total",
+            "Events a sink took in.",
+            |s| &s.events_received,
+        ),
+        (
+            "logferry_sink_events_delivered_total",
+            "Events CloudWatch accepted.",
+            |s| &s.events_delivered,
+        ),
+        (
+            "logferry_sink_billed_bytes_total",
+            "Bytes CloudWatch bills for ingestion (message bytes + 26 per event).",
+            |s| &s.bytes_delivered,
+        ),
+        (
+            "logferry_sink_split_parts_total",
+            "Extra parts created by splitting oversize events.",
+            |s| &s.split_parts,
+        ),
+        (
+            "logferry_sink_budget_flushes_total",
+            "Requests sent before they were full because all streams' requests being built held 16 MiB together.",
+            |s| &s.budget_flushes,
+        ),
+        (
+            "logferry_sink_requests_total",
+            "PutLogEvents attempts.",
+            |s| &s.requests,
+        ),
+        (
+            "logferry_sink_retries_total",
+            "PutLogEvents attempts that were retries.",
+            |s| &s.retries,
+        ),
+        (
+            "logferry_sink_throttled_total",
+            "ThrottlingException answers.",
+            |s| &s.throttled,
+        ),
+        (
+            "logferry_sink_ambiguous_resends_total",
+            "Retries after failures CloudWatch may have ingested (possible duplicates).",
+            |s| &s.ambiguous_resends,
+        ),
+        (
+            "logferry_sink_groups_created_total",
+            "Log groups created.",
+            |s| &s.groups_created,
+        ),
+        (
+            "logferry_sink_streams_created_total",
+            "Log streams created.",
+            |s| &s.streams_created,
+        ),
+        (
+            "logferry_sink_requests_in_flight",
+            "PutLogEvents requests in flight.",
+            |s| &s.in_flight,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let kind = if name.ends_with("_total") {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        let family = x.family(name, kind, help);
+        for (sink, s) in sinks {
+            family.sample(
+                &format!("sink=\"{}\"", label_value(sink)),
+                get(s).load(Ordering::Relaxed),
+            );
+        }
+    }
+    for spec in [DEAD_LETTERED, SINK_DROPPED, OLDEST_UNSENT, PUT_LATENCY] {
+        x.declare(spec);
+    }
+    for (sink, s) in sinks {
+        let l = format!("sink=\"{}\"", label_value(sink));
+        let dead = x.declare(DEAD_LETTERED);
+        for (reason, c) in [
+            ("too_old", &s.dead_too_old),
+            ("too_new", &s.dead_too_new),
+            ("expired", &s.dead_expired),
+            ("invalid_parameter", &s.dead_invalid),
+        ] {
+            dead.sample(
+                &format!("{l},reason=\"{reason}\""),
+                c.load(Ordering::Relaxed),
+            );
+        }
+        x.declare(SINK_DROPPED).sample(
+            &format!("{l},reason=\"empty_message\""),
+            s.dropped_empty.load(Ordering::Relaxed),
+        );
+        let oldest_ms = s.oldest_held_age_ms.load(Ordering::Relaxed);
+        x.declare(OLDEST_UNSENT)
+            .sample(&l, seconds(i64::try_from(oldest_ms).unwrap_or(i64::MAX)));
+        let latency = x.declare(PUT_LATENCY);
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            latency.suffixed(
+                "_bucket",
+                &format!("{l},le=\"{bound}\""),
+                s.latency_buckets[i].load(Ordering::Relaxed),
+            );
+        }
+        let count = s.latency_count.load(Ordering::Relaxed);
+        latency.suffixed("_bucket", &format!("{l},le=\"+Inf\""), count);
+        let sum_us = s.latency_sum_us.load(Ordering::Relaxed);
+        latency.suffixed("_sum", &l, format!("{:.6}", sum_us as f64 / 1e6));
+        latency.suffixed("_count", &l, count);
+    }
+}
+
+const DEAD_LETTERED: Spec = (
+    "logferry_sink_events_dead_lettered_total",
+    Kind::Counter,
+    "Events CloudWatch will never accept, written to the dead-letter file, by reason.",
+);
+const SINK_DROPPED: Spec = (
+    "logferry_sink_events_dropped_total",
+    Kind::Counter,
+    "Events dropped by explicit policy, by reason.",
+);
+const OLDEST_UNSENT: Spec = (
+    "logferry_sink_oldest_unsent_seconds",
+    Kind::Gauge,
+    "Age of the oldest event a sink holds (building or in flight).",
+);
+const PUT_LATENCY: Spec = (
+    "logferry_sink_put_latency_seconds",
+    Kind::Histogram,
+    "PutLogEvents latency.",
+);
+const SPOOL_BYTES: Spec = (
+    "logferry_spool_bytes",
+    Kind::Gauge,
+    "Bytes of a source's spool on disk.",
+);
+const SPOOL_PENDING: Spec = (
+    "logferry_spool_records_pending",
+    Kind::Gauge,
+    "Spooled records not yet delivered.",
+);
+const SPOOL_OLDEST: Spec = (
+    "logferry_spool_oldest_pending_seconds",
+    Kind::Gauge,
+    "Age of the oldest undelivered spooled record.",
+);

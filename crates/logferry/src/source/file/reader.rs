@@ -1,0 +1,443 @@
+//! The reader thread (the tailer is synchronous): up to [`CHUNK_EVENTS`] lines at a time
+//! across all files, decoded per file, one acknowledgement batch per run of a file's lines
+//! registered with the position to save once it is delivered, then the chunk sent, blocking
+//! while the sink's channel is full: the files wait on disk.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use logferry_kubernetes::{PodMetadata, PodRef};
+use logferry_tail::container::{self, PodInfo};
+use logferry_tail::multiline::MultilineOptions;
+use logferry_tail::tailer::{CloseReason, FileId, Line, Notice, Tailer};
+use logferry_tail::timestamp::TimestampParser;
+use tokio::sync::mpsc;
+
+use super::books::Registration;
+use super::decode::{Decoder, Pending};
+use super::fields;
+use super::pod_labels::{Labels, PodAnswer};
+use crate::ack::{AckBatch, BatchOutcome};
+use crate::config::FileSourceConfig;
+use crate::event::{now_ms, Event, FieldName};
+use crate::source::{Chunk, SourceContext, CHUNK_EVENTS};
+
+/// Longest sleep of the reader when nothing happens (it also checks for shutdown).
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// How often the reader asks again for the labels of pods whose files are waiting for them.
+const POD_POLL: Duration = Duration::from_millis(20);
+
+/// What the reader keeps per open file.
+struct FileState {
+    decoder: Decoder,
+    labels: Labels,
+}
+
+impl FileState {
+    /// The furthest position that may be saved: past every consumed line, but never past the
+    /// start of something still held (by the decoders, or while the pod's labels are awaited).
+    fn safe_offset(&self) -> u64 {
+        let at = self.decoder.safe_offset();
+        self.labels.held_from().map_or(at, |from| at.min(from))
+    }
+}
+
+pub(super) struct Reader {
+    ctx: SourceContext,
+    cfg: FileSourceConfig,
+    tailer: Tailer,
+    outcomes: mpsc::UnboundedSender<BatchOutcome>,
+    register: mpsc::UnboundedSender<Registration>,
+    handle: tokio::runtime::Handle,
+    files: HashMap<FileId, FileState>,
+    timestamps: Option<TimestampParser>,
+    node: Option<Bytes>,
+    /// Pod labels from the Kubernetes API (`kubernetes_api`).
+    pods: Option<PodMetadata>,
+    /// Files whose first pod lookup is pending.
+    waiting: Vec<FileId>,
+    /// Message bytes those files hold.
+    held_bytes: usize,
+    next_batch: u64,
+    /// Unparseable container lines reported so far (the first few are logged).
+    unparsed: u64,
+}
+
+impl Reader {
+    pub fn new(
+        ctx: SourceContext,
+        cfg: FileSourceConfig,
+        tailer: Tailer,
+        pods: Option<PodMetadata>,
+        outcomes: mpsc::UnboundedSender<BatchOutcome>,
+        register: mpsc::UnboundedSender<Registration>,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
+        let timestamps = cfg
+            .timestamp
+            .as_ref()
+            .and_then(|t| TimestampParser::new(&t.format, t.zone).ok());
+        let node = cfg
+            .kubernetes
+            .then(|| std::env::var("NODE_NAME").ok())
+            .flatten()
+            .filter(|n| !n.is_empty())
+            .map(Bytes::from);
+        Reader {
+            ctx,
+            cfg,
+            tailer,
+            outcomes,
+            register,
+            handle,
+            files: HashMap::new(),
+            timestamps,
+            node,
+            pods,
+            waiting: Vec::new(),
+            held_bytes: 0,
+            next_batch: 0,
+            unparsed: 0,
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut lines: Vec<Line> = Vec::with_capacity(CHUNK_EVENTS);
+        let mut notices = Vec::new();
+        while !self.ctx.shutdown.is_cancelled() {
+            lines.clear();
+            let n = self.tailer.read(&mut lines, CHUNK_EVENTS);
+            self.tailer.drain_notices(&mut notices);
+            // Opened comes before the file's lines; closing flushes what the file still
+            // holds, so it must come after them.
+            let mut closing = Vec::new();
+            for notice in notices.drain(..) {
+                match notice {
+                    Notice::Closed { file, reason } => closing.push((file, reason)),
+                    other => self.notice(other),
+                }
+            }
+            let mut chunk = Chunk::with_capacity(n);
+            self.take_lines(&lines, &mut chunk);
+            for (file, reason) in closing {
+                self.close(file, reason, &mut chunk);
+            }
+            self.release_waiting(&mut chunk);
+            self.flush_due(&mut chunk);
+            let idle = n == 0 && chunk.is_empty();
+            if !chunk.is_empty() && !self.handle.block_on(self.ctx.send(chunk)) {
+                return;
+            }
+            if idle {
+                let wait = self
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
+                self.tailer.wait(wait);
+            }
+        }
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Opened {
+                file,
+                path,
+                key: _,
+                offset,
+            } => {
+                tracing::debug!(path = %path.display(), offset, "following file");
+                self.open(file, &path, offset);
+            }
+            Notice::Truncated { file, path, at } => {
+                tracing::warn!(path = %path.display(), at, "file truncated; reading it again from its start");
+                self.ctx
+                    .stats
+                    .files_truncated
+                    .fetch_add(1, Ordering::Relaxed);
+                // What was held belongs to content that is gone.
+                if let Some(st) = self.files.get_mut(&file) {
+                    st.decoder.truncated();
+                }
+            }
+            Notice::Missing { saved } => {
+                tracing::error!(path = %saved.path.display(), offset = saved.offset, "a file read before was deleted while logferry was stopped; its unread lines are lost");
+                self.ctx.stats.files_missing.fetch_add(1, Ordering::Relaxed);
+            }
+            Notice::Skipped { path, reason } => {
+                tracing::debug!(path = %path.display(), "not read: {reason}");
+            }
+            Notice::Error { path, error } => {
+                tracing::warn!(path = %path.display(), error = %error, "cannot read");
+            }
+            Notice::Closed { .. } => {}
+        }
+    }
+
+    fn open(&mut self, file: FileId, path: &Path, offset: u64) {
+        let mut fields = vec![(
+            FieldName::Static(fields::FILE),
+            Bytes::from(path.to_string_lossy().into_owned()),
+        )];
+        let mut pod_ref = None;
+        if self.cfg.kubernetes {
+            if let Some(PodInfo {
+                namespace,
+                pod,
+                pod_uid,
+                container,
+            }) = container::pod_info_from_path(path)
+            {
+                pod_ref = Some(PodRef {
+                    namespace: namespace.clone(),
+                    name: pod.clone(),
+                    uid: pod_uid.clone(),
+                });
+                fields.push((FieldName::Static(fields::NAMESPACE), Bytes::from(namespace)));
+                fields.push((FieldName::Static(fields::POD), Bytes::from(pod)));
+                if !pod_uid.is_empty() {
+                    fields.push((FieldName::Static(fields::POD_UID), Bytes::from(pod_uid)));
+                }
+                fields.push((FieldName::Static(fields::CONTAINER), Bytes::from(container)));
+            }
+            if let Some(n) = &self.node {
+                fields.push((FieldName::Static(fields::NODE), n.clone()));
+            }
+        }
+        let labels = Labels::new(fields, pod_ref, self.pods.is_some());
+        let multiline = self.cfg.multiline.as_ref().map(|m| MultilineOptions {
+            start_pattern: m.start_pattern.clone(),
+            timeout: m.timeout,
+            max_lines: m.max_lines,
+            max_bytes: m.max_bytes,
+        });
+        let decoder = Decoder::new(
+            offset,
+            self.cfg.kubernetes,
+            self.cfg.tail.max_line_bytes,
+            multiline,
+        );
+        self.files.insert(file, FileState { decoder, labels });
+        if self.learn_pod(file) == PodAnswer::Pending {
+            let wait = self
+                .cfg
+                .kubernetes_api
+                .as_ref()
+                .map_or(Duration::ZERO, |k| k.wait);
+            if let Some(st) = self.files.get_mut(&file) {
+                if st.labels.start_waiting(Instant::now() + wait, offset) {
+                    self.waiting.push(file);
+                }
+            }
+        }
+        self.ctx.stats.files_open.fetch_add(1, Ordering::Relaxed);
+        if let Some(pos) = self.tailer.position(file, offset) {
+            let _ = self.register.send(Registration::Opened(file, pos));
+        }
+    }
+
+    /// Turns a read's lines into events, one acknowledgement batch per run of one file.
+    fn take_lines(&mut self, lines: &[Line], chunk: &mut Chunk) {
+        let now_ms = now_ms();
+        let now = Instant::now();
+        let mut pending = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let file = lines[i].file;
+            let run_len = lines[i..].iter().take_while(|l| l.file == file).count();
+            let run = &lines[i..i + run_len];
+            i += run_len;
+            pending.clear();
+            for line in run {
+                self.decode(line, now_ms, now, &mut pending);
+            }
+            self.emit(file, &mut pending, chunk);
+        }
+    }
+
+    /// One line through the file's decoders; finished events land in `out`.
+    fn decode(&mut self, line: &Line, now_ms: i64, now: Instant, out: &mut Vec<Pending>) {
+        let Some(st) = self.files.get_mut(&line.file) else {
+            return;
+        };
+        let timestamps = self.timestamps.as_ref();
+        if let Err(e) = st.decoder.line(line, timestamps, now_ms, now, out) {
+            // Not what the runtime writes: the line was shipped as it is rather than lost.
+            self.unparsed += 1;
+            self.ctx.stats.unparsed.fetch_add(1, Ordering::Relaxed);
+            if self.unparsed <= 10 {
+                tracing::warn!(error = %e, "a container log line is neither CRI nor Docker json-file; sent as it is");
+            }
+        }
+    }
+
+    /// Gives `pending` events of `file` one acknowledgement batch and registers the position
+    /// to save once it is delivered.
+    fn emit(&mut self, file: FileId, pending: &mut Vec<Pending>, chunk: &mut Chunk) {
+        let Some(st) = self.files.get_mut(&file) else {
+            return;
+        };
+        if let Some(bytes) = st.labels.hold(pending, self.held_bytes) {
+            self.held_bytes += bytes;
+            return;
+        }
+        let refresh = self.cfg.kubernetes_api.as_ref().map(|k| k.cache_ttl);
+        if st.labels.is_waiting() {
+            self.settle_pod(file, true, chunk);
+        } else if st.labels.lookup_due(refresh) {
+            self.learn_pod(file);
+        }
+        let Some(st) = self.files.get(&file) else {
+            return;
+        };
+        let Some(pos) = self.tailer.position(file, st.safe_offset()) else {
+            return;
+        };
+        let id = self.next_batch;
+        self.next_batch += 1;
+        // Registered before the events leave, so the collector knows the batch first (it
+        // also copes with an outcome that overtakes its registration).
+        if self
+            .register
+            .send(Registration::Batch(id, file, pos))
+            .is_err()
+        {
+            return;
+        }
+        let batch = AckBatch::new(id, &self.outcomes);
+        for p in pending.drain(..) {
+            if p.message.is_empty() {
+                // CloudWatch refuses empty events; the position still moves past the line.
+                continue;
+            }
+            let mut fields = st.labels.fields.clone();
+            fields.extend(p.extra);
+            chunk.push(Event {
+                timestamp_ms: p.timestamp_ms,
+                message: p.message,
+                priority: None,
+                fields,
+                source: self.ctx.name.clone(),
+                truncated_bytes: p.truncated_bytes,
+                ack: batch.ack(),
+            });
+        }
+    }
+
+    /// Sends what a closed file still holds, then lets the collector retire it.
+    fn close(&mut self, file: FileId, reason: CloseReason, chunk: &mut Chunk) {
+        self.settle_pod(file, true, chunk);
+        let timestamps = self.timestamps.as_ref();
+        let mut pending = match self.files.get_mut(&file) {
+            Some(st) => st.decoder.flush(timestamps, now_ms()),
+            None => Vec::new(),
+        };
+        if !pending.is_empty() {
+            self.emit(file, &mut pending, chunk);
+        }
+        if let Some(path) = self.tailer.path(file) {
+            tracing::debug!(path = %path.display(), ?reason, "file closed");
+        }
+        if self.files.remove(&file).is_some() {
+            self.ctx.stats.files_open.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.tailer.forget(file);
+        let _ = self.register.send(Registration::Closed(file));
+    }
+
+    /// Multiline events whose timeout passed.
+    fn flush_due(&mut self, chunk: &mut Chunk) {
+        let now = Instant::now();
+        let due: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(_, st)| st.decoder.deadline().is_some_and(|d| d <= now))
+            .map(|(f, _)| *f)
+            .collect();
+        let now_ms = now_ms();
+        for file in due {
+            let timestamps = self.timestamps.as_ref();
+            let due = self
+                .files
+                .get_mut(&file)
+                .and_then(|st| st.decoder.flush_due(now, timestamps, now_ms));
+            if let Some(p) = due {
+                self.emit(file, &mut vec![p], chunk);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let multiline = self
+            .files
+            .values()
+            .filter_map(|st| st.decoder.deadline())
+            .min();
+        // Labels are polled for, not pushed: look again shortly while a file waits.
+        let pods = (!self.waiting.is_empty()).then(|| Instant::now() + POD_POLL);
+        multiline.into_iter().chain(pods).min()
+    }
+
+    /// Files whose pod lookup is answered, or whose wait ran out, send what they held.
+    fn release_waiting(&mut self, chunk: &mut Chunk) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for file in std::mem::take(&mut self.waiting) {
+            let pods = self.pods.as_ref();
+            let over = self
+                .files
+                .get(&file)
+                .and_then(|st| st.labels.wait_over(|pod| pods.map(|p| p.lookup(pod)), now));
+            let Some(ready) = over else {
+                continue;
+            };
+            if ready {
+                self.settle_pod(file, false, chunk);
+            } else {
+                self.waiting.push(file);
+            }
+        }
+    }
+
+    /// Looks the pod of a late or known file up again and applies what the API says (see
+    /// [`Labels::learn`]).
+    fn learn_pod(&mut self, file: FileId) -> PodAnswer {
+        let Some(st) = self.files.get_mut(&file) else {
+            return PodAnswer::Unavailable;
+        };
+        let pods = self.pods.as_ref();
+        let want_node = self.node.is_none();
+        st.labels
+            .learn(|pod| pods.map(|p| p.lookup(pod)), want_node, Instant::now())
+    }
+
+    /// Ends a file's wait for its pod's labels: applies them if known (else the file goes
+    /// late) and sends the held events. `early`: the wait is cut short (the
+    /// file is closing, or holds too much), which is not counted as the API being late.
+    fn settle_pod(&mut self, file: FileId, early: bool, chunk: &mut Chunk) {
+        let Some(st) = self.files.get_mut(&file) else {
+            return;
+        };
+        let Some((mut held, held_bytes)) = st.labels.end_wait() else {
+            return;
+        };
+        self.held_bytes -= held_bytes;
+        let answered = self.learn_pod(file) == PodAnswer::Applied;
+        if !answered && !early {
+            self.ctx
+                .stats
+                .pod_wait_expired
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("no pod labels yet; sending without them");
+        }
+        self.waiting.retain(|f| *f != file);
+        if !held.is_empty() {
+            self.emit(file, &mut held, chunk);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The position keeper of the sources that can read again (journal, files): it collects
+//! acknowledgement outcomes and saves the source's position, only ever on the acknowledgement
+//! watermark.
+//!
+//! A source's reader thread registers each batch, before its events leave, with the position
+//! to save once it is delivered; the sinks' outcomes arrive on another channel, in completion
+//! order. The source's [`Books`] move a [`Watermark`](crate::ack::Watermark) (one, or one per
+//! file) over them, so the position never passes a batch that is not finished, nor a failed
+//! one: a failed batch holds it until restart and its events are read again.
+//!
+//! [`Keeper::run`] is the loop both sources share: it rewrites the state file with
+//! write-temp + fsync + rename ([`crate::state::save_atomic`]) at most every `every` (what was
+//! delivered since the last save is sent again after a crash, so this bounds duplicates by
+//! time), once more when both channels close, and never in a dry run (`logferry tail` reads
+//! from the saved positions but must not move them).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::ack::BatchOutcome;
+
+/// A source's acknowledgement bookkeeping: what it registers, and what it saves.
+pub trait Books {
+    /// What the reader tells the keeper (at least: a batch and the position after it).
+    type Registration;
+    /// Applies a registration; `true` if the position to save changed.
+    fn register(&mut self, registration: Self::Registration) -> bool;
+    /// Applies a batch's outcome; `true` if the position to save changed.
+    fn complete(&mut self, outcome: BatchOutcome) -> bool;
+    /// The state file's new content; `None` while there is nothing to save.
+    fn encode(&self) -> Option<Vec<u8>>;
+    /// Whether a failed batch holds a position back (its events are read again on restart).
+    fn is_stuck(&self) -> bool;
+}
+
+/// Where and how often a source saves its positions.
+pub struct Keeper {
+    /// The state file.
+    pub path: PathBuf,
+    /// Shortest time between two saves.
+    pub every: Duration,
+    /// Never write the state file (`logferry tail`).
+    pub dry_run: bool,
+    /// What the state file holds, for logs: "cursor", "file positions".
+    pub what: &'static str,
+}
+
+impl Keeper {
+    /// Collects registrations and outcomes until both channels are closed (the reader is gone
+    /// and the sinks have dropped every batch), saving on the watermark as it moves.
+    pub async fn run<B: Books>(
+        &self,
+        books: &mut B,
+        mut registrations: UnboundedReceiver<B::Registration>,
+        mut outcomes: UnboundedReceiver<BatchOutcome>,
+    ) {
+        let mut saved_at = Instant::now();
+        let mut dirty = false;
+        let (mut reg_open, mut out_open) = (true, true);
+        while reg_open || out_open {
+            // Armed only while a newer position waits for the save interval to pass.
+            let save_due = tokio::time::Instant::from_std(saved_at + self.every);
+            tokio::select! {
+                // Registrations first: an outcome then rarely overtakes its batch's
+                // registration (the books cope when it does).
+                biased;
+                r = registrations.recv(), if reg_open => match r {
+                    Some(r) => dirty |= books.register(r),
+                    None => reg_open = false,
+                },
+                o = outcomes.recv(), if out_open => match o {
+                    Some(o) => dirty |= books.complete(o),
+                    None => out_open = false,
+                },
+                _ = tokio::time::sleep_until(save_due), if dirty => {}
+            }
+            if dirty && saved_at.elapsed() >= self.every {
+                self.save(books.encode()).await;
+                dirty = false;
+                saved_at = Instant::now();
+            }
+        }
+        if dirty {
+            self.save(books.encode()).await;
+        }
+        if books.is_stuck() {
+            tracing::warn!("some input was not delivered; it will be read again on restart");
+        }
+    }
+
+    /// Writes the state file now (atomically); nothing in a dry run or without content.
+    pub async fn save(&self, content: Option<Vec<u8>>) {
+        let Some(content) = content.filter(|_| !self.dry_run) else {
+            return;
+        };
+        let what = self.what;
+        let path = self.path.clone();
+        let r = tokio::task::spawn_blocking(move || crate::state::save_atomic(&path, &content));
+        match r.await {
+            Ok(Ok(())) => tracing::trace!("{what} saved"),
+            Ok(Err(e)) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot save the {what}")
+            }
+            Err(e) => tracing::error!(error = %e, "the {what} writer failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{AckStatus, Watermark};
+    use tokio::sync::mpsc;
+
+    /// A single position, as the journal keeps it.
+    #[derive(Default)]
+    struct One {
+        watermark: Watermark<u64>,
+        latest: Option<u64>,
+    }
+
+    impl Books for One {
+        type Registration = (u64, u64);
+        fn register(&mut self, (id, at): (u64, u64)) -> bool {
+            self.watermark
+                .push(id, at)
+                .map(|p| self.latest = Some(p))
+                .is_some()
+        }
+        fn complete(&mut self, o: BatchOutcome) -> bool {
+            self.watermark
+                .complete(o)
+                .map(|p| self.latest = Some(p))
+                .is_some()
+        }
+        fn encode(&self) -> Option<Vec<u8>> {
+            self.latest.map(|p| p.to_string().into_bytes())
+        }
+        fn is_stuck(&self) -> bool {
+            self.watermark.is_stuck()
+        }
+    }
+
+    fn keeper(path: PathBuf, dry_run: bool) -> Keeper {
+        Keeper {
+            path,
+            every: Duration::from_millis(5),
+            dry_run,
+            what: "position",
+        }
+    }
+
+    fn done(batch_id: u64, status: AckStatus) -> BatchOutcome {
+        BatchOutcome { batch_id, status }
+    }
+
+    /// Runs the keeper over registrations and outcomes that are all queued up front.
+    async fn keep(k: &Keeper, regs: &[(u64, u64)], outs: &[BatchOutcome]) -> One {
+        let (reg_tx, reg_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        for r in regs {
+            reg_tx.send(*r).expect("send");
+        }
+        for o in outs {
+            out_tx.send(*o).expect("send");
+        }
+        drop((reg_tx, out_tx));
+        let mut books = One::default();
+        k.run(&mut books, reg_rx, out_rx).await;
+        books
+    }
+
+    #[tokio::test]
+    async fn saves_the_watermark_never_past_an_unfinished_or_failed_batch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("pos");
+        let k = keeper(path.clone(), false);
+        let regs = [(1, 10), (2, 20), (3, 30), (4, 40)];
+        // Batch 3 failed: 4's delivery must not move the position past it.
+        let outs = [
+            done(2, AckStatus::Delivered),
+            done(1, AckStatus::Delivered),
+            done(4, AckStatus::Delivered),
+            done(3, AckStatus::Failed),
+        ];
+        let books = keep(&k, &regs, &outs).await;
+        assert!(books.is_stuck());
+        let saved = crate::state::load(&path).expect("load");
+        assert_eq!(saved.as_deref(), Some("20"));
+    }
+
+    #[tokio::test]
+    async fn an_undelivered_first_batch_saves_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("pos");
+        let k = keeper(path.clone(), false);
+        keep(&k, &[(1, 10), (2, 20)], &[done(2, AckStatus::Delivered)]).await;
+        assert_eq!(crate::state::load(&path).expect("load"), None);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_never_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("pos");
+        let k = keeper(path.clone(), true);
+        let books = keep(&k, &[(1, 10)], &[done(1, AckStatus::Delivered)]).await;
+        assert_eq!(books.latest, Some(10), "the books still move");
+        k.save(Some(b"5".to_vec())).await;
+        assert_eq!(crate::state::load(&path).expect("load"), None);
+    }
+}

@@ -284,6 +284,59 @@ fn events_spread_over_thirty_hours_go_out_in_few_requests() {
     assert!(requests <= 20, "{requests} requests for {n} events");
 }
 
+/// Everything a new group needs goes in its one CreateLogGroup call (moto 5 stores `kmsKeyId`
+/// and `tags`; it ignores `logGroupClass` and `deletionProtectionEnabled`, so those are only
+/// checked not to break the call): no TagResource, no AssociateKmsKey, one PutRetentionPolicy.
+#[test]
+fn a_new_group_gets_key_tags_and_class_in_one_create_call() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    let kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        &format!(
+            "format = \"message\"\nretention_days = 30\nkms_key_id = \"{kms}\"\n\
+             log_group_class = \"INFREQUENT_ACCESS\"\ndeletion_protection = true\n\
+             [sinks.cw.tags]\nteam = \"logs\"\ncost-center = \"42\"\n"
+        ),
+    ));
+    lf.wait_listening(1);
+    tcp_send(tcp, b"into a new group\n");
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", lf.log());
+    let (_, groups) = cwl_testkit::call(
+        &moto.endpoint(),
+        "DescribeLogGroups",
+        &serde_json::json!({"logGroupNamePrefix": group}),
+    )
+    .expect("describe");
+    let g = &groups["logGroups"][0];
+    assert_eq!(g["kmsKeyId"], kms, "{groups:#}");
+    assert_eq!(g["retentionInDays"], 30, "{groups:#}");
+    let (_, tags) = cwl_testkit::call(
+        &moto.endpoint(),
+        "ListTagsLogGroup",
+        &serde_json::json!({"logGroupName": group}),
+    )
+    .expect("tags");
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!({"team": "logs", "cost-center": "42"}),
+        "{tags:#}"
+    );
+    let stats = proxy.stats().expect("stats");
+    let ops = &stats["requests_by_operation"];
+    assert_eq!(ops["CreateLogGroup"], 1, "{stats:#}");
+    assert_eq!(ops["PutRetentionPolicy"], 1, "{stats:#}");
+    assert_eq!(ops.get("TagResource"), None, "{stats:#}");
+    assert_eq!(ops.get("TagLogGroup"), None, "{stats:#}");
+    assert_eq!(ops.get("AssociateKmsKey"), None, "{stats:#}");
+    assert_eq!(ops.get("DescribeLogStreams"), None, "{stats:#}");
+}
+
 #[test]
 fn oversize_garbage_and_invalid_utf8_lose_nothing_else() {
     let moto = Moto::start().expect("moto");

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
+use aws_sdk_cloudwatchlogs::types::LogGroupClass;
 
 use super::governor::{Governor, Pace, Ticket};
 use super::request::warn_retry;
@@ -202,8 +203,14 @@ impl ControlPlane {
         match failure {
             Failure::Retry {
                 kind: RetryKind::Throttled,
+                detail,
                 ..
             } => {
+                let what = match call {
+                    Call::Stream => "CreateLogStream",
+                    Call::Group => "CreateLogGroup",
+                };
+                stats.set_error(&format!("{what} {}: {detail}", RetryKind::Throttled));
                 governor.on_throttle(ticket, now);
                 stats.throttled.fetch_add(1, Ordering::Relaxed);
                 match call {
@@ -299,10 +306,21 @@ async fn create_stream(shared: &Shared, group: &str, stream: &str) -> Result<(),
 
 async fn create_group(shared: &Shared, group: &str) -> Result<(), Failure> {
     let cfg = &shared.config;
+    let new = &cfg.new_group;
+    let tags = (!new.tags.is_empty()).then(|| {
+        new.tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>()
+    });
     let created = shared
         .client
         .create_log_group()
         .log_group_name(group)
+        .set_kms_key_id(new.kms_key_id.clone())
+        .set_tags(tags)
+        .set_log_group_class(new.class.map(|c| LogGroupClass::from(c.as_str())))
+        .set_deletion_protection_enabled(new.deletion_protection)
         .send()
         .await;
     match created {

@@ -151,7 +151,10 @@ impl CloudWatchSink {
     pub fn new(shared: Arc<Shared>, group: Template, stream: Template) -> Self {
         let now = Instant::now();
         let cfg = &shared.config;
-        let governor = Governor::new(Pace::put_log_events(cfg.max_backoff, None), now);
+        let governor = Governor::new(
+            Pace::put_log_events(cfg.max_backoff, cfg.max_requests_per_second),
+            now,
+        );
         let control = ControlPlane::new(cfg.max_backoff, now);
         CloudWatchSink {
             shared,
@@ -398,10 +401,9 @@ impl CloudWatchSink {
                 Ok(ticket) => ticket,
                 Err(wait) => {
                     self.waiting_since.get_or_insert(now);
-                    self.shared
-                        .stats
-                        .waiting_for_budget
-                        .store(true, Ordering::Relaxed);
+                    let stats = &self.shared.stats;
+                    stats.waiting_for_budget.store(true, Ordering::Relaxed);
+                    stats.last_budget_wait_ms.store(now_ms(), Ordering::Relaxed);
                     earliest(&mut wake, now + wait);
                     break;
                 }

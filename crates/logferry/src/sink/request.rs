@@ -265,8 +265,10 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
         }
         Failure::Retry {
             kind: RetryKind::Throttled,
+            detail,
             ..
         } => {
+            stats.set_error(&format!("PutLogEvents {}: {detail}", RetryKind::Throttled));
             stats.throttled.fetch_add(1, Ordering::Relaxed);
             stats
                 .throttled_put_log_events

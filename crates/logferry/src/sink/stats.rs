@@ -57,6 +57,8 @@ pub struct SinkStats {
     pub budget_wait_us: AtomicU64,
     /// Whether a ready request is waiting for budget right now (normal under a quota).
     pub waiting_for_budget: AtomicBool,
+    /// When a ready request last had to wait for budget (Unix ms; 0 = never).
+    pub last_budget_wait_ms: AtomicI64,
     /// Events per accepted PutLogEvents request (cumulative buckets of
     /// [`EVENTS_PER_REQUEST_BUCKETS`]).
     pub events_per_request_buckets: [AtomicU64; EVENTS_PER_REQUEST_BUCKETS.len()],

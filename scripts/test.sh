@@ -18,6 +18,18 @@ else
 fi
 # Test binaries find cwl-proxy and fake-cloudwatch next to them.
 cargo build --workspace --bins
-cargo test --workspace
+# A test that cannot run here (no root, a missing tool) says so through cwl_testkit::skipped:
+# under CI it fails; elsewhere it is listed below, never a silent `ok`.
+skips=$(mktemp)
+export LOGFERRY_SKIP_LOG="$skips"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+if [ -s "$skips" ]; then
+  echo "test.sh: $(wc -l <"$skips") test(s) could not run here and were skipped:" >&2
+  sed 's/^/  /' "$skips" >&2
+fi
+rm -f "$skips"
+[ "$status" -eq 0 ] || exit "$status"
 # Deployment artifacts: Dockerfile lint, Kubernetes schemas, systemd-analyze, Ignition, IAM.
 scripts/test-deploy.sh

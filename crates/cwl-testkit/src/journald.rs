@@ -50,15 +50,10 @@ pub fn journald_unavailable() -> Option<String> {
     None
 }
 
-/// Prints `SKIPPED <test>: <why>` and returns true when journald tests cannot run here.
+/// True, after [`crate::skipped`] has recorded it (a panic under CI), when journald tests
+/// cannot run here.
 pub fn skip(test: &str) -> bool {
-    match journald_unavailable() {
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            true
-        }
-        None => false,
-    }
+    journald_unavailable().is_some_and(|why| crate::skipped(test, &why))
 }
 
 /// Encodes one entry in journald's native protocol: `NAME=value\n`, or
@@ -135,11 +130,11 @@ pub struct Journald {
 impl Journald {
     /// Starts journald with volatile storage, no rate limit and 1 MiB files (so tests see
     /// rotation); `extra_conf` lines are appended to `[Journal]` (a later key wins).
-    /// Returns `None`, after printing `SKIPPED: <why>`, when journald cannot run here.
-    /// Panics if it should run but does not start within 20 s.
+    /// Returns `None`, after [`crate::skipped`] has recorded it (a panic under CI), when
+    /// journald cannot run here. Panics if it should run but does not start within 20 s.
     pub fn start(extra_conf: &str) -> Option<Journald> {
         if let Some(why) = journald_unavailable() {
-            eprintln!("SKIPPED: {why}");
+            crate::skipped("a test with a real journald", &why);
             return None;
         }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,7 @@ pub mod limits;
 mod procs;
 #[cfg(feature = "servers")]
 pub mod server;
+pub mod skip;
 
 pub use client::{
     call, call_raw, create_group, create_stream, group_retention, http_request, list_groups,
@@ -43,3 +44,4 @@ pub use client::{
 };
 pub use journald::{JournalSender, Journald};
 pub use procs::{find_binary, FakeCloudWatch, Moto, Proxy};
+pub use skip::skipped;

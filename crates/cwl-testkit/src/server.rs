@@ -208,6 +208,37 @@ pub fn announce(scheme: &str, addr: std::net::SocketAddr) {
     let _ = out.flush();
 }
 
+/// Accepts connections until SIGTERM or SIGINT, each with `TCP_NODELAY` and served by
+/// `serve` on a task of its own. A failed `accept` (out of descriptors under a load test) is
+/// reported on stderr as `NAME: accept: ...` and retried shortly rather than ending the server.
+pub async fn accept_until_shutdown<F, Fut>(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    mut serve: F,
+) -> io::Result<()>
+where
+    F: FnMut(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{name}: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve(tcp));
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

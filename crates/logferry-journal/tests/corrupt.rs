@@ -227,51 +227,81 @@ fn crafted_damage_is_reported() {
     let Some(fx) = fixture() else { return };
     let (_, bytes, good, n_good) = &fx.cases[0];
     let ea = u64::from_le_bytes(bytes[176..184].try_into().unwrap());
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    // What each damage must lead to. Every case also reads the intact file whole.
+    enum Outcome {
+        /// The file is reported with an error naming it and containing this text.
+        Error(&'static str),
+        /// A header field logferry does not trust: every entry is read, no error.
+        ReadWhole,
+        /// Nothing to read yet, and not an error.
+        Nothing,
+    }
+    // The undamaged victim's entry count, for `ReadWhole`.
+    let intact = fx.work.join("intact-victim.journal");
+    std::fs::write(&intact, bytes).unwrap();
+    let (_, n_victim, errors) = read_all(vec![intact]);
+    assert!(
+        n_victim > 0 && errors == 0,
+        "undamaged victim: {n_victim} entries, {errors} errors"
+    );
+    let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
         (
             "unknown incompatible flag",
             patch(bytes, |d| d[12] |= 0x40),
-            "unsupported incompatible flags 0x40",
+            Outcome::Error("unsupported incompatible flags 0x40"),
         ),
         (
             "bad signature",
             patch(bytes, |d| d[0] = b'X'),
-            "bad signature",
+            Outcome::Error("bad signature"),
         ),
         (
             "huge header",
             patch(bytes, |d| put_u64(d, 88, u64::MAX - 7)),
-            "header_size",
+            Outcome::Error("header_size"),
         ),
         (
             "entry array chain loops",
             // First array's next pointer back to itself.
             patch(bytes, |d| put_u64(d, ea as usize + 16, ea)),
-            "chain",
+            Outcome::Error("chain"),
         ),
+        // n_entries and arena_size are bounded by the entry arrays and the file's size.
         (
             "huge n_entries",
             patch(bytes, |d| put_u64(d, 152, u64::MAX)),
-            "",
+            Outcome::ReadWhole,
         ),
-        ("huge arena", patch(bytes, |d| put_u64(d, 96, u64::MAX)), ""),
+        (
+            "huge arena",
+            patch(bytes, |d| put_u64(d, 96, u64::MAX)),
+            Outcome::ReadWhole,
+        ),
         // journald creates files empty and sizes them a moment later: skipped, not an error.
-        ("zero-size file", Vec::new(), ""),
+        ("zero-size file", Vec::new(), Outcome::Nothing),
     ];
-    for (what, data, expect) in cases {
+    for (what, data, outcome) in cases {
         let p = fx.work.join("crafted.journal");
         std::fs::write(&p, &data).unwrap();
-        let (g, _, _) = read_all(vec![p.clone(), good.clone()]);
+        let (g, victim, _) = read_all(vec![p.clone(), good.clone()]);
         assert_eq!(g, *n_good, "{what}: intact file not fully read");
-        if !expect.is_empty() {
-            let mut j = Journal::open_files(&[p.clone(), good.clone()]).unwrap();
-            while j.next_entry().unwrap().is_some() {}
-            let errs: Vec<String> = j.file_errors().iter().map(|e| e.to_string()).collect();
-            assert!(
+        let mut j = Journal::open_files(&[p.clone(), good.clone()]).unwrap();
+        while j.next_entry().unwrap().is_some() {}
+        let errs: Vec<String> = j.file_errors().iter().map(|e| e.to_string()).collect();
+        match outcome {
+            Outcome::Error(expect) => assert!(
                 errs.iter()
                     .any(|e| e.contains(expect) && e.contains("crafted.journal")),
                 "{what}: expected an error containing {expect:?}, got {errs:?}"
-            );
+            ),
+            Outcome::ReadWhole => {
+                assert!(errs.is_empty(), "{what}: {errs:?}");
+                assert_eq!(victim, n_victim, "{what}: entries lost");
+            }
+            Outcome::Nothing => {
+                assert!(errs.is_empty(), "{what}: {errs:?}");
+                assert_eq!(victim, 0, "{what}");
+            }
         }
     }
 }

@@ -235,7 +235,10 @@ fn other_layouts_match_journalctl() {
         return;
     };
     if !Path::new(JOURNAL_REMOTE).exists() {
-        eprintln!("SKIPPED: {JOURNAL_REMOTE} missing (apt-get install systemd-journal-remote)");
+        cwl_testkit::skipped(
+            "other_layouts_match_journalctl",
+            &format!("{JOURNAL_REMOTE} missing (apt-get install systemd-journal-remote)"),
+        );
         return;
     }
     send_variety(&jd, "layout");

@@ -202,7 +202,7 @@ fn enospc_on_small_tmpfs() {
         .stderr(std::process::Stdio::null())
         .status();
     if !matches!(mounted, Ok(s) if s.success()) {
-        eprintln!("SKIP enospc_on_small_tmpfs: cannot mount a tmpfs (not root?)");
+        cwl_testkit::skipped("enospc_on_small_tmpfs", "cannot mount a tmpfs (not root?)");
         return;
     }
     let _mount = Mount(mnt.clone());

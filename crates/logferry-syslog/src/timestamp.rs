@@ -206,12 +206,7 @@ pub(crate) fn infer_year(
 mod tests {
     use super::*;
 
-    const TOD0: TimeOfDay = TimeOfDay {
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
-    };
+    const TOD0: TimeOfDay = TimeOfDay::MIDNIGHT;
 
     #[test]
     fn rfc3339_variants() {

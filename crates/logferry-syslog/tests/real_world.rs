@@ -67,6 +67,25 @@ fn expected(e: &Expect) -> Fields {
     )
 }
 
+/// A line with nothing recognisable: all of it is the message.
+fn raw(line: &'static [u8]) -> (&'static [u8], Expect) {
+    let e = Expect {
+        msg: line,
+        ..Expect::default()
+    };
+    (line, e)
+}
+
+/// A line with a priority and nothing else recognisable before `msg`.
+fn priority_only(line: &'static [u8], priority: u8, msg: &'static [u8]) -> (&'static [u8], Expect) {
+    let e = Expect {
+        priority: Some(priority),
+        msg,
+        ..Expect::default()
+    };
+    (line, e)
+}
+
 fn table() -> Vec<(&'static [u8], Expect)> {
     use Format::*;
     vec![
@@ -522,64 +541,14 @@ fn table() -> Vec<(&'static [u8], Expect)> {
             },
         ),
         // Raw: nothing recognisable.
-        (
-            b"hello world",
-            Expect {
-                msg: b"hello world",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"-- Boot 3f2a6c0e9b0d4f7f8e1c2d3b4a5f6e7d --",
-            Expect {
-                msg: b"-- Boot 3f2a6c0e9b0d4f7f8e1c2d3b4a5f6e7d --",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"<13>hello world",
-            Expect {
-                priority: Some(13),
-                msg: b"hello world",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"<999>Nov 25 16:20:39 host app: x",
-            Expect {
-                msg: b"<999>Nov 25 16:20:39 host app: x",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"<abc>x",
-            Expect {
-                msg: b"<abc>x",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"app: looks like a tag but has no PRI or timestamp",
-            Expect {
-                msg: b"app: looks like a tag but has no PRI or timestamp",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"<13>1 not a 5424 header",
-            Expect {
-                priority: Some(13),
-                msg: b"1 not a 5424 header",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"",
-            Expect {
-                msg: b"",
-                ..Expect::default()
-            },
-        ),
+        raw(b"hello world"),
+        raw(b"-- Boot 3f2a6c0e9b0d4f7f8e1c2d3b4a5f6e7d --"),
+        priority_only(b"<13>hello world", 13, b"hello world"),
+        raw(b"<999>Nov 25 16:20:39 host app: x"),
+        raw(b"<abc>x"),
+        raw(b"app: looks like a tag but has no PRI or timestamp"),
+        priority_only(b"<13>1 not a 5424 header", 13, b"1 not a 5424 header"),
+        raw(b""),
     ]
 }
 

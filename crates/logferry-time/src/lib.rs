@@ -81,6 +81,14 @@ pub struct TimeOfDay {
 }
 
 impl TimeOfDay {
+    /// 00:00:00.000
+    pub const MIDNIGHT: TimeOfDay = TimeOfDay {
+        hour: 0,
+        minute: 0,
+        second: 0,
+        millis: 0,
+    };
+
     /// Milliseconds since midnight.
     pub fn millis_of_day(self) -> i64 {
         // A leap second (`:60`) lands on the first millisecond of the next minute, which is
@@ -200,12 +208,7 @@ mod tests {
 
     use super::*;
 
-    const TOD0: TimeOfDay = TimeOfDay {
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
-    };
+    const TOD0: TimeOfDay = TimeOfDay::MIDNIGHT;
 
     #[test]
     fn civil_round_trips_over_a_wide_range() {

@@ -161,7 +161,7 @@ impl Tls {
     }
 
     /// Reloads if any file changed since the last attempt.
-    pub fn check_reload(&self, source: &str) -> Reload {
+    pub fn check_reload(&self) -> Reload {
         let stamps = Self::stamps_of(&self.settings);
         let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if g.1 == stamps {
@@ -173,7 +173,6 @@ impl Tls {
             Ok(cfg) => {
                 g.0 = cfg;
                 tracing::info!(
-                    source,
                     cert = %self.settings.cert.display(),
                     "TLS certificate reloaded; new connections use it"
                 );
@@ -181,8 +180,8 @@ impl Tls {
             }
             Err(e) => {
                 tracing::error!(
-                    source,
-                    "TLS files changed but do not load ({e:#}); keeping the previous certificate"
+                    error = format!("{e:#}"),
+                    "TLS files changed but do not load; keeping the previous certificate"
                 );
                 Reload::Failed
             }
@@ -225,21 +224,21 @@ mod tests {
         replace(&s.cert, &c1);
         replace(&s.key, &k1);
         let tls = Tls::new(&s).expect("loads");
-        assert_eq!(tls.check_reload("t"), Reload::Unchanged);
+        assert_eq!(tls.check_reload(), Reload::Unchanged);
         let (c2, k2) = pair("two");
         // The new key lands first: it does not match the old certificate.
         replace(&s.key, &k2);
-        assert_eq!(tls.check_reload("t"), Reload::Failed);
+        assert_eq!(tls.check_reload(), Reload::Failed);
         assert_eq!(
-            tls.check_reload("t"),
+            tls.check_reload(),
             Reload::Unchanged,
             "not retried in a loop"
         );
         replace(&s.cert, &c2);
-        assert_eq!(tls.check_reload("t"), Reload::Reloaded);
+        assert_eq!(tls.check_reload(), Reload::Reloaded);
         // Garbage in place of the certificate: refused, the running one stays.
         replace(&s.cert, "not a certificate");
-        assert_eq!(tls.check_reload("t"), Reload::Failed);
+        assert_eq!(tls.check_reload(), Reload::Failed);
         assert!(Tls::new(&s).is_err(), "a startup with it fails");
     }
 }

@@ -34,17 +34,10 @@ rescan_interval = "500ms"
 rotate_wait = "1s"
 {source_extra}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["f"]
-log_group = "{GROUP}"
-log_stream = "{stream}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-max_backoff = "1s"
-format = "message"
-"#
+{sink}"#,
+        sink = cw_sink(&["f"], GROUP, stream, endpoint)
+            .max_backoff("1s")
+            .format("message"),
     )
 }
 
@@ -132,10 +125,16 @@ fn wait_followed(lf: &Logferry, path: &Path, n: usize) {
 
 fn wait_count(endpoint: &str, stream: &str, tag: &str, n: usize) -> Vec<(i64, String)> {
     let mut got = Vec::new();
-    wait_until(WAIT, || {
+    let reached = wait_until(WAIT, || {
         got = events(endpoint, GROUP, stream);
         counts(&got, tag).len() >= n
     });
+    // Callers that only wait (`wait_count(..);`) must still fail when the lines never arrive.
+    assert!(
+        reached,
+        "{stream}: {} of {n} distinct `{tag}` lines arrived within {WAIT:?}",
+        counts(&got, tag).len()
+    );
     got
 }
 
@@ -243,15 +242,15 @@ fn kill9_during_rotation_loses_nothing() {
     );
 }
 
+/// Descriptors process `pid` holds on files under `dir`. Panics when the process is gone:
+/// reading 0 for a crashed logferry would pass every "released" check.
 fn fd_count_under(pid: u32, dir: &Path) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| fs::read_link(e.path()).ok())
-                .filter(|t| t.starts_with(dir))
-                .count()
-        })
-        .unwrap_or(0)
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("logferry (pid {pid}) is gone: {e}"));
+    fds.filter_map(|e| e.ok())
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .count()
 }
 
 /// Files deleted after they were read are closed: no descriptor leak.
@@ -273,10 +272,11 @@ fn deleted_files_are_closed() {
         "",
         "node",
     ));
-    wait_until(WAIT, || {
+    let all_read = wait_until(WAIT, || {
         let got = events(&moto.endpoint(), GROUP, "node");
         (0..n_files).all(|f| counts(&got, &format!("del{f:03}")).len() == 50)
     });
+    assert!(all_read, "not every file was read whole\n{}", lf.log());
     let open = fd_count_under(lf.pid(), logs.path());
     assert_eq!(open, n_files, "one descriptor per file while they exist");
     for f in 0..n_files {
@@ -372,19 +372,10 @@ max_line_bytes = 1000
 type = "file"
 include = [{}]
 encoding = "latin1"
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["long", "latin"]
-log_group = "{GROUP}"
-log_stream = "node"
-endpoint = "{}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "message"
-"#,
+{}"#,
         quoted(&long),
         quoted(&latin),
-        moto.endpoint()
+        cw_sink(&["long", "latin"], GROUP, "node", &moto.endpoint()).format("message"),
     ));
     let got = wait_events(&moto.endpoint(), GROUP, "node", 4, WAIT);
     let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
@@ -478,18 +469,15 @@ data_dir = "@DATA@"
 [sources.k]
 type = "kubernetes_logs"
 include = ["{}/*/*/*.log"]
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["k"]
-log_group = "/k8s/test"
-log_stream = "{{namespace}}.{{pod}}.{{container}}"
-endpoint = "{}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "json"
-"#,
+{}"#,
             pods.display(),
-            moto.endpoint()
+            cw_sink(
+                &["k"],
+                "/k8s/test",
+                "{namespace}.{pod}.{container}",
+                &moto.endpoint()
+            )
+            .format("json"),
         ),
         |c| {
             c.env("NODE_NAME", "node-7");

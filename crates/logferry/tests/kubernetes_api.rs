@@ -156,18 +156,10 @@ rescan_interval = "500ms"
 [sources.k.kubernetes_api]
 kubeconfig = "{kubeconfig}"
 {api_extra}
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["k"]
-log_group = "{GROUP}"
-log_stream = "{{namespace}}.{{pod}}"
-endpoint = "{moto}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "json"
-"#,
+{sink}"#,
         pods = pods_dir.display(),
         kubeconfig = kubeconfig.display(),
+        sink = cw_sink(&["k"], GROUP, "{namespace}.{pod}", moto).format("json"),
     )
 }
 

@@ -23,17 +23,11 @@ health_stuck_after = "2s"
 type = "syslog"
 address = "tcp://127.0.0.1:{port}"
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "{group}"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "100ms"
-max_backoff = "500ms"
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], group, "s", endpoint)
+            .format("message")
+            .batch_timeout("100ms")
+            .max_backoff("500ms"),
     )
 }
 
@@ -124,26 +118,26 @@ fn metrics_count_what_was_shipped_and_billed() {
 /// parser of `support::prometheus`, and `promtool check metrics`' lint (names, help, types).
 /// promtool alone would not do: its parser merges a family's scattered samples by name, and it
 /// accepted the split families of the old output.
-#[test]
-fn metrics_of_many_sources_and_sinks_are_well_formed() {
+/// Two spooled TCP sources (`tcp_a`, `tcp_b`), a plain UDP one and a file source (`files`,
+/// reading `logs`/app.log), feeding three sinks `cw_a`, `cw_b`, `cw_c`; started with metrics,
+/// lines sent to each TCP source and everything delivered.
+struct Many {
+    lf: Logferry,
+    maddr: String,
+    _moto: Moto,
+    _logs: tempfile::TempDir,
+}
+
+fn start_many_sources_and_sinks() -> Many {
     let moto = Moto::start().expect("moto");
     let (tcp_a, tcp_b, udp) = (free_port(), free_port(), free_port());
     let logs = tempfile::tempdir().expect("tempdir");
     let endpoint = moto.endpoint();
-    let sink = |name: &str, inputs: &str| {
-        format!(
-            r#"
-[sinks.{name}]
-type = "cloudwatch_logs"
-inputs = [{inputs}]
-log_group = "/ops/many/{name}"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "100ms"
-"#
-        )
+    let sink = |name: &str, inputs: &[&str]| {
+        cw_sink(inputs, &format!("/ops/many/{name}"), "s", &endpoint)
+            .named(name)
+            .format("message")
+            .batch_timeout("100ms")
     };
     let config = format!(
         r#"
@@ -168,11 +162,14 @@ type = "file"
 include = ["{logs}/*.log"]
 start = "beginning"
 rescan_interval = "200ms"
-{a}{b}{c}"#,
+
+{a}
+{b}
+{c}"#,
         logs = logs.path().display(),
-        a = sink("cw_a", r#""tcp_a", "udp", "files""#),
-        b = sink("cw_b", r#""tcp_b", "files""#),
-        c = sink("cw_c", r#""tcp_a", "tcp_b""#),
+        a = sink("cw_a", &["tcp_a", "udp", "files"]),
+        b = sink("cw_b", &["tcp_b", "files"]),
+        c = sink("cw_c", &["tcp_a", "tcp_b"]),
     );
     std::fs::write(logs.path().join("app.log"), "file line 1\nfile line 2\n").expect("log");
     let maddr = format!("127.0.0.1:{}", free_port());
@@ -180,20 +177,29 @@ rescan_interval = "200ms"
     lf.wait_listening(3);
     tcp_send(tcp_a, b"a 1\na 2\n");
     tcp_send(tcp_b, b"b 1\n");
+    // cw_a: tcp_a's 2 + the file's 2; cw_b: tcp_b's 1 + the file's 2; cw_c: 2 + 1.
     let delivered = wait_until(WAIT, || {
-        ["cw_a", "cw_b", "cw_c"].iter().all(|s| {
-            support::metric(
-                &maddr,
-                "logferry_sink_events_delivered_total",
-                &[&format!("sink=\"{s}\"")],
-            )
-            .unwrap_or(0.0)
-                >= 2.0
-        })
+        [("cw_a", 4.0), ("cw_b", 3.0), ("cw_c", 3.0)]
+            .iter()
+            .all(|(sink, n)| {
+                let sink = format!("sink=\"{sink}\"");
+                support::metric(&maddr, "logferry_sink_events_delivered_total", &[&sink])
+                    == Some(*n)
+            })
     });
-    let (_, text) = http_get(&maddr, "/metrics").expect("scrape");
-    assert!(delivered, "{}\n{text}", lf.log());
+    assert!(delivered, "{}", lf.log());
+    Many {
+        lf,
+        maddr,
+        _moto: moto,
+        _logs: logs,
+    }
+}
 
+#[test]
+fn metrics_of_many_sources_and_sinks_are_well_formed() {
+    let many = start_many_sources_and_sinks();
+    let (_, text) = http_get(&many.maddr, "/metrics").expect("scrape");
     let exposition = prometheus::Exposition::parse(&text)
         .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"));
     let count = |family: &str| exposition.family(family).map_or(0, |f| f.samples.len());
@@ -248,6 +254,38 @@ rescan_interval = "200ms"
     );
 }
 
+/// Every line a source or a sink logs names it through its span, including the lines of the
+/// tasks and threads it spawns: the file source's reader thread ("following file"), the sinks'
+/// request tasks ("created log group"), the listeners ("listening").
+#[test]
+fn log_lines_carry_the_source_or_sink_they_come_from() {
+    let many = start_many_sources_and_sinks();
+    let lines: Vec<serde_json::Value> = many
+        .lf
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let spans_of = |message: &str, key: &str| -> Vec<String> {
+        let mut names: Vec<String> = lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .map(|l| l["span"][key].as_str().unwrap_or("(none)").to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(
+        spans_of("created log group", "sink"),
+        ["cw_a", "cw_b", "cw_c"],
+        "request tasks log in their sink's span\n{}",
+        many.lf.log()
+    );
+    assert_eq!(spans_of("following file", "source"), ["files"]);
+    assert_eq!(spans_of("following file", "type"), ["file"]);
+    assert_eq!(spans_of("listening", "source"), ["tcp_a", "tcp_b", "udp"]);
+}
 #[test]
 fn health_notices_a_stuck_pipeline_and_says_why() {
     let moto = Moto::start().expect("moto");
@@ -416,9 +454,8 @@ fn tail_prints_what_would_be_sent_and_sends_nothing() {
         "{stdout}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(cwl_testkit::client::list_groups(&moto.endpoint())
-        .unwrap_or_default()
-        .is_empty());
+    let groups = cwl_testkit::client::list_groups(&moto.endpoint()).expect("list groups");
+    assert!(groups.is_empty(), "tail sent to CloudWatch: {groups:?}");
 }
 
 #[test]

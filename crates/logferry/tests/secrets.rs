@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -75,18 +76,12 @@ health_stuck_after = "1s"
 type = "syslog"
 address = "tcp://127.0.0.1:{port}"
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "{group}"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "100ms"
-max_backoff = "300ms"
-{auth}
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], group, "s", endpoint)
+            .format("message")
+            .batch_timeout("100ms")
+            .max_backoff("300ms")
+            .line(auth),
     )
 }
 
@@ -203,8 +198,8 @@ fn shipping_at_trace_level_never_prints_a_secret() {
         log.contains("obtained assumed credentials"),
         "STS was not used:\n{log}"
     );
-    // The config file is 0644 (tempfile's default umask) and holds secrets: warned, by name
-    // and mode, without the secret.
+    // The config file is 0644 (support's Logferry writes it so, whatever the umask) and holds
+    // secrets: warned, by name and mode, without the secret.
     assert!(
         log.contains("mode 0644 lets every user on this host read the credentials in [sinks.cw.auth]; run `chmod 600"),
         "no permission warning:\n{}",
@@ -331,6 +326,8 @@ fn check_and_validate_never_print_a_secret() {
             text.replace("@DATA@", &dir.path().join("data").display().to_string()),
         )
         .expect("write");
+        // 0644 whatever the umask: the permission warning below is about exactly this mode.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         cmd.args(args).arg("--config").arg(&path);
         secret_env(&mut cmd);

@@ -8,7 +8,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use support::*;
 
 fn config(port: u16, endpoint: &str) -> String {
@@ -22,18 +23,11 @@ type = "syslog"
 address = "tcp://127.0.0.1:{port}"
 spool = true
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "/spool/test"
-log_stream = "s"
-format = "message"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-max_batch_events = 200
-max_backoff = "1s"
-"#
+{sink}"#,
+        sink = cw_sink(&["in"], "/spool/test", "s", endpoint)
+            .format("message")
+            .line("max_batch_events = 200")
+            .max_backoff("1s"),
     )
 }
 
@@ -65,9 +59,9 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
         .set_faults(&serde_json::json!({"latency_ms": 150}))
         .expect("faults");
     let port = free_port();
-    let mut lf = Logferry::start(&config(port, &proxy.endpoint()));
+    let (mut lf, metrics) = start_with_metrics(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
-    let mut rng = rand::thread_rng();
+    let mut rng = StdRng::seed_from_u64(test_seed("kill9_during_delivery"));
     let rounds = 10;
     let per_round = 1500;
     let mut all = Vec::new();
@@ -77,10 +71,24 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
             .collect();
         send_lines(port, &lines);
         all.extend(lines);
-        // Let logferry read (and spool) the burst, then kill it mid-delivery.
-        std::thread::sleep(Duration::from_millis(300 + rng.gen_range(0..500)));
+        // The burst was read whole (and so spooled: a connection appends before it reads
+        // more) once this process's one connection has closed; then kill it at a random
+        // moment of the delivery.
+        let read_whole = wait_until(Duration::from_secs(30), || {
+            metric(&metrics, "logferry_source_connections_total", &[]) >= Some(1.0)
+                && metric(&metrics, "logferry_source_connections", &[]) == Some(0.0)
+        });
+        assert!(
+            read_whole,
+            "round {round}: the burst was never read\n{}",
+            lf.log()
+        );
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..500)));
         lf.kill9();
-        lf.spawn(|_| {});
+        let addr = metrics.clone();
+        lf.spawn(move |cmd| {
+            cmd.env("LOGFERRY_METRICS_ADDRESS", addr);
+        });
         lf.wait_listening(round + 2);
     }
     let got = wait_events(

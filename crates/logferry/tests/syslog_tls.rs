@@ -108,18 +108,10 @@ cert = "{cert}"
 key = "{key}"
 {tls_extra}
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["in"]
-log_group = "/tls/test"
-log_stream = "node"
-endpoint = "{endpoint}"
-region = "us-east-1"
-batch_timeout = "200ms"
-format = "message"
-"#,
+{sink}"#,
         cert = pki.p("server.pem"),
         key = pki.p("server.key"),
+        sink = cw_sink(&["in"], "/tls/test", "node", endpoint).format("message"),
     )
 }
 

@@ -31,7 +31,8 @@ use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Violation};
 use cwl_testkit::server::{
-    announce, aws_error, shutdown_signal, target_operation, NamesReq, PutLogEventsReq, Resp, Rng,
+    accept_until_shutdown, announce, aws_error, target_operation, NamesReq, PutLogEventsReq, Resp,
+    Rng,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -737,31 +738,18 @@ async fn handle(
 async fn serve(sh: Arc<Shared>) -> std::io::Result<()> {
     let listener = TcpListener::bind(sh.args.listen).await?;
     announce("http", listener.local_addr()?);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("cwl-proxy: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_until_shutdown("cwl-proxy", listener, |tcp| {
         let fd = tcp.as_raw_fd();
         let sh = sh.clone();
-        tokio::spawn(async move {
+        async move {
             let svc = service_fn(move |req| handle(req, sh.clone(), fd));
             // Errors here are dropped connections (ours or the client's).
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn main() {

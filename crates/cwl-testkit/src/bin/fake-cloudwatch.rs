@@ -21,14 +21,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Rejected};
 use cwl_testkit::server::{
-    announce, aws_error, json_response, now_ms, shutdown_signal, target_operation, tls_config,
-    NamesReq, PutLogEventsReq, Resp,
+    accept_until_shutdown, announce, aws_error, json_response, now_ms, target_operation,
+    tls_config, NamesReq, PutLogEventsReq, Resp,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -484,24 +483,10 @@ async fn serve(sh: Arc<Shared>) -> std::io::Result<()> {
         if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
     );
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("fake-cloudwatch: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_until_shutdown("fake-cloudwatch", listener, |tcp| {
         let sh = sh.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        async move {
             let svc = service_fn(move |req| handle(req, sh.clone()));
             let builder = http1::Builder::new();
             // Connection errors (client went away mid-request) are the client's business.
@@ -512,8 +497,9 @@ async fn serve(sh: Arc<Shared>) -> std::io::Result<()> {
                 },
                 None => builder.serve_connection(TokioIo::new(tcp), svc).await,
             };
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn main() {

@@ -182,7 +182,7 @@ pub async fn serve(
             a = listener.accept() => match a {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!("metrics endpoint accept failed: {e}");
+                    tracing::warn!(error = %e, "metrics endpoint accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

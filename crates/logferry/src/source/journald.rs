@@ -8,10 +8,10 @@
 //! blocking while the sink's channel is full: the journal simply waits on disk.
 //!
 //! The source's [`Keeper`](super::positions::Keeper) collects batch outcomes into a
-//! [`Watermark`] and saves the cursor of the newest batch whose predecessors are all delivered
-//! (or dead-lettered), at most every 20 ms and once more at shutdown, with write-temp + fsync +
-//! rename. After a crash, the reader resumes
-//! after that cursor: nothing is lost, and what was in flight is sent again.
+//! [`Watermark`](crate::ack::Watermark) and saves the cursor of the newest batch whose
+//! predecessors are all delivered (or dead-lettered), at most every 20 ms and once more at
+//! shutdown, with write-temp + fsync + rename. After a crash, the reader resumes after that
+//! cursor: nothing is lost, and what was in flight is sent again.
 //!
 //! With no saved cursor, `start = "end"` (or a time) is turned into a time-only cursor saved
 //! before reading, so a crash before the first delivery resumes from the first start's
@@ -33,9 +33,9 @@ use bytes::Bytes;
 use logferry_journal::{Cursor, Entry, Journal};
 use tokio::sync::mpsc;
 
-use super::positions::{Books, Keeper};
+use super::positions::{Keeper, Single};
 use super::{Chunk, SourceContext, CHUNK_EVENTS};
-use crate::ack::{AckBatch, BatchOutcome, Watermark};
+use crate::ack::AckBatch;
 use crate::config::{JournalStart, JournaldSourceConfig};
 use crate::event::{names, Event, FieldName};
 
@@ -101,68 +101,15 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
             keeper.save(Some(encode_cursor(&start))).await;
         }
     }
-    let (outcome_tx, outcomes) = mpsc::unbounded_channel();
-    let (register_tx, registrations) = mpsc::unbounded_channel::<(u64, Cursor)>();
     let handle = tokio::runtime::Handle::current();
     let reader_ctx = ctx.clone();
-    // The thread logs in the source's span, as its tasks do.
-    let span = tracing::Span::current();
-    let reader = std::thread::Builder::new()
-        .name(format!("journal-{}", ctx.name))
-        .spawn(move || {
-            let _in_source = span.enter();
-            read_loop(reader_ctx, cfg, saved, outcome_tx, register_tx, handle)
-        });
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the journal reader thread");
-            return;
-        }
-    };
+    let books = Single::new(encode_cursor);
+    let thread = format!("journal-{}", ctx.name);
     keeper
-        .run(&mut CursorBooks::default(), registrations, outcomes)
+        .run_reader(thread, books, move |outcomes, register| {
+            read_loop(reader_ctx, cfg, saved, outcomes, register, handle)
+        })
         .await;
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-}
-
-/// The journal's one position: the cursor of the newest batch on the watermark.
-#[derive(Default)]
-struct CursorBooks {
-    watermark: Watermark<Cursor>,
-    latest: Option<Cursor>,
-}
-
-impl Books for CursorBooks {
-    type Registration = (u64, Cursor);
-
-    fn register(&mut self, (id, cursor): (u64, Cursor)) -> bool {
-        let to = self.watermark.push(id, cursor);
-        self.moved(to)
-    }
-
-    fn complete(&mut self, outcome: BatchOutcome) -> bool {
-        let to = self.watermark.complete(outcome);
-        self.moved(to)
-    }
-
-    fn encode(&self) -> Option<Vec<u8>> {
-        self.latest.as_ref().map(encode_cursor)
-    }
-
-    fn is_stuck(&self) -> bool {
-        self.watermark.is_stuck()
-    }
-}
-
-impl CursorBooks {
-    fn moved(&mut self, to: Option<Cursor>) -> bool {
-        let moved = to.is_some();
-        if to.is_some() {
-            self.latest = to;
-        }
-        moved
-    }
 }
 
 fn encode_cursor(cursor: &Cursor) -> Vec<u8> {

@@ -17,9 +17,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use crate::ack::BatchOutcome;
+use crate::ack::{BatchOutcome, Watermark};
 
 /// A source's acknowledgement bookkeeping: what it registers, and what it saves.
 pub trait Books {
@@ -35,6 +35,54 @@ pub trait Books {
     fn is_stuck(&self) -> bool;
 }
 
+/// Books for a source with one position (the journal's cursor): the newest on one watermark.
+pub struct Single<P> {
+    watermark: Watermark<P>,
+    latest: Option<P>,
+    encode: fn(&P) -> Vec<u8>,
+}
+
+impl<P> Single<P> {
+    /// Books whose state file holds `encode(position)`.
+    pub fn new(encode: fn(&P) -> Vec<u8>) -> Self {
+        Single {
+            watermark: Watermark::default(),
+            latest: None,
+            encode,
+        }
+    }
+
+    fn moved(&mut self, to: Option<P>) -> bool {
+        let moved = to.is_some();
+        if moved {
+            self.latest = to;
+        }
+        moved
+    }
+}
+
+impl<P> Books for Single<P> {
+    type Registration = (u64, P);
+
+    fn register(&mut self, (id, position): (u64, P)) -> bool {
+        let to = self.watermark.push(id, position);
+        self.moved(to)
+    }
+
+    fn complete(&mut self, outcome: BatchOutcome) -> bool {
+        let to = self.watermark.complete(outcome);
+        self.moved(to)
+    }
+
+    fn encode(&self) -> Option<Vec<u8>> {
+        self.latest.as_ref().map(self.encode)
+    }
+
+    fn is_stuck(&self) -> bool {
+        self.watermark.is_stuck()
+    }
+}
+
 /// Where and how often a source saves its positions.
 pub struct Keeper {
     /// The state file.
@@ -48,6 +96,33 @@ pub struct Keeper {
 }
 
 impl Keeper {
+    /// Starts `reader` on a thread of its own named `thread`, handing it the sending ends of
+    /// the outcome and registration channels; keeps `books` until both close; joins the thread.
+    pub async fn run_reader<B, F>(&self, thread: String, mut books: B, reader: F)
+    where
+        B: Books,
+        B::Registration: Send + 'static,
+        F: FnOnce(UnboundedSender<BatchOutcome>, UnboundedSender<B::Registration>) + Send + 'static,
+    {
+        let (outcome_tx, outcomes) = mpsc::unbounded_channel();
+        let (register_tx, registrations) = mpsc::unbounded_channel();
+        // The thread logs in the source's span, as its tasks do.
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new().name(thread).spawn(move || {
+            let _in_source = span.enter();
+            reader(outcome_tx, register_tx)
+        });
+        let reader = match spawned {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the reader thread");
+                return;
+            }
+        };
+        self.run(&mut books, registrations, outcomes).await;
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
+
     /// Collects registrations and outcomes until both channels are closed (the reader is gone
     /// and the sinks have dropped every batch), saving on the watermark as it moves.
     pub async fn run<B: Books>(
@@ -111,36 +186,12 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ack::{AckStatus, Watermark};
-    use tokio::sync::mpsc;
+    use crate::ack::AckStatus;
 
-    /// A single position, as the journal keeps it.
-    #[derive(Default)]
-    struct One {
-        watermark: Watermark<u64>,
-        latest: Option<u64>,
-    }
+    type One = Single<u64>;
 
-    impl Books for One {
-        type Registration = (u64, u64);
-        fn register(&mut self, (id, at): (u64, u64)) -> bool {
-            self.watermark
-                .push(id, at)
-                .map(|p| self.latest = Some(p))
-                .is_some()
-        }
-        fn complete(&mut self, o: BatchOutcome) -> bool {
-            self.watermark
-                .complete(o)
-                .map(|p| self.latest = Some(p))
-                .is_some()
-        }
-        fn encode(&self) -> Option<Vec<u8>> {
-            self.latest.map(|p| p.to_string().into_bytes())
-        }
-        fn is_stuck(&self) -> bool {
-            self.watermark.is_stuck()
-        }
+    fn one() -> One {
+        Single::new(|p| p.to_string().into_bytes())
     }
 
     fn keeper(path: PathBuf, dry_run: bool) -> Keeper {
@@ -167,7 +218,7 @@ mod tests {
             out_tx.send(*o).expect("send");
         }
         drop((reg_tx, out_tx));
-        let mut books = One::default();
+        let mut books = one();
         k.run(&mut books, reg_rx, out_rx).await;
         books
     }

@@ -21,7 +21,6 @@ use crate::config::StdinSourceConfig;
 
 /// Reads standard input to its end, then waits for delivery of what was read.
 pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<Spool>>) {
-    let name: Arc<str> = ctx.name.clone();
     let mut stdin = tokio::io::stdin();
     if let Some(spool) = spool {
         let input_done = CancellationToken::new();
@@ -30,7 +29,6 @@ pub async fn run(ctx: SourceContext, cfg: StdinSourceConfig, spool: Option<Arc<S
                 .in_current_span(),
         );
         let output = Output::Spool {
-            name: name.clone(),
             spool,
             counters: ctx.stats.clone(),
             shutdown: ctx.shutdown.clone(),

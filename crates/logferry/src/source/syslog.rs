@@ -163,8 +163,6 @@ pub enum Output {
     Direct(SourceContext),
     /// Into the disk spool, from which the spool reader feeds the sinks.
     Spool {
-        /// The source's name.
-        name: Arc<str>,
         /// The spool.
         spool: Arc<Spool>,
         /// The source's counters (spool drops).
@@ -182,13 +180,6 @@ impl Output {
         }
     }
 
-    fn name(&self) -> &Arc<str> {
-        match self {
-            Output::Direct(ctx) => &ctx.name,
-            Output::Spool { name, .. } => name,
-        }
-    }
-
     /// Hands frames on; waits while the pipeline (or the spool) is full. `pushback` says
     /// whether the transport can be paused (streams) or must not block (datagrams). Returns
     /// false when nothing downstream is left.
@@ -203,7 +194,6 @@ impl Output {
                 spool,
                 counters,
                 shutdown,
-                ..
             } => append_frames(spool, &frames, counters, pushback, shutdown).await,
             Output::Direct(ctx) => {
                 let opts = parse_opts();
@@ -273,7 +263,6 @@ pub async fn run(
                     .in_current_span(),
             );
             let output = Output::Spool {
-                name: ctx.name.clone(),
                 spool,
                 counters: ctx.stats.clone(),
                 shutdown: ctx.shutdown.clone(),
@@ -362,7 +351,6 @@ async fn serve_streams(
     max_frame_bytes: usize,
 ) {
     let shutdown = output.shutdown().clone();
-    let name = output.name().clone();
     let stats = guards.stats.clone();
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = tokio::task::JoinSet::new();
@@ -397,7 +385,7 @@ async fn serve_streams(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = reload.tick(), if tls.is_some() => {
                 if let Some(t) = &tls {
-                    match t.check_reload(&name) {
+                    match t.check_reload() {
                         Reload::Reloaded => stats.tls_reloads.fetch_add(1, Ordering::Relaxed),
                         Reload::Failed => stats.tls_reload_failures.fetch_add(1, Ordering::Relaxed),
                         Reload::Unchanged => 0,

@@ -10,6 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use cwl_testkit::{Moto, Proxy};
+pub use sink::cw_sink;
+
+pub mod sink;
 
 pub mod prometheus;
 
@@ -74,6 +77,13 @@ impl Logferry {
         let config_path = dir.path().join("logferry.toml");
         let text = config.replace("@DATA@", &dir.path().join("data").display().to_string());
         std::fs::write(&config_path, text).expect("write config");
+        // 0644, as a config file usually is, whatever the umask the tests run under (the
+        // permission warnings logferry prints depend on it).
+        std::fs::set_permissions(
+            &config_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod config");
         let log_path = dir.path().join("logferry.log");
         let mut lf = Logferry {
             child: None,
@@ -232,14 +242,20 @@ pub fn run(cmd: &mut Command) {
     );
 }
 
-/// All events of `group`/`stream` in moto (empty if the stream does not exist).
+/// All events of `group`/`stream` in moto; empty only when the group or stream does not exist
+/// (nothing was sent there). Any other failure to read panics: a read error taken for "no
+/// events" would make every "nothing was sent" assertion pass.
 pub fn events(endpoint: &str, group: &str, stream: &str) -> Vec<(i64, String)> {
-    cwl_testkit::client::read_events(endpoint, group, stream).unwrap_or_default()
+    match cwl_testkit::client::read_events(endpoint, group, stream) {
+        Ok(events) => events,
+        Err(e) if e.to_string().contains("ResourceNotFoundException") => Vec::new(),
+        Err(e) => panic!("reading {group}/{stream} from {endpoint} failed: {e}"),
+    }
 }
 
 /// Waits until `group`/`stream` holds at least `n` events and two reads in a row agree (moto
 /// pages by index into a sorted list, so a read during ingestion can repeat or skip events);
-/// returns them.
+/// returns them. Panics when `n` never arrive: a result thrown away must still fail the test.
 pub fn wait_events(
     endpoint: &str,
     group: &str,
@@ -259,6 +275,11 @@ pub fn wait_events(
         got = again;
         stable
     });
+    assert!(
+        got.len() >= n,
+        "{group}/{stream}: {} of {n} events arrived within {timeout:?}",
+        got.len()
+    );
     got
 }
 
@@ -269,6 +290,23 @@ pub fn dead_letters(data_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// A seed for a test's random choices: `LOGFERRY_TEST_SEED` when set (to repeat a run), else
+/// a fresh one. Printed either way, so a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("LOGFERRY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                ^ u64::from(std::process::id())
+        });
+    eprintln!("{test}: seed {seed} (LOGFERRY_TEST_SEED={seed} repeats this run)");
+    seed
 }
 
 /// Starts logferry with `/metrics` on a free loopback port; returns it with that address.
@@ -291,17 +329,23 @@ pub fn metric(addr: &str, name: &str, labels: &[&str]) -> Option<f64> {
     }
     let exposition = prometheus::Exposition::parse(&body)
         .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{body}"));
-    Some(exposition.sum(name, labels).unwrap_or(0.0))
+    // None for a metric that is not exported: `== Some(0.0)` must not pass for a metric that
+    // does not exist.
+    exposition.sum(name, labels)
 }
 
 /// A field of /proc/PID/status in KiB (`VmHWM`: peak resident set, `VmRSS`: now).
+///
+/// Panics when the process is gone or the field is missing: reading 0 would satisfy every
+/// memory bound.
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone (crashed?): {e}"));
+    status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
 }
 
 /// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch (logferry's own formatter).

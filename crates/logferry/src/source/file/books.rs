@@ -153,6 +153,18 @@ mod tests {
         BatchOutcome { batch_id, status }
     }
 
+    /// Books with `files` opened at 0, each with its batches `(id, offset after)` registered.
+    fn books(files: &[(FileId, &[(u64, u64)])]) -> Books {
+        let mut b = Books::default();
+        for (file, batches) in files {
+            b.register(Registration::Opened(*file, at(*file, 0)));
+            for (id, offset) in *batches {
+                b.register(Registration::Batch(*id, *file, at(*file, *offset)));
+            }
+        }
+        b
+    }
+
     /// Each tracked file's saved offset, by file.
     fn offsets(b: &Books) -> Vec<(u64, u64)> {
         let mut v: Vec<_> = b.snapshot().iter().map(|p| (p.key.ino, p.offset)).collect();
@@ -169,11 +181,7 @@ mod tests {
 
     #[test]
     fn a_position_moves_only_over_delivered_batches_in_read_order() {
-        let mut b = Books::default();
-        b.register(Registration::Opened(1, at(1, 0)));
-        b.register(Registration::Batch(1, 1, at(1, 10)));
-        b.register(Registration::Batch(2, 1, at(1, 20)));
-        b.register(Registration::Batch(3, 1, at(1, 30)));
+        let mut b = books(&[(1, &[(1, 10), (2, 20), (3, 30)])]);
         assert!(!b.complete(done(2, AckStatus::Delivered)), "1 is not done");
         assert_eq!(offsets(&b), [(1, 0)]);
         assert!(b.complete(done(1, AckStatus::Delivered)));
@@ -185,12 +193,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_holds_its_file_for_good_and_no_other() {
-        let mut b = Books::default();
-        b.register(Registration::Opened(1, at(1, 0)));
-        b.register(Registration::Opened(2, at(2, 0)));
-        b.register(Registration::Batch(1, 1, at(1, 10)));
-        b.register(Registration::Batch(2, 2, at(2, 10)));
-        b.register(Registration::Batch(3, 1, at(1, 20)));
+        let mut b = books(&[(1, &[(1, 10), (3, 20)]), (2, &[(2, 10)])]);
         b.complete(done(1, AckStatus::Failed));
         b.complete(done(3, AckStatus::Delivered));
         b.complete(done(2, AckStatus::Delivered));
@@ -200,8 +203,7 @@ mod tests {
 
     #[test]
     fn an_outcome_that_overtakes_its_registration_counts_once_registered() {
-        let mut b = Books::default();
-        b.register(Registration::Opened(1, at(1, 0)));
+        let mut b = books(&[(1, &[])]);
         assert!(!b.complete(done(1, AckStatus::Delivered)));
         assert_eq!(offsets(&b), [(1, 0)]);
         assert!(b.register(Registration::Batch(1, 1, at(1, 10))));
@@ -210,9 +212,7 @@ mod tests {
 
     #[test]
     fn a_closed_file_leaves_only_once_everything_read_from_it_is_delivered() {
-        let mut b = Books::default();
-        b.register(Registration::Opened(1, at(1, 0)));
-        b.register(Registration::Batch(1, 1, at(1, 10)));
+        let mut b = books(&[(1, &[(1, 10)])]);
         assert!(!b.register(Registration::Closed(1)), "batch 1 is out");
         assert_eq!(offsets(&b), [(1, 0)]);
         assert!(b.complete(done(1, AckStatus::Delivered)));

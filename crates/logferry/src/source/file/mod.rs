@@ -4,20 +4,20 @@
 //! `logferry-tail` does the reading (globs, inotify, rotation, identity by inode +
 //! fingerprint, line splitting); this module turns lines into events and keeps the books:
 //!
-//! - [`reader`]: **a reader thread** (the tailer is synchronous) reads up to
+//! - `reader.rs`: **a reader thread** (the tailer is synchronous) reads up to
 //!   [`CHUNK_EVENTS`](super::CHUNK_EVENTS) lines at a time across all files. Each run of lines
 //!   from one file becomes one acknowledgement batch, registered with the position to save once
 //!   it is delivered, then the chunk is sent, blocking while the sink's channel is full: the
 //!   files wait on disk.
-//! - [`decode`]: **per-file decoding state**: Kubernetes CRI/Docker lines are decoded and
+//! - `decode.rs`: **per-file decoding state**: Kubernetes CRI/Docker lines are decoded and
 //!   partial (`P`) lines joined; `multiline.start_pattern` joins stack traces.
-//! - [`pod_labels`]: **pod labels** (`kubernetes_api`): a pod seen for the first time is looked
+//! - `pod_labels.rs`: **pod labels** (`kubernetes_api`): a pod seen for the first time is looked
 //!   up by `logferry-kubernetes` in the background; its file's events are held (in memory, not
 //!   past their position: a crash re-reads them) for at most `kubernetes_api.wait`, then sent
 //!   with its labels, or without them if the API has not answered. The reader never waits on
 //!   the network itself, and an API that is down makes no file wait at all. An open file looks
 //!   its pod up again every `cache_ttl` (still a map lookup), so a relabelled pod is followed.
-//! - [`books`] and [`checkpoint`]: the source's
+//! - `books.rs` and `checkpoint.rs`: the source's
 //!   [`Keeper`](super::positions::Keeper) moves each file's position on a
 //!   [`Watermark`](crate::ack::Watermark) over its batches and rewrites the checkpoint file
 //!   (`DATA_DIR/file/SOURCE.json`) at most every [`SAVE_EVERY`], with write-temp, fsync,
@@ -44,7 +44,6 @@ use std::time::Duration;
 
 use logferry_kubernetes::PodMetadata;
 use logferry_tail::tailer::{Tailer, TailerOptions};
-use tokio::sync::mpsc;
 
 use super::positions::Keeper;
 use super::SourceContext;
@@ -128,37 +127,12 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
             }
         }
     };
-    let (outcome_tx, outcomes) = mpsc::unbounded_channel();
-    let (register_tx, registrations) = mpsc::unbounded_channel();
     let handle = tokio::runtime::Handle::current();
     let reader_ctx = ctx.clone();
-    // The thread logs in the source's span, as its tasks do.
-    let span = tracing::Span::current();
-    let reader = std::thread::Builder::new()
-        .name(format!("file-{}", ctx.name))
-        .spawn(move || {
-            let _in_source = span.enter();
-            Reader::new(
-                reader_ctx,
-                cfg,
-                tailer,
-                pods,
-                outcome_tx,
-                register_tx,
-                handle,
-            )
-            .run();
-        });
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the file reader thread");
-            return;
-        }
-    };
-
+    let thread = format!("file-{}", ctx.name);
     keeper
-        .run(&mut Books::default(), registrations, outcomes)
+        .run_reader(thread, Books::default(), move |outcomes, register| {
+            Reader::new(reader_ctx, cfg, tailer, pods, outcomes, register, handle).run()
+        })
         .await;
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
 }

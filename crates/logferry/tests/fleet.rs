@@ -39,6 +39,10 @@ fn pod_log(root: &Path, node: usize, pod: usize) -> PathBuf {
 }
 
 fn node_config(root: &Path, node: usize, endpoint: &str) -> String {
+    // The default batch_timeout (1 s), as a fleet would run.
+    let sink = cw_sink(&["k"], GROUP, "{namespace}.{pod}", endpoint)
+        .batch_timeout("1s")
+        .format("message");
     format!(
         r#"
 data_dir = "@DATA@"
@@ -48,15 +52,7 @@ shutdown_grace = "5s"
 type = "kubernetes_logs"
 include = ["{}/*/*/*.log"]
 
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["k"]
-log_group = "{GROUP}"
-log_stream = "{{namespace}}.{{pod}}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-format = "message"
-"#,
+{sink}"#,
         root.join(format!("n{node}")).display()
     )
 }

@@ -239,6 +239,22 @@ where
     }
 }
 
+/// A multi-thread runtime with `threads` workers; exits the process (status 1, the reason on
+/// stderr as `NAME: runtime: ...`) if it cannot be built.
+pub fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

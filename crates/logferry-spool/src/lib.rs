@@ -93,6 +93,13 @@
 //! truncated away so the spool stays consistent and appends succeed again
 //! once space is freed.
 //!
+//! # Code
+//!
+//! This file is the queue (state, appends, reads, acks); `segments.rs` the segment files
+//! (rotation, room under `max_bytes`, deletion, reading back); `checkpoint.rs` the background
+//! fsync and the ack checkpoint; `recovery.rs` the scan at open; [`format`](mod@format) the
+//! on-disk codecs; `acks.rs` the out-of-order acknowledgement set.
+//!
 //! # Concurrency
 //!
 //! [`Spool`] is `Send + Sync`; share it with `Arc`. Appends are serialised by
@@ -121,9 +128,11 @@
 //! ```
 
 mod acks;
+mod checkpoint;
 mod error;
 pub mod format;
 mod recovery;
+mod segments;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -139,6 +148,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::acks::AckSet;
+use crate::checkpoint::background_loop;
 pub use crate::error::{RecoveryEvent, SpoolError};
 use crate::format::{
     encode_checkpoint, parse_record, put_record, segment_file_name, Parsed, CHECKPOINT_FILE,
@@ -854,321 +864,4 @@ impl Drop for Spool {
             let _ = h.join();
         }
     }
-}
-
-fn background_loop(weak: Weak<Inner>, stopper: Arc<Stopper>, tick: Duration) {
-    loop {
-        {
-            let g = lock(&stopper.stop);
-            if *g {
-                return;
-            }
-            let (g, _) = stopper
-                .cv
-                .wait_timeout(g, tick)
-                .unwrap_or_else(|e| e.into_inner());
-            if *g {
-                return;
-            }
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        if matches!(inner.cfg.fsync, FsyncPolicy::Interval(_)) {
-            let _ = inner.sync_active(false);
-        }
-        let due = lock(&inner.ckpt).elapsed() >= inner.cfg.checkpoint_interval;
-        if due && inner.checkpoint().is_err() {
-            lock(&inner.state).io_errors += 1;
-        }
-    }
-}
-
-impl Inner {
-    fn seg_path(&self, first: u64) -> PathBuf {
-        self.dir.join(segment_file_name(first))
-    }
-
-    /// fdatasync of the active segment if anything was appended since the
-    /// last one (or always, if `force`).
-    fn sync_active(&self, force: bool) -> Result<(), SpoolError> {
-        let file = {
-            let mut st = lock(&self.state);
-            if !st.dirty && !force {
-                return Ok(());
-            }
-            st.dirty = false;
-            st.active_file.clone()
-        };
-        let Some(file) = file else { return Ok(()) };
-        if let Err(e) = file.sync_data() {
-            let mut st = lock(&self.state);
-            st.dirty = true;
-            st.fsync_errors += 1;
-            let err = SpoolError::io("fsyncing active segment in", &self.dir, e);
-            st.sync_error = Some(err.to_string());
-            return Err(err);
-        }
-        Ok(())
-    }
-
-    /// Persists the watermark if it moved, then deletes segments wholly below
-    /// the persisted watermark (never the last segment).
-    fn checkpoint(&self) -> Result<(), SpoolError> {
-        let mut last = lock(&self.ckpt);
-        *last = Instant::now();
-        let (w, persisted) = {
-            let st = lock(&self.state);
-            (st.acks.watermark(), st.persisted_watermark)
-        };
-        if w != persisted {
-            if let Err(e) = write_checkpoint(&self.dir, w) {
-                if !e.is_full() {
-                    return Err(e);
-                }
-                // Disk full: free acknowledged segments (safe without the
-                // checkpoint; recovery skips the gap) and try once more.
-                self.delete_acked_segments(w)?;
-                write_checkpoint(&self.dir, w)?;
-            }
-            let mut st = lock(&self.state);
-            st.persisted_watermark = st.persisted_watermark.max(w);
-        }
-        drop(last);
-        let limit = lock(&self.state).persisted_watermark;
-        self.delete_acked_segments(limit)
-    }
-
-    /// Deletes non-last segments whose records are all below `limit`.
-    fn delete_acked_segments(&self, limit: u64) -> Result<(), SpoolError> {
-        let _deleting = lock(&self.deleting);
-        let victims: Vec<u64> = {
-            let mut st = lock(&self.state);
-            let mut v = Vec::new();
-            while st.segments.len() > 1 {
-                match st.segments.front().copied() {
-                    Some(s) if s.end <= limit => {
-                        st.segments.pop_front();
-                        st.bytes_on_disk = st.bytes_on_disk.saturating_sub(s.len);
-                        v.push(s.first);
-                    }
-                    _ => break,
-                }
-            }
-            v
-        };
-        if victims.is_empty() {
-            return Ok(());
-        }
-        let mut result = Ok(());
-        for first in &victims {
-            let path = self.seg_path(*first);
-            if let Err(e) = fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    lock(&self.state).io_errors += 1;
-                    result = Err(SpoolError::io("deleting acknowledged segment", path, e));
-                }
-            }
-        }
-        self.space_notify.notify_one();
-        result
-    }
-
-    /// Starts a new segment named after the next id. The previous one is
-    /// fsynced first so that only the last segment can ever have a torn tail.
-    fn rotate(&self, w: &mut Writer) -> Result<(), SpoolError> {
-        if let Some(a) = &w.active {
-            if a.len > 0 {
-                a.file
-                    .sync_data()
-                    .map_err(|e| SpoolError::io("fsyncing segment", self.seg_path(a.first), e))?;
-            }
-        }
-        let first = w.next_id;
-        let path = self.seg_path(first);
-        let file = private_files::create_new(&path)
-            .map_err(|e| SpoolError::io("creating segment", &path, e))?;
-        if let Err(e) = fsync_dir(&self.dir) {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        let file = Arc::new(file);
-        {
-            let mut st = lock(&self.state);
-            st.segments.push_back(SegMeta {
-                first,
-                end: first,
-                len: 0,
-            });
-            st.active_file = Some(Arc::clone(&file));
-        }
-        w.active = Some(Active {
-            first,
-            file,
-            len: 0,
-        });
-        Ok(())
-    }
-
-    /// Ensures `need` more bytes fit under `max_bytes`; returns the records
-    /// and bytes dropped (`DropOldest`).
-    fn make_room(&self, w: &mut Writer, need: u64) -> Result<(u64, u64), SpoolError> {
-        let max = self.cfg.max_bytes;
-        let fits = |st: &State| st.bytes_on_disk + need <= max;
-        if fits(&lock(&self.state)) {
-            return Ok((0, 0));
-        }
-        // Reclaim acknowledged segments first. Deleting below the in-memory
-        // watermark is safe even if the checkpoint write fails (e.g. ENOSPC):
-        // recovery skips the resulting gap.
-        let _ = self.checkpoint();
-        let wm = lock(&self.state).acks.watermark();
-        self.delete_acked_segments(wm)?;
-        let (mut dropped_records, mut dropped_bytes) = (0u64, 0u64);
-        loop {
-            let (victim, only_one, back_len, used) = {
-                let st = lock(&self.state);
-                if fits(&st) {
-                    return Ok((dropped_records, dropped_bytes));
-                }
-                (
-                    st.segments.front().copied(),
-                    st.segments.len() <= 1,
-                    st.segments.back().map_or(0, |s| s.len),
-                    st.bytes_on_disk,
-                )
-            };
-            let full = SpoolError::Full {
-                used,
-                max,
-                needed: need,
-            };
-            if self.cfg.full_policy == FullPolicy::Block {
-                return Err(full);
-            }
-            if only_one {
-                if back_len > 0 {
-                    self.rotate(w)?;
-                    continue;
-                }
-                return Err(full);
-            }
-            let Some(seg) = victim else { return Err(full) };
-            {
-                let mut st = lock(&self.state);
-                st.segments.pop_front();
-                st.bytes_on_disk = st.bytes_on_disk.saturating_sub(seg.len);
-                let wm = st.acks.watermark();
-                let lost = if seg.end > wm {
-                    let from = seg.first.max(wm);
-                    (seg.end - from) - st.acks.count_acked_in(from, seg.end)
-                } else {
-                    0
-                };
-                st.acks.advance_to(seg.end);
-                st.normalize();
-                st.dropped_records += lost;
-                st.dropped_bytes += seg.len;
-                st.dropped_segments += 1;
-                dropped_records += lost;
-                dropped_bytes += seg.len;
-            }
-            let path = self.seg_path(seg.first);
-            if let Err(e) = fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    lock(&self.state).io_errors += 1;
-                    return Err(SpoolError::io("dropping oldest segment", path, e));
-                }
-            }
-        }
-    }
-
-    /// Reads records of segment `seg` from disk into `out`, starting at id
-    /// `cursor` and stopping before `stop_at`. Returns the new cursor, or
-    /// `None` if the segment disappeared (dropped/deleted concurrently).
-    #[allow(clippy::too_many_arguments)]
-    fn read_disk(
-        &self,
-        rd: &mut Reader,
-        seg: SegMeta,
-        cursor: u64,
-        stop_at: u64,
-        max_records: usize,
-        max_bytes: usize,
-        out: &mut Vec<Record>,
-        bytes: &mut usize,
-    ) -> Result<Option<u64>, SpoolError> {
-        let path = self.seg_path(seg.first);
-        if rd.file.is_none() || rd.seg_first != seg.first || rd.id > cursor {
-            let file = match private_files::open_read(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(SpoolError::io("opening segment for reading", path, e)),
-            };
-            *rd = Reader {
-                seg_first: seg.first,
-                file: Some(file),
-                offset: 0,
-                id: seg.first,
-                chunk: Bytes::new(),
-            };
-        }
-        let max_rec = self.cfg.max_record_bytes;
-        let mut c = cursor;
-        while rd.id < stop_at && out.len() < max_records && rd.offset < seg.len {
-            match parse_record(&rd.chunk, rd.id, max_rec) {
-                Parsed::Record(h) => {
-                    let len = h.len as usize;
-                    let total = HEADER_LEN + len;
-                    if rd.id >= c {
-                        if !out.is_empty() && *bytes + len > max_bytes {
-                            break;
-                        }
-                        out.push(Record {
-                            id: rd.id,
-                            appended_ms: h.appended_ms,
-                            payload: rd.chunk.slice(HEADER_LEN..total),
-                        });
-                        *bytes += len;
-                        c = rd.id + 1;
-                    }
-                    rd.chunk.advance(total);
-                    rd.offset += total as u64;
-                    rd.id += 1;
-                }
-                Parsed::NeedMore { needed } => {
-                    let avail = seg.len - rd.offset;
-                    if needed as u64 > avail {
-                        return Err(SpoolError::Corrupt {
-                            path,
-                            offset: rd.offset,
-                            detail: "record extends past the committed length".into(),
-                        });
-                    }
-                    let want = (READ_CHUNK.max(needed) as u64).min(avail) as usize;
-                    let mut v = vec![0u8; want];
-                    let Some(file) = rd.file.as_ref() else {
-                        return Ok(None);
-                    };
-                    file.read_exact_at(&mut v, rd.offset)
-                        .map_err(|e| SpoolError::io("reading segment", &path, e))?;
-                    rd.chunk = Bytes::from(v);
-                }
-                Parsed::Bad(bad) => {
-                    let offset = rd.offset;
-                    rd.file = None;
-                    return Err(SpoolError::Corrupt {
-                        path,
-                        offset,
-                        detail: bad.to_string(),
-                    });
-                }
-            }
-        }
-        Ok(Some(c))
-    }
-}
-
-fn write_checkpoint(dir: &Path, w: u64) -> Result<(), SpoolError> {
-    let dst = dir.join(CHECKPOINT_FILE);
-    private_files::write_atomic(&dst, &encode_checkpoint(w), true)
-        .map_err(|e| SpoolError::io("writing checkpoint", dst, e))
 }

@@ -22,23 +22,19 @@ const WAIT: Duration = Duration::from_secs(120);
 /// One file source `f` with `source_extra`, one sink writing `message` text to
 /// `GROUP`/`stream`.
 fn config(endpoint: &str, include: &str, source_extra: &str, stream: &str) -> String {
-    format!(
+    let source = format!(
         r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-
 [sources.f]
 type = "file"
 include = [{include}]
 rescan_interval = "500ms"
 rotate_wait = "1s"
-{source_extra}
-
-{sink}"#,
-        sink = cw_sink(&["f"], GROUP, stream, endpoint)
-            .max_backoff("1s")
-            .format("message"),
-    )
+{source_extra}"#
+    );
+    let sink = cw_sink(&["f"], GROUP, stream, endpoint)
+        .max_backoff("1s")
+        .format("message");
+    pipeline(&source, &sink)
 }
 
 fn quoted(p: &Path) -> String {

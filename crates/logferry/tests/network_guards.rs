@@ -27,15 +27,8 @@ const MIB: u64 = 1024;
 const SLACK_KIB: u64 = 48 * MIB;
 
 fn config(sources: &str, inputs: &[&str], endpoint: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-{sources}
-
-{sink}"#,
-        sink = cw_sink(inputs, "/guards/test", "{source}", endpoint).format("message"),
-    )
+    let sink = cw_sink(inputs, "/guards/test", "{source}", endpoint).format("message");
+    pipeline(sources, &sink)
 }
 
 fn texts(endpoint: &str, stream: &str) -> Vec<String> {

@@ -94,11 +94,8 @@ impl Pki {
 }
 
 fn config(port: u16, pki: &Pki, tls_extra: &str, endpoint: &str) -> String {
-    format!(
+    let source = format!(
         r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-
 [sources.in]
 type = "syslog"
 address = "tcp://127.0.0.1:{port}"
@@ -106,13 +103,12 @@ address = "tcp://127.0.0.1:{port}"
 [sources.in.tls]
 cert = "{cert}"
 key = "{key}"
-{tls_extra}
-
-{sink}"#,
+{tls_extra}"#,
         cert = pki.p("server.pem"),
         key = pki.p("server.key"),
-        sink = cw_sink(&["in"], "/tls/test", "node", endpoint).format("message"),
-    )
+    );
+    let sink = cw_sink(&["in"], "/tls/test", "node", endpoint).format("message");
+    pipeline(&source, &sink)
 }
 
 /// `socat` as a TLS client: sends `data` and closes. `client` is (cert, key) file names.

@@ -12,15 +12,8 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(sources: &str, endpoint: &str, sink_extra: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "20s"
-{sources}
-
-{sink}"#,
-        sink = cw_sink(&["in"], "/test/{hostname}", "node", endpoint).line(sink_extra),
-    )
+    let sink = cw_sink(&["in"], "/test/{hostname}", "node", endpoint).line(sink_extra);
+    pipeline(sources, &sink)
 }
 
 fn hostname() -> String {
@@ -698,4 +691,40 @@ fn validate_reports_every_problem_with_file_line_and_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn many_streams_with_requests_in_flight_each_get_exactly_their_lines() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    // Slow answers keep several requests in flight per stream and across streams.
+    proxy
+        .set_faults(&serde_json::json!({"latency_ms": 150, "operations": ["PutLogEvents"]}))
+        .expect("faults");
+    let tcp = free_port();
+    let sink = cw_sink(&["in"], "/test/streams", "{identifier}", &proxy.endpoint())
+        .format("message")
+        .line("max_batch_events = 50");
+    let lf = Logferry::start(&pipeline(&tcp_source(tcp), &sink));
+    lf.wait_listening(1);
+    let (streams, per) = (12, 400);
+    let lines: String = (0..streams * per)
+        .map(|i| format!("<14>1 - h app{:02} - - - line {i:05}\n", i % streams))
+        .collect();
+    tcp_send(tcp, lines.as_bytes());
+    for st in 0..streams {
+        let name = format!("app{st:02}");
+        let got = wait_events(&moto.endpoint(), "/test/streams", &name, per, WAIT);
+        let ids: BTreeSet<usize> = got
+            .iter()
+            .filter_map(|(_, m)| m.strip_prefix("line ")?.parse().ok())
+            .collect();
+        assert_eq!(got.len(), per, "{name}: duplicates or strays\n{}", lf.log());
+        assert!(
+            ids.len() == per && ids.iter().all(|i| i % streams == st),
+            "{name}: {} distinct, some not its own",
+            ids.len()
+        );
+    }
+    assert_no_violations(&proxy);
 }

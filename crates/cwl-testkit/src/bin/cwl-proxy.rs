@@ -31,8 +31,8 @@ use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Violation};
 use cwl_testkit::server::{
-    accept_until_shutdown, announce, aws_error, target_operation, NamesReq, PutLogEventsReq, Resp,
-    Rng,
+    accept_until_shutdown, announce, aws_error, runtime, target_operation, NamesReq,
+    PutLogEventsReq, Resp, Rng,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -759,17 +759,7 @@ fn main() {
         eprintln!("cwl-proxy: --upstream must be an http:// URL");
         std::process::exit(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cwl-proxy: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = runtime("cwl-proxy", args.threads);
     let rng = args.seed.map_or_else(Rng::from_entropy, Rng::new);
     let sh = {
         // The legacy client needs a runtime context for its pool timer.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Rejected};
 use cwl_testkit::server::{
-    accept_until_shutdown, announce, aws_error, json_response, now_ms, target_operation,
+    accept_until_shutdown, announce, aws_error, json_response, now_ms, runtime, target_operation,
     tls_config, NamesReq, PutLogEventsReq, Resp,
 };
 use http_body_util::{BodyExt, Limited};
@@ -504,17 +504,7 @@ async fn serve(sh: Arc<Shared>) -> std::io::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fake-cloudwatch: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = runtime("fake-cloudwatch", args.threads);
     let sh = Arc::new(Shared {
         args,
         requests: AtomicU64::new(0),

@@ -10,7 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub use cwl_testkit::{Moto, Proxy};
-pub use sink::cw_sink;
+// Every test binary compiles this module and uses a part of it (hence also `dead_code`).
+#[allow(unused_imports)]
+pub use sink::{cw_sink, pipeline};
 
 pub mod sink;
 

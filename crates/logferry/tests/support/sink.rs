@@ -31,6 +31,12 @@ pub fn cw_sink(inputs: &[&str], group: &str, stream: &str, endpoint: &str) -> Cw
     }
 }
 
+/// A whole test config: the harness's `data_dir`, a 20 s shutdown grace, `sources` (TOML
+/// tables) and `sink`.
+pub fn pipeline(sources: &str, sink: &CwSink) -> String {
+    format!("data_dir = \"@DATA@\"\nshutdown_grace = \"20s\"\n{sources}\n\n{sink}")
+}
+
 impl CwSink {
     /// `[sinks.NAME]` instead of `[sinks.cw]`.
     pub fn named(mut self, name: &str) -> Self {

@@ -1,0 +1,293 @@
+//! Faults CloudWatch inflicts that no other test injects, for real, through `cwl-proxy` in front
+//! of moto: a request CloudWatch stored whose answer never came back, and a connection that
+//! hangs. The proxy counts what it forwarded, what moto ingested and what it let logferry hear
+//! of, so the books can be checked exactly, not only "nothing lost".
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+const GROUP: &str = "/faults/test";
+
+fn config(port: u16, endpoint: &str, sink_lines: &str) -> String {
+    format!(
+        "data_dir = \"@DATA@\"\n[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\n{}",
+        cw_sink(&["s"], GROUP, "s", endpoint)
+            .format("message")
+            .max_backoff("500ms")
+            .line(sink_lines)
+    )
+}
+
+fn tally(got: &[(i64, String)]) -> BTreeMap<&str, usize> {
+    let mut m = BTreeMap::new();
+    for (_, line) in got {
+        *m.entry(line.as_str()).or_default() += 1;
+    }
+    m
+}
+
+fn faults_of(stats: &serde_json::Value, kind: &str) -> u64 {
+    stats["faults_injected"][kind].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_stored_request_whose_answer_was_lost_is_resent_and_counted() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    proxy
+        .set_faults(&serde_json::json!({
+            "reset_after_forward_pct": 25,
+            "operations": ["PutLogEvents"],
+        }))
+        .expect("faults");
+    let port = free_port();
+    let (lf, metrics) =
+        start_with_metrics(&config(port, &proxy.endpoint(), "max_batch_events = 100"));
+    lf.wait_listening(1);
+    let n = 3000;
+    let lines: String = (0..n).map(|i| format!("stored {i:05}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    let got = wait_events(&moto.endpoint(), GROUP, "s", n, WAIT);
+    let counts = tally(&got);
+    assert_eq!(counts.len(), n, "lost events\n{}", lf.log());
+
+    // Every answer logferry heard of is one delivery per event; everything moto stored beyond
+    // that is a request whose answer was lost, resent whole: exactly the duplicates.
+    let delivered_all = wait_until(WAIT, || {
+        metric(&metrics, "logferry_sink_events_delivered_total", &[]) == Some(n as f64)
+    });
+    assert!(delivered_all, "{}", lf.log());
+    let stats = proxy.stats().expect("stats");
+    let lost_answers = faults_of(&stats, "reset_after_forward");
+    assert!(lost_answers > 0, "no answer was lost: {stats:#}");
+    let ingested = stats["put_events_ingested"].as_u64().expect("ingested");
+    let acknowledged = stats["put_events_acknowledged"]
+        .as_u64()
+        .expect("acknowledged");
+    assert_eq!(acknowledged, n as u64, "{stats:#}");
+    let duplicates: usize = counts.values().map(|k| k - 1).sum();
+    assert_eq!(
+        duplicates as u64,
+        ingested - acknowledged,
+        "duplicates other than the requests whose answer was lost: {stats:#}"
+    );
+    assert!(
+        duplicates as u64 <= lost_answers * 100,
+        "more resent than the lost requests held"
+    );
+    // Each such resend is counted as ambiguous: the operator sees why duplicates happened.
+    let ambiguous = metric(&metrics, "logferry_sink_ambiguous_resends_total", &[])
+        .expect("ambiguous resends exported");
+    assert!(
+        ambiguous >= lost_answers as f64,
+        "{ambiguous} ambiguous resends for {lost_answers} lost answers"
+    );
+    assert_eq!(stats["violations"], 0, "{stats:#}");
+}
+
+#[test]
+fn a_hung_connection_times_out_and_is_retried_without_loss() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let port = free_port();
+    let (lf, metrics) =
+        start_with_metrics(&config(port, &proxy.endpoint(), "request_timeout = \"1s\""));
+    lf.wait_listening(1);
+    tcp_send(port, b"before the hang\n");
+    wait_events(&moto.endpoint(), GROUP, "s", 1, WAIT);
+
+    // A black hole: every request is read and never answered for 20 s.
+    proxy
+        .set_faults(&serde_json::json!({"outage": true, "outage_mode": "hang", "hang_ms": 20_000}))
+        .expect("faults");
+    let lines: String = (0..50).map(|i| format!("hung {i:03}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    // Timed out (1 s) and retried, again and again, while the hang lasts: not stuck on the
+    // first request for 20 s, and each retry counted as possibly ingested.
+    let retried = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_sink_ambiguous_resends_total", &[]) >= Some(3.0)
+    });
+    assert!(retried, "no timeout-and-retry seen\n{}", lf.log());
+    assert_eq!(
+        events(&moto.endpoint(), GROUP, "s").len(),
+        1,
+        "sent through a hang?"
+    );
+
+    proxy.clear_faults().expect("clear");
+    let got = wait_events(&moto.endpoint(), GROUP, "s", 51, WAIT);
+    let counts = tally(&got);
+    assert_eq!(counts.len(), 51, "lost events\n{}", lf.log());
+    // A hung request was never forwarded: nothing can be duplicated.
+    assert_eq!(got.len(), 51, "duplicates after a hang");
+}
+
+/// Sends `tag 000..n` and asserts exactly those arrive in the (possibly re-created) stream.
+fn wave(port: u16, moto: &Moto, tag: &str, n: usize, lf: &Logferry) {
+    let lines: String = (0..n).map(|i| format!("{tag} {i:03}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    let got = wait_events(&moto.endpoint(), GROUP, "s", n, WAIT);
+    let counts = tally(&got);
+    let mine = counts.keys().filter(|l| l.starts_with(tag)).count();
+    assert_eq!(mine, n, "{tag}: lost events\n{}", lf.log());
+    assert_eq!(got.len(), n, "{tag}: duplicates or leftovers: {counts:?}");
+}
+
+#[test]
+fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    let lf = Logferry::start(&config(port, &moto.endpoint(), ""));
+    lf.wait_listening(1);
+    wave(port, &moto, "first", 100, &lf);
+
+    let deleted = |op: &str, body: serde_json::Value| {
+        let (status, v) = cwl_testkit::client::call(&moto.endpoint(), op, &body).expect(op);
+        assert_eq!(status, 200, "{op}: {v}");
+    };
+    deleted(
+        "DeleteLogStream",
+        serde_json::json!({"logGroupName": GROUP, "logStreamName": "s"}),
+    );
+    wave(port, &moto, "second", 100, &lf);
+
+    deleted("DeleteLogGroup", serde_json::json!({"logGroupName": GROUP}));
+    wave(port, &moto, "third", 100, &lf);
+}
+
+#[test]
+fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    // Slow answers: requests are in flight when each reload comes.
+    proxy
+        .set_faults(&serde_json::json!({"latency_ms": 200, "operations": ["PutLogEvents"]}))
+        .expect("faults");
+    let port = free_port();
+    let lf = Logferry::start(&config(port, &proxy.endpoint(), "max_batch_events = 50"));
+    lf.wait_listening(1);
+    let (chunks, per) = (20, 200);
+    let sender = std::thread::spawn(move || {
+        for c in 0..chunks {
+            let data: String = (0..per).map(|i| format!("hup {c:02}-{i:03}\n")).collect();
+            // Each chunk on its own connection: a reload closes the listener and reopens it.
+            let sent = wait_until(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .and_then(|mut s| std::io::Write::write_all(&mut s, data.as_bytes()))
+                    .is_ok()
+            });
+            assert!(sent, "chunk {c} could not be sent");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    // First reload moves the sink to another stream; the second reloads it unchanged.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = std::fs::read_to_string(&lf.config_path).expect("read");
+    std::fs::write(
+        &lf.config_path,
+        text.replace("log_stream = \"s\"", "log_stream = \"s2\""),
+    )
+    .expect("write");
+    hup(lf.pid());
+    lf.wait_listening(2);
+    std::thread::sleep(Duration::from_millis(700));
+    hup(lf.pid());
+    lf.wait_listening(3);
+    sender.join().expect("sender");
+
+    let n = chunks * per;
+    let mut all = Vec::new();
+    let complete = wait_until(WAIT, || {
+        all = events(&moto.endpoint(), GROUP, "s");
+        all.extend(events(&moto.endpoint(), GROUP, "s2"));
+        tally(&all).len() >= n
+    });
+    assert!(
+        complete,
+        "{} of {n} arrived\n{}",
+        tally(&all).len(),
+        lf.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let mut all = events(&moto.endpoint(), GROUP, "s");
+    let before = all.len();
+    all.extend(events(&moto.endpoint(), GROUP, "s2"));
+    assert!(
+        before > 0 && all.len() > before,
+        "both sinks delivered: {before} then {}",
+        all.len() - before
+    );
+    let counts = tally(&all);
+    assert_eq!(counts.len(), n, "lost\n{}", lf.log());
+    let dups: Vec<_> = counts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "sent twice across reloads: {:?}",
+        &dups[..dups.len().min(10)]
+    );
+}
+
+#[test]
+fn https_endpoint_trusted_through_ssl_cert_file_and_a_wrong_ca_refused_without_loss() {
+    use cwl_testkit::FakeCloudWatch;
+    let fake = FakeCloudWatch::start().expect("fake-cloudwatch over HTTPS");
+    // Another server's CA: a certificate chain logferry must not accept for `fake`.
+    let other = FakeCloudWatch::start().expect("second fake-cloudwatch");
+    let (right_ca, wrong_ca) = (
+        fake.ca_path().expect("ca").to_path_buf(),
+        other.ca_path().expect("ca").to_path_buf(),
+    );
+    let port = free_port();
+    // A short grace: the first run is stopped while it still retries the untrusted endpoint.
+    let cfg = config(port, &fake.endpoint(), "").replacen(
+        "data_dir",
+        "shutdown_grace = \"2s\"\ndata_dir",
+        1,
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let with = |ca: std::path::PathBuf, addr: String| {
+        move |cmd: &mut std::process::Command| {
+            cmd.env("SSL_CERT_FILE", ca)
+                .env("LOGFERRY_METRICS_ADDRESS", addr);
+        }
+    };
+    let mut lf = Logferry::start_with(&cfg, with(wrong_ca, addr.clone()));
+    lf.wait_listening(1);
+    let lines: String = (0..100).map(|i| format!("tls {i:03}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    let refused = wait_until(Duration::from_secs(30), || {
+        lf.log().to_lowercase().contains("certificate")
+    });
+    assert!(refused, "no certificate error logged\n{}", lf.log());
+    assert_eq!(
+        metric(&addr, "logferry_sink_events_delivered_total", &[]),
+        Some(0.0),
+        "delivered to a server it should not trust"
+    );
+    assert!(lf.terminate().success());
+
+    // The right CA: what was spooled while the endpoint could not be trusted is delivered.
+    lf.spawn(with(right_ca, addr.clone()));
+    let delivered = wait_until(WAIT, || {
+        metric(&addr, "logferry_sink_events_delivered_total", &[]) == Some(100.0)
+    });
+    assert!(delivered, "{}", lf.log());
+    assert!(lf.terminate().success());
+    drop(other);
+    let stats = fake.stop().expect("fake stats");
+    assert_eq!(stats["events"], 100, "{stats:#}");
+    assert_eq!(stats["violations"], 0, "{stats:#}");
+}

@@ -593,13 +593,16 @@ iam = sys.argv[1]
 def res(name, ok, why=""):
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + str(why)))
 ALLOWED = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:PutRetentionPolicy"}
+# logs:TagResource only in the policy for configs with `tags` (CreateLogGroup with tags needs it).
+ALLOWED_TAGS = ALLOWED | {"logs:TagResource"}
 def aslist(x): return x if isinstance(x, list) else [x]
 def load(name):
     try:
         return json.load(open(os.path.join(iam, name)))
     except Exception as e:
         res(f"iam: {name} parses", False, e); return None
-for name in ("logferry-policy.json", "logferry-policy-no-retention.json"):
+for name in ("logferry-policy.json", "logferry-policy-no-retention.json", "logferry-policy-tags.json"):
+    allowed = ALLOWED_TAGS if name == "logferry-policy-tags.json" else ALLOWED
     p = load(name)
     if p is None: continue
     sts = aslist(p.get("Statement", []))
@@ -607,14 +610,15 @@ for name in ("logferry-policy.json", "logferry-policy-no-retention.json"):
         p.get("Version") == "2012-10-17" and sts and all({"Effect", "Action", "Resource"} <= set(s) for s in sts))
     actions = {a for s in sts for a in aslist(s["Action"])}
     res(f"iam: {name} grants only the CloudWatch Logs actions logferry uses, no wildcards",
-        actions <= ALLOWED and not any("*" in a for a in actions), sorted(actions - ALLOWED))
+        actions <= allowed and not any("*" in a for a in actions), sorted(actions - allowed))
     resources = [r for s in sts for r in aslist(s["Resource"])]
     badr = [r for r in resources if r in ("*", "arn:aws:logs:*:*:*") or not r.startswith("arn:aws:logs:*:123456789012:log-group:/k8s/")]
     res(f"iam: {name} resources scoped to log-group:/k8s/* in one account", not badr, badr)
     res(f"iam: {name} has no Allow on NotAction/NotResource",
         not any(k in s for s in sts for k in ("NotAction", "NotResource")))
     needed = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
-    if name == "logferry-policy.json": needed.add("logs:PutRetentionPolicy")
+    if name in ("logferry-policy.json", "logferry-policy-tags.json"): needed.add("logs:PutRetentionPolicy")
+    if name == "logferry-policy-tags.json": needed.add("logs:TagResource")
     res(f"iam: {name} grants what logferry needs ({len(needed)} actions)", needed <= actions, sorted(needed - actions))
     stream_res = [r for s in sts if "logs:PutLogEvents" in aslist(s["Action"]) for r in aslist(s["Resource"])]
     res(f"iam: {name} PutLogEvents covers log-stream ARNs", any(r.endswith(":log-stream:*") for r in stream_res))

@@ -385,7 +385,7 @@ pub async fn check(config: &Config, write: bool) -> usize {
                     ),
                     None => r.fail(
                         &format!("{what} endpoint"),
-                        format!("cannot reach CloudWatch Logs: {}", crate::sink::request::describe_error(&e)),
+                        format!("cannot reach CloudWatch Logs: {}", crate::sink::retry::describe_error(&e)),
                         "check network access to logs.<region>.amazonaws.com (or `endpoint`), proxies (HTTPS_PROXY/NO_PROXY) and the region",
                     ),
                 }
@@ -432,11 +432,11 @@ pub async fn check(config: &Config, write: bool) -> usize {
                             .send()
                             .await
                             .map(|_| ())
-                            .map_err(|e| crate::sink::request::describe_error(&e)),
+                            .map_err(|e| crate::sink::retry::describe_error(&e)),
                         Err(e) => Err(e.to_string()),
                     }
                 }
-                Err(e) => Err(crate::sink::request::describe_error(&e)),
+                Err(e) => Err(crate::sink::retry::describe_error(&e)),
             };
             match put {
                 Ok(()) => r.ok(&format!("{what} write"), format!("put one event in {group} / {stream}")),

@@ -28,11 +28,8 @@ pub mod batch;
 pub mod client;
 pub mod control;
 pub mod dead_letter;
-<<<<<<< HEAD
 pub mod endpoint;
-=======
 pub mod governor;
->>>>>>> main
 pub mod request;
 pub mod retry;
 pub mod stats;

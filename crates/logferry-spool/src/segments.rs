@@ -95,6 +95,18 @@ impl Inner {
         let _ = self.checkpoint();
         let wm = lock(&self.state).acks.watermark();
         self.delete_acked_segments(wm)?;
+        // The active segment is never deleted. Once everything in it is acknowledged, start a
+        // new one so that it can be: a spool bounded near `segment_bytes` would otherwise stay
+        // full for good after its one segment filled, every record delivered (found by a test
+        // that fills a 1 MiB spool while CloudWatch is down, then brings it back).
+        let active_done = {
+            let st = lock(&self.state);
+            !fits(&st) && st.segments.back().is_some_and(|s| s.len > 0 && s.end <= wm)
+        };
+        if active_done {
+            self.rotate(w)?;
+            self.delete_acked_segments(wm)?;
+        }
         let (mut dropped_records, mut dropped_bytes) = (0u64, 0u64);
         loop {
             let (victim, only_one, back_len, used) = {
@@ -129,9 +141,11 @@ impl Inner {
                 let mut st = lock(&self.state);
                 st.segments.pop_front();
                 st.bytes_on_disk = st.bytes_on_disk.saturating_sub(seg.len);
-                let wm = st.acks.watermark();
-                let lost = if seg.end > wm {
-                    let from = seg.first.max(wm);
+                // Records already handed to the reader are in flight, and the sink delivers them
+                // (it retries for as long as logferry runs): only those never read are lost.
+                // Counting the others too made "delivered + dropped" exceed what was sent.
+                let from = seg.first.max(st.acks.watermark()).max(st.read_cursor);
+                let lost = if seg.end > from {
                     (seg.end - from) - st.acks.count_acked_in(from, seg.end)
                 } else {
                     0

@@ -76,6 +76,10 @@ pub fn open(
         // down to what was in flight (the spool's own default, 100 ms, resent ~40% in the
         // kill-loop test).
         checkpoint_interval: Duration::from_millis(10),
+        // Space comes back a segment at a time: segments of an eighth of the bound free it
+        // while the rest is still being delivered (64 MiB segments in a small spool would
+        // free nothing until the whole spool was delivered).
+        segment_bytes: (settings.max_bytes / 8).clamp(128 << 10, 64 << 20),
         ..SpoolConfig::default()
     };
     let (spool, events) =

@@ -33,7 +33,7 @@ use std::time::Duration;
 use cwl_testkit::Journald;
 use serde_json::{json, Value};
 use support::deploy::{self, Podman, IMAGE};
-use support::fake_kube::{FakeKubeApi, TOKEN};
+use support::fake_kube::{write_pod_lines, FakeKubeApi, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -179,24 +179,6 @@ fn pod_from_daemonset(ds: &Value, pod_name: &str, node: &Node) -> Value {
         },
         "spec": spec,
     })
-}
-
-/// Appends CRI lines `<tag> <i:06>` to container `app` of pod `ns/pod`.
-fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-    let text: String = (0..n)
-        .map(|i| format!("{now} stdout F {tag} {i:06}\n"))
-        .collect();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("0.log"))
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
 }
 
 /// Removes the played pod, and the volume podman made of the ConfigMap, when dropped.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::fake_kube::{FakeKubeApi as FakeApi, TOKEN};
+use support::fake_kube::{write_pod_lines, FakeKubeApi as FakeApi, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -57,26 +57,6 @@ kubeconfig = "{kubeconfig}"
         kubeconfig = kubeconfig.display(),
         sink = cw_sink(&["k"], GROUP, "{namespace}.{pod}", moto).format("json"),
     )
-}
-
-/// Appends CRI lines `<tag> <i>` for `range` to the log of container `app` of a pod.
-fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
-    fs::create_dir_all(&dir).expect("mkdir");
-    // Now, so CloudWatch takes them (it refuses events over 2 h ahead or 14 days old).
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!("{now} stdout F {tag} {i:05}\n"));
-    }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("0.log"))
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
 }
 
 /// A pod's events as JSON objects.

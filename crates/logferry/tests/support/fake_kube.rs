@@ -1,10 +1,11 @@
-//! `fake_kube_api.py` run for a test: a stand-in for the Kubernetes API server's
+//! A Kubernetes node for tests: pod log files as the kubelet writes them, and
+//! `fake_kube_api.py`, a stand-in for the Kubernetes API server's
 //! `GET /api/v1/namespaces/NS/pods/NAME` over real HTTPS (a CA made here, a bearer token).
 //! No API server can run on these machines (none is packaged for Debian or PyPI).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -134,4 +135,25 @@ impl Drop for FakeKubeApi {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Appends CRI lines `<tag> <i:05>` (`0..n`) to the log of container `app` of pod `ns/pod`
+/// under a node's /var/log/pods, as the kubelet writes them.
+pub fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
+    use std::io::Write;
+    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
+    fs::create_dir_all(&dir).expect("mkdir");
+    // Now, so CloudWatch takes them (it refuses events over 2 h ahead or 14 days old).
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("{now} stdout F {tag} {i:05}\n"));
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("0.log"))
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("append");
 }

@@ -317,6 +317,14 @@ impl Proxy {
             .map(drop)
     }
 
+    /// Replaces the account-wide quotas (`POST /__proxy/quota`), e.g.
+    /// `{"PutLogEvents": {"per_second": 20}, "CreateLogStream": {"per_second": 4, "burst": 4}}`:
+    /// one token bucket per operation shared by every client; `{}` removes them.
+    pub fn set_quota(&self, quota: &Value) -> io::Result<()> {
+        self.admin("POST", "/__proxy/quota", quota.to_string().as_bytes())
+            .map(drop)
+    }
+
     /// Turns every fault off.
     pub fn clear_faults(&self) -> io::Result<()> {
         self.set_faults(&json!({}))

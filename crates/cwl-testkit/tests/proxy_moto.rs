@@ -267,3 +267,57 @@ fn limit_violations_recorded_though_moto_accepts() {
     // moto stored the oversize batch: the proxy is the only one to notice.
     assert!(read_events(&moto.endpoint(), "g", "s").unwrap().len() >= 10_001);
 }
+
+#[test]
+fn account_quota_is_one_bucket_shared_by_every_client() {
+    let moto = Moto::start().unwrap();
+    let proxy = Proxy::start_with_binary(BIN, &moto.endpoint()).unwrap();
+    let ep = proxy.endpoint();
+    create_group(&ep, "/quota").unwrap();
+    // Two "nodes" (threads with their own connections) share 5 calls/s with a burst of 5.
+    proxy
+        .set_quota(&json!({"CreateLogStream": {"per_second": 5, "burst": 5}}))
+        .unwrap();
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let nodes: Vec<_> = (0..2)
+            .map(|node| {
+                let ep = ep.clone();
+                s.spawn(move || {
+                    (0..10)
+                        .map(|i| {
+                            let body = json!({"logGroupName": "/quota", "logStreamName": format!("n{node}-{i}")});
+                            call(&ep, "CreateLogStream", &body).unwrap().0
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        nodes.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    // The burst plus what the bucket earned while the calls ran, whichever node made them.
+    assert!(
+        ok >= 5 && (ok as f64) <= 5.0 + 5.0 * elapsed + 1.0,
+        "{ok} in {elapsed:.2}s"
+    );
+    let stats = proxy.stats().unwrap();
+    assert_eq!(
+        stats["quota_throttled"]["CreateLogStream"],
+        20 - ok as u64,
+        "{stats:#}"
+    );
+    // Other operations are not limited, and throttled calls never reached moto.
+    assert_eq!(stats["quota_throttled"].get("CreateLogGroup"), None);
+    assert_eq!(list_streams(&moto.endpoint(), "/quota").unwrap().len(), ok);
+    // The bucket refills at its rate.
+    std::thread::sleep(Duration::from_millis(1100));
+    let body = json!({"logGroupName": "/quota", "logStreamName": "later"});
+    assert_eq!(call(&ep, "CreateLogStream", &body).unwrap().0, 200);
+    // Bad specs are refused; an empty body removes every quota.
+    assert!(proxy
+        .set_quota(&json!({"PutLogEvents": {"rate": 1}}))
+        .is_err());
+    proxy.set_quota(&json!({})).unwrap();
+}

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::metrics::{self, Registry, SourceEntry};
 use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
-use crate::sink::{client, request::LogLimiter, CloudWatchSink, Shared};
+use crate::sink::{client, retry::LogLimiter, CloudWatchSink, Shared};
 use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, Chunk, SourceContext};
 
@@ -190,7 +190,6 @@ async fn run_pipeline(
             cancel: sink_cancel.clone(),
             name: name.clone(),
             log_limiter: LogLimiter::default(),
-            in_flight_since: Default::default(),
         });
         let span = crate::sink::span(name);
         span.in_scope(|| {

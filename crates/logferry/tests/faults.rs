@@ -239,3 +239,55 @@ fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
         &dups[..dups.len().min(10)]
     );
 }
+
+#[test]
+fn https_endpoint_trusted_through_ssl_cert_file_and_a_wrong_ca_refused_without_loss() {
+    use cwl_testkit::FakeCloudWatch;
+    let fake = FakeCloudWatch::start().expect("fake-cloudwatch over HTTPS");
+    // Another server's CA: a certificate chain logferry must not accept for `fake`.
+    let other = FakeCloudWatch::start().expect("second fake-cloudwatch");
+    let (right_ca, wrong_ca) = (
+        fake.ca_path().expect("ca").to_path_buf(),
+        other.ca_path().expect("ca").to_path_buf(),
+    );
+    let port = free_port();
+    // A short grace: the first run is stopped while it still retries the untrusted endpoint.
+    let cfg = config(port, &fake.endpoint(), "").replacen(
+        "data_dir",
+        "shutdown_grace = \"2s\"\ndata_dir",
+        1,
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let with = |ca: std::path::PathBuf, addr: String| {
+        move |cmd: &mut std::process::Command| {
+            cmd.env("SSL_CERT_FILE", ca)
+                .env("LOGFERRY_METRICS_ADDRESS", addr);
+        }
+    };
+    let mut lf = Logferry::start_with(&cfg, with(wrong_ca, addr.clone()));
+    lf.wait_listening(1);
+    let lines: String = (0..100).map(|i| format!("tls {i:03}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    let refused = wait_until(Duration::from_secs(30), || {
+        lf.log().to_lowercase().contains("certificate")
+    });
+    assert!(refused, "no certificate error logged\n{}", lf.log());
+    assert_eq!(
+        metric(&addr, "logferry_sink_events_delivered_total", &[]),
+        Some(0.0),
+        "delivered to a server it should not trust"
+    );
+    assert!(lf.terminate().success());
+
+    // The right CA: what was spooled while the endpoint could not be trusted is delivered.
+    lf.spawn(with(right_ca, addr.clone()));
+    let delivered = wait_until(WAIT, || {
+        metric(&addr, "logferry_sink_events_delivered_total", &[]) == Some(100.0)
+    });
+    assert!(delivered, "{}", lf.log());
+    assert!(lf.terminate().success());
+    drop(other);
+    let stats = fake.stop().expect("fake stats");
+    assert_eq!(stats["events"], 100, "{stats:#}");
+    assert_eq!(stats["violations"], 0, "{stats:#}");
+}

@@ -765,3 +765,57 @@ fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
     let stats = proxy.stats().expect("stats");
     assert_eq!(stats["violations"], 0, "{stats:#}");
 }
+
+#[test]
+fn bytes_that_are_not_utf8_in_fields_and_stream_names_are_shipped_not_fatal() {
+    let Some(mut jd) = Journald::start("") else {
+        return;
+    };
+    let moto = Moto::start().expect("moto");
+    let source = format!(
+        "[sources.j]\ntype = \"journald\"\ndirectory = \"{}\"\nstart = \"beginning\"\nfields = [\"EXTRA\"]",
+        dir_of(&jd)
+    );
+    let sink = cw_sink(&["j"], GROUP, "{identifier}", &moto.endpoint()).format("json");
+    let lf = Logferry::start(&pipeline(&source, &sink));
+    let s = jd.sender();
+    for i in 0..20 {
+        s.send(&[
+            ("MESSAGE", format!("bytes {i:06}").as_bytes()),
+            // Invalid UTF-8 in the identifier (a stream name) and in an extra field.
+            ("SYSLOG_IDENTIFIER", b"app\xff\xfe:x"),
+            ("EXTRA", b"ok \xc3\x28 \x00 end"),
+        ]);
+    }
+    s.send(&[
+        ("MESSAGE", b"bytes 000020"),
+        ("SYSLOG_IDENTIFIER", b"plain"),
+    ]);
+    jd.sync();
+    let plain = wait_events(&moto.endpoint(), GROUP, "plain", 1, WAIT);
+    assert_eq!(plain.len(), 1);
+    // Invalid bytes become U+FFFD and the `:` CloudWatch refuses becomes `_`: one stream,
+    // named predictably (journald's own entries go to streams of their own identifiers).
+    let streams = cwl_testkit::client::list_streams(&moto.endpoint(), GROUP).expect("streams");
+    let odd = "app\u{FFFD}\u{FFFD}_x";
+    assert!(streams.iter().any(|s| s == odd), "{streams:?}");
+    assert_eq!(
+        streams.iter().filter(|s| s.starts_with("app")).count(),
+        1,
+        "{streams:?}"
+    );
+    let got = wait_events(&moto.endpoint(), GROUP, odd, 20, WAIT);
+    let c = counts(got.iter().map(|(_, m)| m.as_str()), "bytes");
+    assert_eq!(c.len(), 20, "{}", tail(&lf.log()));
+    for (_, text) in &got {
+        let v: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        // Extra fields are named in lower case in the JSON event.
+        let extra = v["extra"]
+            .as_str()
+            .unwrap_or_else(|| panic!("EXTRA kept: {v}"));
+        assert_eq!(
+            extra, "ok \u{FFFD}( \u{0} end",
+            "invalid bytes replaced, the rest kept"
+        );
+    }
+}

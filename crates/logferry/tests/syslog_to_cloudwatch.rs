@@ -218,6 +218,110 @@ fn thirty_thousand_lines_arrive_once_in_valid_requests() {
     );
 }
 
+/// 30,004 events whose timestamps spread over 30 hours, arriving in random order: the
+/// batcher groups them by time window (a request may not span more than 24 h) instead of
+/// cutting a request at every event that would widen the span.
+#[test]
+fn events_spread_over_thirty_hours_go_out_in_few_requests() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        "format = \"message\"\n",
+    ));
+    lf.wait_listening(1);
+    let n = 30_004u64;
+    let hour = 3_600_000;
+    let start = now_ms() - 31 * hour;
+    // A fixed shuffle (an LCG): timestamps anywhere in the 30 hours, in no order.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut data = Vec::new();
+    for i in 0..n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let ts = start + ((x >> 33) % (30 * hour as u64)) as i64;
+        data.extend_from_slice(
+            format!("<14>1 {} h app - - - spread {i:06}\n", rfc3339(ts)).as_bytes(),
+        );
+    }
+    tcp_send(tcp, &data);
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(
+        &moto.endpoint(),
+        &group,
+        "node",
+        n as usize,
+        Duration::from_secs(180),
+    );
+    let stats = proxy.stats().expect("stats");
+    let requests = stats["put_requests"].as_u64().unwrap_or(0);
+    eprintln!(
+        "{} of {n} events over 30 hours arrived in {requests} PutLogEvents requests",
+        got.len()
+    );
+    let ids: BTreeSet<&str> = got.iter().filter_map(|(_, m)| m.get(7..13)).collect();
+    assert_eq!(ids.len(), n as usize, "lost events\n{}", lf.log());
+    assert_eq!(got.len(), n as usize, "duplicates");
+    assert_no_violations(&proxy);
+    assert!(requests <= 20, "{requests} requests for {n} events");
+}
+
+/// Everything a new group needs goes in its one CreateLogGroup call (moto 5 stores `kmsKeyId`
+/// and `tags`; it ignores `logGroupClass` and `deletionProtectionEnabled`, so those are only
+/// checked not to break the call): no TagResource, no AssociateKmsKey, one PutRetentionPolicy.
+#[test]
+fn a_new_group_gets_key_tags_and_class_in_one_create_call() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    let tcp = free_port();
+    let kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let lf = Logferry::start(&config(
+        &tcp_source(tcp),
+        &proxy.endpoint(),
+        &format!(
+            "format = \"message\"\nretention_days = 30\nkms_key_id = \"{kms}\"\n\
+             log_group_class = \"INFREQUENT_ACCESS\"\ndeletion_protection = true\n\
+             [sinks.cw.tags]\nteam = \"logs\"\ncost-center = \"42\"\n"
+        ),
+    ));
+    lf.wait_listening(1);
+    tcp_send(tcp, b"into a new group\n");
+    let group = format!("/test/{}", hostname());
+    let got = wait_events(&moto.endpoint(), &group, "node", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", lf.log());
+    let (_, groups) = cwl_testkit::call(
+        &moto.endpoint(),
+        "DescribeLogGroups",
+        &serde_json::json!({"logGroupNamePrefix": group}),
+    )
+    .expect("describe");
+    let g = &groups["logGroups"][0];
+    assert_eq!(g["kmsKeyId"], kms, "{groups:#}");
+    assert_eq!(g["retentionInDays"], 30, "{groups:#}");
+    let (_, tags) = cwl_testkit::call(
+        &moto.endpoint(),
+        "ListTagsLogGroup",
+        &serde_json::json!({"logGroupName": group}),
+    )
+    .expect("tags");
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!({"team": "logs", "cost-center": "42"}),
+        "{tags:#}"
+    );
+    let stats = proxy.stats().expect("stats");
+    let ops = &stats["requests_by_operation"];
+    assert_eq!(ops["CreateLogGroup"], 1, "{stats:#}");
+    assert_eq!(ops["PutRetentionPolicy"], 1, "{stats:#}");
+    assert_eq!(ops.get("TagResource"), None, "{stats:#}");
+    assert_eq!(ops.get("TagLogGroup"), None, "{stats:#}");
+    assert_eq!(ops.get("AssociateKmsKey"), None, "{stats:#}");
+    assert_eq!(ops.get("DescribeLogStreams"), None, "{stats:#}");
+}
+
 #[test]
 fn oversize_garbage_and_invalid_utf8_lose_nothing_else() {
     let moto = Moto::start().expect("moto");
@@ -587,4 +691,40 @@ fn validate_reports_every_problem_with_file_line_and_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn many_streams_with_requests_in_flight_each_get_exactly_their_lines() {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    // Slow answers keep several requests in flight per stream and across streams.
+    proxy
+        .set_faults(&serde_json::json!({"latency_ms": 150, "operations": ["PutLogEvents"]}))
+        .expect("faults");
+    let tcp = free_port();
+    let sink = cw_sink(&["in"], "/test/streams", "{identifier}", &proxy.endpoint())
+        .format("message")
+        .line("max_batch_events = 50");
+    let lf = Logferry::start(&pipeline(&tcp_source(tcp), &sink));
+    lf.wait_listening(1);
+    let (streams, per) = (12, 400);
+    let lines: String = (0..streams * per)
+        .map(|i| format!("<14>1 - h app{:02} - - - line {i:05}\n", i % streams))
+        .collect();
+    tcp_send(tcp, lines.as_bytes());
+    for st in 0..streams {
+        let name = format!("app{st:02}");
+        let got = wait_events(&moto.endpoint(), "/test/streams", &name, per, WAIT);
+        let ids: BTreeSet<usize> = got
+            .iter()
+            .filter_map(|(_, m)| m.strip_prefix("line ")?.parse().ok())
+            .collect();
+        assert_eq!(got.len(), per, "{name}: duplicates or strays\n{}", lf.log());
+        assert!(
+            ids.len() == per && ids.iter().all(|i| i % streams == st),
+            "{name}: {} distinct, some not its own",
+            ids.len()
+        );
+    }
+    assert_no_violations(&proxy);
 }

@@ -12,7 +12,11 @@
 //! * injects faults chosen at run time through an admin API under `/__proxy/` on the same
 //!   port: throttling, 503, 500, connection reset before forwarding, reset *after*
 //!   forwarding (the events are stored but the client never hears so: the real-life source
-//!   of duplicates), outages, and latency. `--seed` makes the fault sequence reproducible.
+//!   of duplicates), outages, and latency. `--seed` makes the fault sequence reproducible;
+//! * enforces account-wide quotas per operation (`/__proxy/quota`): one token bucket per API
+//!   shared by every client, as CloudWatch's quotas are per account and region, so several
+//!   shippers behind one proxy compete for the same calls per second and the excess is
+//!   answered ThrottlingException (counted per operation, never forwarded).
 //!
 //! The first stdout line is `listening http://ADDR`. See the crate README for the API.
 
@@ -21,7 +25,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
@@ -161,6 +165,53 @@ impl Faults {
     }
 }
 
+/// An account-wide quota on one operation, as posted to `/__proxy/quota`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaSpec {
+    /// Calls per second the account may make.
+    per_second: f64,
+    /// Calls that may come at once after a quiet spell (default: one second's worth).
+    burst: Option<f64>,
+}
+
+/// The token bucket of one [`QuotaSpec`], shared by every client of the proxy.
+#[derive(Debug)]
+struct Bucket {
+    spec: QuotaSpec,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(spec: QuotaSpec) -> Self {
+        let mut b = Bucket {
+            spec,
+            tokens: 0.0,
+            at: Instant::now(),
+        };
+        b.tokens = b.capacity();
+        b
+    }
+
+    fn capacity(&self) -> f64 {
+        self.spec.burst.unwrap_or(self.spec.per_second).max(1.0)
+    }
+
+    /// Takes one call's token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.at).as_secs_f64() * self.spec.per_second.max(0.0);
+        self.tokens = (self.tokens + earned).min(self.capacity());
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stats {
     requests: u64,
@@ -172,6 +223,8 @@ struct Stats {
     put_events_ingested: u64,
     put_events_acknowledged: u64,
     upstream_errors: u64,
+    /// Calls refused by an account-wide quota, per operation.
+    quota_throttled: BTreeMap<String, u64>,
     violations: u64,
     violations_by_rule: BTreeMap<&'static str, u64>,
     violation_list: Vec<Value>,
@@ -182,6 +235,7 @@ struct Stats {
 
 struct Inner {
     faults: Faults,
+    quotas: BTreeMap<String, Bucket>,
     script: VecDeque<FaultKind>,
     rng: Rng,
     stats: Stats,
@@ -296,6 +350,17 @@ fn decide(inner: &mut Inner, op: &str) -> (Action, Option<&'static str>) {
     if f.outage {
         return (Action::Outage(f.outage_mode, f.hang_ms), Some("outage"));
     }
+    if let Some(bucket) = inner.quotas.get_mut(op) {
+        if !bucket.take(Instant::now()) {
+            *inner
+                .stats
+                .quota_throttled
+                .entry(op.to_string())
+                .or_default() += 1;
+            return (Action::Respond(FaultKind::Throttle), Some("quota"));
+        }
+    }
+    let f = &inner.faults;
     if !f.applies_to(op) {
         return (
             Action::Forward {
@@ -391,13 +456,23 @@ fn stats_json(inner: &Inner) -> Value {
         "put_events_ingested": s.put_events_ingested,
         "put_events_acknowledged": s.put_events_acknowledged,
         "upstream_errors": s.upstream_errors,
+        "quota_throttled": s.quota_throttled,
         "violations": s.violations,
         "violations_by_rule": s.violations_by_rule,
         "violation_list": s.violation_list,
         "records_dropped": s.records_dropped,
         "faults": inner.faults,
+        "quota": quota_json(inner),
         "script_remaining": inner.script.len(),
     })
+}
+
+fn quota_json(inner: &Inner) -> Value {
+    json!(inner
+        .quotas
+        .iter()
+        .map(|(op, b)| (op.clone(), b.spec))
+        .collect::<BTreeMap<_, _>>())
 }
 
 async fn admin(req: Request<Incoming>, sh: &Shared) -> Resp {
@@ -432,6 +507,28 @@ async fn admin(req: Request<Incoming>, sh: &Shared) -> Resp {
                 ),
             }
         }
+        (Method::GET, "/__proxy/quota") => admin_json(StatusCode::OK, quota_json(&sh.lock())),
+        (Method::POST, "/__proxy/quota") => {
+            let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+                Ok(BTreeMap::new())
+            } else {
+                serde_json::from_slice::<BTreeMap<String, QuotaSpec>>(&body)
+            };
+            match parsed {
+                Ok(specs) => {
+                    let mut inner = sh.lock();
+                    inner.quotas = specs
+                        .into_iter()
+                        .map(|(op, spec)| (op, Bucket::new(spec)))
+                        .collect();
+                    admin_json(StatusCode::OK, quota_json(&inner))
+                }
+                Err(e) => admin_json(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("bad quota config: {e}") }),
+                ),
+            }
+        }
         (Method::POST, "/__proxy/reset") => {
             sh.lock().stats = Stats::default();
             admin_json(StatusCode::OK, json!({ "reset": true }))
@@ -440,7 +537,8 @@ async fn admin(req: Request<Incoming>, sh: &Shared) -> Resp {
             StatusCode::NOT_FOUND,
             json!({ "error": "unknown admin path", "paths": [
                 "GET /__proxy/stats", "GET /__proxy/puts", "GET /__proxy/faults",
-                "POST /__proxy/faults", "POST /__proxy/reset"] }),
+                "POST /__proxy/faults", "GET /__proxy/quota", "POST /__proxy/quota",
+                "POST /__proxy/reset"] }),
         ),
     }
 }
@@ -675,6 +773,7 @@ fn main() {
             client,
             inner: Mutex::new(Inner {
                 faults: Faults::default(),
+                quotas: BTreeMap::new(),
                 script: VecDeque::new(),
                 rng,
                 stats: Stats::default(),

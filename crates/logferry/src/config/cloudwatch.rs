@@ -2,10 +2,12 @@
 //! dead-letter file, and `[sinks.NAME.auth]`.
 //!
 //! Limits are checked against PutLogEvents' own (10,000 events, 1,048,576 bytes per request),
-//! so a sink can only be configured to build requests CloudWatch accepts. No message about
-//! `auth` quotes a credential's value.
+//! so a sink can only be configured to build requests CloudWatch accepts. What a new log group
+//! gets (`kms_key_id`, `tags`, `log_group_class`, `deletion_protection`) is checked against
+//! CreateLogGroup's rules, so a mistake is a startup error rather than a create retried
+//! forever. No message about `auth` quotes a credential's value.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +52,10 @@ pub struct CloudWatchSinkConfig {
     pub create_missing_stream: bool,
     /// Retention set on groups logferry creates.
     pub retention_days: Option<i32>,
+    /// What a log group logferry creates gets in its one CreateLogGroup call.
+    pub new_group: NewGroup,
+    /// A ceiling on PutLogEvents calls per second (the governor adapts below it).
+    pub max_requests_per_second: Option<f64>,
     /// Flush a partial batch after this long.
     pub batch_timeout: Duration,
     /// Events per request, at most 10,000.
@@ -105,6 +111,65 @@ pub struct AssumeRole {
     pub session_name: Option<String>,
 }
 
+/// What a log group logferry creates gets, all in its one CreateLogGroup call (PutRetentionPolicy,
+/// TagResource and AssociateKmsKey are 5 calls/s per account, not adjustable).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewGroup {
+    /// The ARN of the KMS key that encrypts the group.
+    pub kms_key_id: Option<String>,
+    /// Tags (at most 50).
+    pub tags: BTreeMap<String, String>,
+    /// `STANDARD` or `INFREQUENT_ACCESS` (half the ingestion price, fewer features); fixed at
+    /// creation.
+    pub class: Option<LogGroupClass>,
+    /// Refuse DeleteLogGroup until it is turned off.
+    pub deletion_protection: Option<bool>,
+}
+
+/// A log group's class (`DELIVERY` is for vended logs only and takes no PutLogEvents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogGroupClass {
+    /// All features.
+    Standard,
+    /// Half the ingestion price; no metric filters, subscriptions or Live Tail.
+    InfrequentAccess,
+}
+
+impl LogGroupClass {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogGroupClass::Standard => "STANDARD",
+            LogGroupClass::InfrequentAccess => "INFREQUENT_ACCESS",
+        }
+    }
+}
+
+/// Why `arn` is not a KMS key ARN CreateLogGroup takes
+/// (`arn:PARTITION:kms:REGION:ACCOUNT:key/KEY-ID`; aliases are refused by the API).
+fn kms_key_arn_problem(arn: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return Some("is not an ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)");
+    };
+    if prefix != "arn" || !partition.starts_with("aws") || service != "kms" {
+        return Some("is not a KMS ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)");
+    }
+    if region.is_empty() {
+        return Some("has no region");
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Some("has no 12-digit account id");
+    }
+    match resource.strip_prefix("key/") {
+        Some(id) if !id.is_empty() => None,
+        _ if resource.starts_with("alias/") => {
+            Some("names an alias; CreateLogGroup takes the key's ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)")
+        }
+        _ => Some("does not name a key (…:key/KEY-ID)"),
+    }
+}
+
 /// Retention values CloudWatch accepts.
 pub const RETENTION_DAYS: [i32; 22] = [
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
@@ -123,6 +188,11 @@ pub(super) struct RawCloudWatch {
     create_missing_group: Option<bool>,
     create_missing_stream: Option<bool>,
     retention_days: Option<i32>,
+    kms_key_id: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    log_group_class: Option<String>,
+    deletion_protection: Option<bool>,
+    max_requests_per_second: Option<f64>,
     #[serde(default, deserialize_with = "de_duration_opt")]
     batch_timeout: Option<Duration>,
     max_batch_events: Option<usize>,
@@ -136,6 +206,70 @@ pub(super) struct RawCloudWatch {
     dead_letter_path: Option<PathBuf>,
     // Deserialized on its own so that its errors name `sinks.NAME.auth.KEY` and its line.
     auth: Option<toml::Value>,
+}
+
+/// `kms_key_id`, `tags`, `log_group_class`, `deletion_protection`, checked.
+fn new_group(
+    ctx: &mut Ctx<'_>,
+    err: &dyn Fn(&mut Ctx<'_>, &'static str, String),
+    raw: &RawCloudWatch,
+) -> NewGroup {
+    let class = match raw.log_group_class.as_deref() {
+        None => None,
+        Some("STANDARD") => Some(LogGroupClass::Standard),
+        Some("INFREQUENT_ACCESS") => Some(LogGroupClass::InfrequentAccess),
+        Some(other) => {
+            err(
+                ctx,
+                "log_group_class",
+                format!("`{other}` is not a log group class logferry can write to; use \"STANDARD\" or \"INFREQUENT_ACCESS\""),
+            );
+            None
+        }
+    };
+    if let Some(arn) = &raw.kms_key_id {
+        if let Some(problem) = kms_key_arn_problem(arn) {
+            err(ctx, "kms_key_id", format!("`{arn}` {problem}"));
+        }
+    }
+    let tags = raw.tags.clone().unwrap_or_default();
+    if tags.len() > 50 {
+        err(
+            ctx,
+            "tags",
+            format!("{} tags; a log group takes at most 50", tags.len()),
+        );
+    }
+    for (k, v) in &tags {
+        if k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") {
+            err(
+                ctx,
+                "tags",
+                format!("tag key `{k}` must be 1 to 128 characters and not start with aws:"),
+            );
+        }
+        if v.chars().count() > 256 {
+            err(
+                ctx,
+                "tags",
+                format!("the value of tag `{k}` is over 256 characters"),
+            );
+        }
+    }
+    let group = NewGroup {
+        kms_key_id: raw.kms_key_id.clone(),
+        tags,
+        class,
+        deletion_protection: raw.deletion_protection,
+    };
+    if raw.create_missing_group == Some(false) && group != NewGroup::default() {
+        err(
+            ctx,
+            "create_missing_group",
+            "is false, so kms_key_id, tags, log_group_class and deletion_protection (applied when logferry creates a group) would do nothing".into(),
+        );
+    }
+    group
 }
 
 #[derive(Deserialize)]
@@ -187,6 +321,7 @@ pub(super) fn cloudwatch_config(
         }
     }
 
+    let new_group = new_group(ctx, &err, &raw);
     let group_text = env("LOGFERRY_LOG_GROUP")
         .filter(|s| !s.is_empty())
         .or(raw.log_group);
@@ -227,6 +362,15 @@ pub(super) fn cloudwatch_config(
                     "{days} is not a retention CloudWatch accepts; use one of {}",
                     RETENTION_DAYS.map(|d| d.to_string()).join(", ")
                 ),
+            );
+        }
+    }
+    if let Some(rate) = raw.max_requests_per_second {
+        if !(rate > 0.0 && rate <= 1e6) {
+            err(
+                ctx,
+                "max_requests_per_second",
+                format!("{rate} is not a rate of calls per second (more than 0)"),
             );
         }
     }
@@ -292,6 +436,8 @@ pub(super) fn cloudwatch_config(
         create_missing_group: raw.create_missing_group.unwrap_or(true),
         create_missing_stream: raw.create_missing_stream.unwrap_or(true),
         retention_days: raw.retention_days,
+        new_group,
+        max_requests_per_second: raw.max_requests_per_second,
         batch_timeout,
         max_batch_events,
         max_batch_bytes,

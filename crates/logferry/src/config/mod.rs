@@ -49,7 +49,8 @@ pub mod syslog;
 mod zero_config;
 
 pub use cloudwatch::{
-    AssumeRole, AuthConfig, CloudWatchSinkConfig, MessageFormat, StaticKeys, RETENTION_DAYS,
+    AssumeRole, AuthConfig, CloudWatchSinkConfig, LogGroupClass, MessageFormat, NewGroup,
+    StaticKeys, RETENTION_DAYS,
 };
 use diag::{offset_to_line, Ctx};
 pub use diag::{ConfigError, ConfigErrors};
@@ -468,6 +469,48 @@ retention_days = 13
                 .any(|e| e.starts_with("c.toml:14: sinks.cw.retention_days: 13 is not")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn new_group_options_are_checked_with_line_and_key() {
+        let base = "[sources.s]\ntype = \"stdin\"\n\n[sinks.cw]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\n";
+        let errs = errors(&format!(
+            "{base}log_group_class = \"DELIVERY\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:alias/logs\"\nmax_requests_per_second = 0\n[sinks.cw.tags]\n\"aws:team\" = \"x\"\n"
+        ));
+        for (line, key, what) in [
+            (8, "log_group_class", "`DELIVERY` is not a log group class"),
+            (9, "kms_key_id", "names an alias"),
+            (10, "max_requests_per_second", "0 is not a rate"),
+            (11, "tags", "tag key `aws:team`"),
+        ] {
+            let want = format!("c.toml:{line}: sinks.cw.{key}: ");
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&want) && e.contains(what)),
+                "{want}{what} not in {errs:?}"
+            );
+        }
+        let errs = errors(&format!(
+            "{base}kms_key_id = \"1234abcd-12ab-34cd-56ef-1234567890ab\"\n"
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:8: sinks.cw.kms_key_id: ")
+                    && e.contains("is not an ARN")),
+            "{errs:?}"
+        );
+        let errs = errors(&format!(
+            "{base}create_missing_group = false\ndeletion_protection = true\n"
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("c.toml:8: sinks.cw.create_missing_group: is false")),
+            "{errs:?}"
+        );
+        let ok = format!(
+            "{base}log_group_class = \"INFREQUENT_ACCESS\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\ndeletion_protection = true\nmax_requests_per_second = 2.5\n[sinks.cw.tags]\nteam = \"logs\"\n"
+        );
+        assert_eq!(errors(&ok), Vec::<String>::new());
     }
 
     #[test]

@@ -62,12 +62,21 @@ impl Registry {
         render::render(self)
     }
 
-    /// Readiness: `Err(reason)` when some sink holds an event older than `stuck_after`.
+    /// Readiness: `Err(reason)` when some sink holds an event older than `stuck_after`, unless
+    /// it is only pacing itself: it waited for its governor's budget and CloudWatch accepted a
+    /// request within `stuck_after`. A fleet at its share of the account's quota holds events
+    /// longer by design; that is not a fault a restart or another pod could cure, and a probe
+    /// that flapped with every backlog would say nothing.
     pub fn ready(&self) -> Result<(), String> {
+        let now = now_ms();
+        let recent =
+            |ms: i64| ms > 0 && Duration::from_millis((now - ms).max(0) as u64) <= self.stuck_after;
         let mut problems = Vec::new();
         for (name, s) in &self.sinks {
             let age = Duration::from_millis(s.oldest_held_age_ms.load(Ordering::Relaxed));
-            if age > self.stuck_after {
+            let pacing = recent(s.last_budget_wait_ms.load(Ordering::Relaxed))
+                && recent(s.last_success_ms.load(Ordering::Relaxed));
+            if age > self.stuck_after && !pacing {
                 let last_error = s.last_error.lock().map(|e| e.clone()).unwrap_or_default();
                 problems.push(format!(
                     "sink {name}: oldest unsent event is {} s old (last error: {})",

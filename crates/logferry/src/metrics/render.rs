@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::exposition::{label_value, Exposition, Kind, Spec};
 use super::{Registry, SourceEntry};
 use crate::event::now_ms;
-use crate::sink::stats::{SinkStats, LATENCY_BUCKETS};
+use crate::sink::stats::{SinkStats, EVENTS_PER_REQUEST_BUCKETS, LATENCY_BUCKETS};
 use crate::source::stats::SourceStats;
 
 /// Picks one counter out of a source's stats.
@@ -346,7 +346,16 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
             );
         }
     }
-    for spec in [DEAD_LETTERED, SINK_DROPPED, OLDEST_UNSENT, PUT_LATENCY] {
+    for spec in [
+        DEAD_LETTERED,
+        SINK_DROPPED,
+        OLDEST_UNSENT,
+        PUT_LATENCY,
+        CALLS_THROTTLED,
+        REQUEST_RATE,
+        BUDGET_WAIT,
+        EVENTS_PER_REQUEST,
+    ] {
         x.declare(spec);
     }
     for (sink, s) in sinks {
@@ -383,8 +392,79 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
         let sum_us = s.latency_sum_us.load(Ordering::Relaxed);
         latency.suffixed("_sum", &l, format!("{:.6}", sum_us as f64 / 1e6));
         latency.suffixed("_count", &l, count);
+        governors(x, &l, s);
     }
 }
+
+/// The pacing against the account's quotas: each API's pace and throttles, time spent waiting
+/// for budget, and how full the requests that went out were.
+fn governors(x: &mut Exposition, l: &str, s: &SinkStats) {
+    for (api, throttled, rate) in [
+        (
+            "PutLogEvents",
+            &s.throttled_put_log_events,
+            &s.rate_put_log_events_milli,
+        ),
+        (
+            "CreateLogStream",
+            &s.throttled_create_log_stream,
+            &s.rate_create_log_stream_milli,
+        ),
+        (
+            "CreateLogGroup",
+            &s.throttled_create_log_group,
+            &s.rate_create_log_group_milli,
+        ),
+    ] {
+        let al = format!("{l},api=\"{api}\"");
+        x.declare(CALLS_THROTTLED)
+            .sample(&al, throttled.load(Ordering::Relaxed));
+        x.declare(REQUEST_RATE).sample(
+            &al,
+            format!("{:.3}", rate.load(Ordering::Relaxed) as f64 / 1000.0),
+        );
+    }
+    x.declare(BUDGET_WAIT).sample(
+        l,
+        format!(
+            "{:.3}",
+            s.budget_wait_us.load(Ordering::Relaxed) as f64 / 1e6
+        ),
+    );
+    let epr = x.declare(EVENTS_PER_REQUEST);
+    for (i, bound) in EVENTS_PER_REQUEST_BUCKETS.iter().enumerate() {
+        epr.suffixed(
+            "_bucket",
+            &format!("{l},le=\"{bound}\""),
+            s.events_per_request_buckets[i].load(Ordering::Relaxed),
+        );
+    }
+    let count = s.events_per_request_count.load(Ordering::Relaxed);
+    epr.suffixed("_bucket", &format!("{l},le=\"+Inf\""), count);
+    epr.suffixed("_sum", l, s.events_per_request_sum.load(Ordering::Relaxed));
+    epr.suffixed("_count", l, count);
+}
+
+const CALLS_THROTTLED: Spec = (
+    "logferry_sink_calls_throttled_total",
+    Kind::Counter,
+    "Calls answered ThrottlingException, by API (the account's quota was spent).",
+);
+const REQUEST_RATE: Spec = (
+    "logferry_sink_request_rate",
+    Kind::Gauge,
+    "Calls per second the sink's governor allows now, by API (AIMD against the account's quota).",
+);
+const BUDGET_WAIT: Spec = (
+    "logferry_sink_budget_wait_seconds_total",
+    Kind::Counter,
+    "Time requests ready to go waited for the governor's budget.",
+);
+const EVENTS_PER_REQUEST: Spec = (
+    "logferry_sink_events_per_request",
+    Kind::Histogram,
+    "Events in each PutLogEvents request CloudWatch accepted.",
+);
 
 const DEAD_LETTERED: Spec = (
     "logferry_sink_events_dead_lettered_total",

@@ -9,7 +9,10 @@
 //!
 //! A [`RequestBuilder`] accumulates one stream's events and cuts a request *before* an event
 //! would break a count, size or span limit, so every request it returns is valid once sorted
-//! (sorting cannot change its count, size or span). Oversize messages are split into numbered
+//! (sorting cannot change its count, size or span). A [`StreamBatcher`] holds one builder per
+//! UTC day of a stream's events, so events spread over more than 24 hours, in any order, are
+//! grouped by day instead of cutting a request at every event that would widen the span; a
+//! request is cut only when it is full, or taken when the sink sends it. Oversize messages are split into numbered
 //! parts by [`split_oversize`] before they get here; each part keeps a share of the event's
 //! acknowledgement, so the event counts as delivered only when every part is.
 
@@ -123,14 +126,20 @@ impl RequestBuilder {
         Some(out)
     }
 
-    /// When the oldest event still held was added.
     /// Bytes the events held now count against a request (messages + 26 each).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
+    /// When the oldest event still held was added.
     pub fn opened(&self) -> Option<Instant> {
         self.opened
+    }
+
+    /// How full the request is, 0..=1: by events or by bytes, whichever is fuller.
+    pub fn fill(&self) -> f64 {
+        (self.events.len() as f64 / self.max_events as f64)
+            .max(self.bytes as f64 / self.max_bytes as f64)
     }
 
     /// Events held.
@@ -141,6 +150,111 @@ impl RequestBuilder {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+}
+
+/// A request cut from a [`StreamBatcher`]: sorted events and when the oldest was taken in.
+#[derive(Debug)]
+pub struct Cut {
+    /// The events, sorted, valid.
+    pub events: Vec<Pending>,
+    /// When the builder took its first event.
+    pub opened: Instant,
+    /// How full it was, 0..=1.
+    pub fill: f64,
+}
+
+/// One stream's requests being built, one per UTC day of their events' timestamps.
+///
+/// A request may not span more than 24 hours. Cutting one whenever an event would widen the
+/// span past that sends out-of-order input (a backfill, journal files merged, a clock set
+/// right) a handful of events at a time: 30,004 events spread over 30 hours took 4,407
+/// requests. A request per UTC day keeps every span under 24 hours by construction; a stream
+/// holds as many as the days it has events of (at most 15: older events are dead-lettered
+/// before they get here), and each is cut only when full.
+#[derive(Debug)]
+pub struct StreamBatcher {
+    days: Vec<(i64, RequestBuilder)>,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl StreamBatcher {
+    /// Requests of at most `max_events` / `max_bytes` (clamped to CloudWatch's limits).
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        StreamBatcher {
+            days: Vec::new(),
+            max_events,
+            max_bytes,
+        }
+    }
+
+    /// Adds an event; returns its day's request if that had to be cut (full).
+    pub fn push(&mut self, event: Pending) -> Option<Cut> {
+        let day = event.timestamp_ms.div_euclid(MAX_SPAN_MS);
+        let i = match self.days.iter().position(|(d, _)| *d == day) {
+            Some(i) => i,
+            None => {
+                let builder = RequestBuilder::new(self.max_events, self.max_bytes);
+                self.days.push((day, builder));
+                self.days.len() - 1
+            }
+        };
+        let builder = &mut self.days[i].1;
+        let opened = builder.opened();
+        let events = builder.push(event)?;
+        Some(Cut {
+            events,
+            opened: opened.unwrap_or_else(Instant::now),
+            fill: 1.0,
+        })
+    }
+
+    /// Bytes held by every day's request.
+    pub fn bytes(&self) -> usize {
+        self.days.iter().map(|(_, b)| b.bytes()).sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.days.iter().all(|(_, b)| b.is_empty())
+    }
+
+    /// The requests being built: (index for [`StreamBatcher::take`], opened, fill).
+    pub fn open(&self) -> impl Iterator<Item = (usize, Instant, f64)> + '_ {
+        self.days
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, b))| Some((i, b.opened()?, b.fill())))
+    }
+
+    /// Takes the request at `index` (from [`StreamBatcher::open`]).
+    pub fn take(&mut self, index: usize) -> Option<Cut> {
+        let (_, builder) = self.days.get_mut(index)?;
+        let (opened, fill) = (builder.opened()?, builder.fill());
+        let events = builder.take()?;
+        // Days without events are dropped; the index of the others may change.
+        self.days.retain(|(_, b)| !b.is_empty());
+        Some(Cut {
+            events,
+            opened,
+            fill,
+        })
+    }
+
+    /// Takes every request being built.
+    pub fn take_all(&mut self) -> Vec<Cut> {
+        std::mem::take(&mut self.days)
+            .into_iter()
+            .filter_map(|(_, mut builder)| {
+                let (opened, fill) = (builder.opened()?, builder.fill());
+                Some(Cut {
+                    events: builder.take()?,
+                    opened,
+                    fill,
+                })
+            })
+            .collect()
     }
 }
 
@@ -303,5 +417,65 @@ mod tests {
             seen.sort_unstable();
             prop_assert_eq!(seen, ids);
         }
+
+        /// The same contract through a stream's batcher, with input in any order over days:
+        /// every request valid, nothing lost, and a request cut only when full: at most one
+        /// partial request per day the events fall on.
+        #[test]
+        fn stream_batcher_groups_by_day_and_cuts_only_full_requests(
+            events in prop::collection::vec((-(3 * MAX_SPAN_MS)..(3 * MAX_SPAN_MS), 1usize..50_000), 1..600),
+            max_events in 1usize..300,
+            max_bytes in 60usize..400_000,
+        ) {
+            let mut b = StreamBatcher::new(max_events, max_bytes);
+            let (max_events_c, max_bytes_c) = (
+                max_events.clamp(1, MAX_REQUEST_EVENTS),
+                max_bytes.clamp(EVENT_OVERHEAD + 1, MAX_REQUEST_BYTES),
+            );
+            let room = max_bytes_c - EVENT_OVERHEAD;
+            let mut reqs = Vec::new();
+            for (i, (ts, len)) in events.iter().enumerate() {
+                let mut e = p(*ts, 1);
+                e.message = format!("{i:08}{}", "x".repeat(len.saturating_sub(8)));
+                e.message.truncate(room);
+                let cost = e.cost();
+                if let Some(cut) = b.push(e) {
+                    let bytes: usize = cut.events.iter().map(Pending::cost).sum();
+                    prop_assert!(
+                        cut.events.len() >= max_events_c || bytes + cost > max_bytes_c || bytes >= max_bytes_c,
+                        "cut before full: {} events, {bytes} bytes", cut.events.len()
+                    );
+                    reqs.push(cut.events);
+                }
+            }
+            let days: std::collections::BTreeSet<i64> =
+                events.iter().map(|(ts, _)| ts.div_euclid(MAX_SPAN_MS)).collect();
+            let partial = b.take_all();
+            prop_assert!(partial.len() <= days.len());
+            prop_assert!(b.is_empty() && b.bytes() == 0);
+            reqs.extend(partial.into_iter().map(|c| c.events));
+            let mut seen = Vec::new();
+            for r in &reqs {
+                check_request(r, max_events, max_bytes);
+                seen.extend(r.iter().map(|e| e.message[..8].parse::<usize>().unwrap_or(usize::MAX)));
+            }
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..events.len()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn thirty_hours_out_of_order_fill_requests_by_day() {
+        let hour = 3_600_000;
+        let mut b = StreamBatcher::new(10_000, MAX_REQUEST_BYTES);
+        let mut x = 7u64;
+        let mut reqs = 0;
+        for _ in 0..30_004 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            reqs += usize::from(b.push(p(((x >> 33) % (30 * hour)) as i64, 40)).is_some());
+        }
+        reqs += b.take_all().len();
+        // 30,004 events over two UTC days: 2 + 1 full requests and 2 partial ones at most.
+        assert!(reqs <= 5, "{reqs} requests");
     }
 }

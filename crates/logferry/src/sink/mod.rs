@@ -1,34 +1,45 @@
 //! The CloudWatch Logs sink: from events to accepted PutLogEvents requests.
 //!
 //! One task ([`CloudWatchSink::run`]) takes event chunks from a bounded channel, renders each
-//! event's text and group/stream names, and feeds a [`batch::RequestBuilder`] per stream. Full
-//! requests (or ones older than `batch_timeout`) are handed to a request task ([`request`]),
-//! at most `stream_concurrency` per stream and `max_in_flight` overall. Waiting for a free slot
-//! stops the intake loop, the channel fills, and sources stop reading: that is the backpressure.
+//! event's text and group/stream names, and feeds a [`batch::StreamBatcher`] per stream (a
+//! request being built per UTC day of the stream's events). Then it schedules: a full request
+//! may go at once, a partial one once it is `batch_timeout` old, and each goes only when the
+//! sink's [`governor`] has budget for a call: CloudWatch's quotas are per account, and the
+//! governor paces the sink to its share of them (AIMD, like TCP). While there is no budget,
+//! requests keep filling, so latency grows instead of throttles and each call carries more.
+//! When budget frees, the request with the highest `age + fill x batch_timeout` goes first
+//! (the oldest, a full one counting as one `batch_timeout` older), so no stream starves.
 //!
-//! Request tasks own the retry policy (the SDK's own retries are off: they could resend
-//! silently) and resolve every event's acknowledgement as delivered or dead-lettered. Nothing
-//! is given up on while the process runs; at shutdown, what could not be delivered within the
-//! grace period is left unacknowledged, so a source with a position reads it again next time.
+//! A sent request runs in a task ([`request::put`], one attempt); its answer comes back here:
+//! a throttle slows the whole sink and puts the request back in its queue, a missing stream
+//! waits for [`control`] to create it (once, paced), other failures wait a backoff
+//! ([`retry`]). Nothing is given up on while the process runs; at shutdown, what could not be
+//! delivered within the grace period is left unacknowledged, so a source with a position reads
+//! it again next time.
 //!
-//! Per-stream state is dropped once a stream has been idle for a while, so memory does not grow
-//! with the number of streams ever seen (a Vector bug with per-pod streams). Requests being
-//! built are capped in total ([`BUILDING_BUDGET`]): with a stream per pod, a hundred builders
-//! each filling toward 1 MiB would otherwise hold a hundred MiB during a backlog; past the cap
-//! the fullest one is sent early, which also waits for a slot, so the cap is backpressure too.
+//! Backpressure: at most `stream_concurrency` requests per stream and `max_in_flight` overall
+//! are in flight, and what the sink holds unsent is capped ([`BUILDING_BUDGET`]): past the cap
+//! the fullest request being built is made ready at once and intake stops until the held bytes
+//! drop, so the channel fills and sources stop reading. Per-stream state is dropped once a
+//! stream has been idle for a while, so memory does not grow with the number of streams ever
+//! seen (a Vector bug with per-pod streams).
 
 pub mod batch;
 pub mod client;
+pub mod control;
 pub mod dead_letter;
+pub mod endpoint;
+pub mod governor;
 pub mod request;
+pub mod retry;
 pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,8 +49,11 @@ use crate::config::CloudWatchSinkConfig;
 use crate::event::{now_ms, Event};
 use crate::format::format_event;
 use crate::template::Template;
-use batch::{split_oversize, Pending, RequestBuilder, MAX_MESSAGE_BYTES};
+use batch::{split_oversize, Cut, Pending, StreamBatcher, MAX_MESSAGE_BYTES};
+use control::ControlPlane;
 use dead_letter::{DeadLetterFile, Reason};
+use governor::{Governor, Pace, Ticket};
+use request::{Answer, Request};
 use stats::SinkStats;
 
 /// CloudWatch refuses events older than this.
@@ -48,7 +62,8 @@ pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
 pub const MAX_AHEAD_MS: i64 = 2 * 3600 * 1000;
 /// Stream state idle this long is released.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
-/// Bytes all streams' requests being built may hold together before the fullest is sent.
+/// Bytes the sink may hold unsent (being built or waiting for budget) before it stops taking
+/// events and makes the fullest request ready.
 pub const BUILDING_BUDGET: usize = 16 << 20;
 
 /// What request tasks share.
@@ -66,17 +81,47 @@ pub struct Shared {
     /// The sink's name, for logs.
     pub name: String,
     /// Rate limiting of repeated warnings.
-    pub log_limiter: request::LogLimiter,
-    /// Requests in flight and when each was dispatched, for the oldest-unsent-event age.
-    pub in_flight_since: std::sync::Mutex<std::collections::BTreeMap<u64, Instant>>,
+    pub log_limiter: retry::LogLimiter,
+}
+
+/// Whether a stream is known to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existence {
+    /// Not known yet: one request at a time until the first answer says.
+    Unknown,
+    /// PutLogEvents found it missing; [`control`] is creating it.
+    Missing,
+    /// A request succeeded, or it was created.
+    Exists,
 }
 
 struct StreamState {
     group: Arc<str>,
     stream: Arc<str>,
-    builder: RequestBuilder,
-    slots: Arc<Semaphore>,
+    building: StreamBatcher,
+    /// Requests cut (full) or sent back (throttled, failed, waiting for the stream), in order.
+    ready: VecDeque<Request>,
+    in_flight: usize,
+    existence: Existence,
     last_used: Instant,
+}
+
+/// What a finished task reports.
+enum Finished {
+    Put {
+        key: String,
+        seq: u64,
+        ticket: Ticket,
+        answer: Answer,
+    },
+    Control(control::Finished),
+    DeadLettered,
+}
+
+/// Where the next request comes from.
+enum Source {
+    Ready,
+    Building(usize),
 }
 
 /// The sink task's state.
@@ -85,63 +130,102 @@ pub struct CloudWatchSink {
     group: Template,
     stream: Template,
     streams: HashMap<String, StreamState>,
-    global_slots: Arc<Semaphore>,
-    tasks: JoinSet<()>,
+    governor: Governor,
+    control: ControlPlane,
+    tasks: JoinSet<Finished>,
+    puts_in_flight: usize,
     key_buf: String,
     group_buf: String,
     stream_buf: String,
     rejected: Vec<(Pending, Reason)>,
+    /// Bytes held unsent: being built or ready.
+    held_bytes: usize,
+    /// When the sink began waiting for budget with a request ready, if it is.
+    waiting_since: Option<Instant>,
+    /// When each in-flight request's oldest event was taken in, by request number.
+    in_flight_opened: BTreeMap<u64, Instant>,
     request_seq: u64,
-    /// What every stream's builder holds, in request bytes.
-    building_bytes: usize,
 }
 
 impl CloudWatchSink {
     /// A sink with host variables already bound in its templates.
     pub fn new(shared: Arc<Shared>, group: Template, stream: Template) -> Self {
-        let max_in_flight = shared.config.max_in_flight;
+        let now = Instant::now();
+        let cfg = &shared.config;
+        let governor = Governor::new(
+            Pace::put_log_events(cfg.max_backoff, cfg.max_requests_per_second),
+            now,
+        );
+        let control = ControlPlane::new(cfg.max_backoff, now);
         CloudWatchSink {
             shared,
             group,
             stream,
             streams: HashMap::new(),
-            global_slots: Arc::new(Semaphore::new(max_in_flight)),
+            governor,
+            control,
             tasks: JoinSet::new(),
+            puts_in_flight: 0,
             key_buf: String::new(),
             group_buf: String::new(),
             stream_buf: String::new(),
             rejected: Vec::new(),
+            held_bytes: 0,
+            waiting_since: None,
+            in_flight_opened: BTreeMap::new(),
             request_seq: 0,
-            building_bytes: 0,
         }
     }
 
-    /// Runs until every sender of `rx` is gone, then flushes and waits for in-flight requests
-    /// (which give up, leaving events unacknowledged, when the cancel token fires).
+    /// Runs until every sender of `rx` is gone and everything is delivered, or until the
+    /// cancel token fires after that (then what is left stays unacknowledged).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) {
         let tick_every = (self.shared.config.batch_timeout / 4)
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        let cancel = self.shared.cancel.clone();
         loop {
+            let wake = self.send_what_may_go();
+            if !open && self.is_idle() {
+                break;
+            }
+            let intake = open && self.held_bytes <= BUILDING_BUDGET;
+            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 biased;
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
-                chunk = rx.recv() => match chunk {
-                    Some(events) => self.ingest(events).await,
-                    None => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(done) = done {
+                        self.finished(done);
+                    }
+                }
+                chunk = rx.recv(), if intake => match chunk {
+                    Some(events) => self.ingest(events),
+                    None => {
+                        open = false;
+                        self.make_all_ready();
+                    }
                 },
-                _ = tick.tick() => self.flush_due().await,
+                _ = sleep, if wake.is_some() => {}
+                _ = tick.tick() => self.housekeeping(),
+                _ = cancel.cancelled(), if !open => break,
             }
         }
-        let keys: Vec<String> = self.streams.keys().cloned().collect();
-        for key in keys {
-            self.flush_stream(&key).await;
-        }
+        // Cancelled tasks return at once; what they held stays unacknowledged.
         while self.tasks.join_next().await.is_some() {}
     }
 
-    async fn ingest(&mut self, events: Vec<Event>) {
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+            && self.control.is_idle()
+            && self
+                .streams
+                .values()
+                .all(|s| s.ready.is_empty() && s.building.is_empty())
+    }
+
+    fn ingest(&mut self, events: Vec<Event>) {
         let stats = self.shared.stats.clone();
         stats
             .events_received
@@ -177,23 +261,22 @@ impl CloudWatchSink {
             if let Some(reason) = reject {
                 self.rejected.extend(parts.into_iter().map(|p| (p, reason)));
                 self.flush_rejected(&key);
-            } else {
+            } else if let Some(state) = self.streams.get_mut(&key) {
                 for part in parts {
-                    let Some(state) = self.streams.get_mut(&key) else {
-                        continue;
-                    };
-                    let before = state.builder.bytes();
-                    let cut = state.builder.push(part);
-                    self.building_bytes = self.building_bytes - before + state.builder.bytes();
-                    if let Some(request) = cut {
-                        self.dispatch(&key, request).await;
-                    }
-                    if self.building_bytes > BUILDING_BUDGET {
-                        self.flush_fullest().await;
+                    let before = state.building.bytes();
+                    let cut = state.building.push(part);
+                    self.held_bytes = self.held_bytes - before + state.building.bytes();
+                    if let Some(cut) = cut {
+                        // Still held, now as a ready request.
+                        self.held_bytes += cut_bytes(&cut);
+                        state.ready.push_back(into_request(cut));
                     }
                 }
             }
             self.key_buf = key;
+            if self.held_bytes > BUILDING_BUDGET {
+                self.make_fullest_ready();
+            }
         }
     }
 
@@ -228,8 +311,10 @@ impl CloudWatchSink {
             StreamState {
                 group: group.into(),
                 stream: stream.into(),
-                builder: RequestBuilder::new(cfg.max_batch_events, cfg.max_batch_bytes),
-                slots: Arc::new(Semaphore::new(cfg.stream_concurrency)),
+                building: StreamBatcher::new(cfg.max_batch_events, cfg.max_batch_bytes),
+                ready: VecDeque::new(),
+                in_flight: 0,
+                existence: Existence::Unknown,
                 last_used: now,
             },
         );
@@ -248,118 +333,295 @@ impl CloudWatchSink {
         self.tasks.spawn(
             async move {
                 request::dead_letter(&shared, &group, &stream, rejected, None).await;
+                Finished::DeadLettered
             }
             .in_current_span(),
         );
     }
 
-    async fn dispatch(&mut self, key: &str, request: Vec<Pending>) {
-        let Some(state) = self.streams.get(key) else {
-            return;
-        };
-        let (group, stream, slots) = (
-            state.group.clone(),
-            state.stream.clone(),
-            state.slots.clone(),
-        );
-        let stream_permit = acquire(slots, &mut self.tasks).await;
-        let global_permit = acquire(self.global_slots.clone(), &mut self.tasks).await;
-        let shared = self.shared.clone();
-        self.request_seq += 1;
-        let seq = self.request_seq;
-        if let Ok(mut m) = shared.in_flight_since.lock() {
-            m.insert(seq, Instant::now());
-        }
-        self.tasks.spawn(
-            async move {
-                let _permits = (stream_permit, global_permit);
-                request::deliver(&shared, &group, &stream, request).await;
-                if let Ok(mut m) = shared.in_flight_since.lock() {
-                    m.remove(&seq);
-                }
-            }
-            .in_current_span(),
-        );
-    }
-
-    async fn flush_stream(&mut self, key: &str) {
-        let Some(state) = self.streams.get_mut(key) else {
-            return;
-        };
-        self.building_bytes -= state.builder.bytes();
-        if let Some(request) = state.builder.take() {
-            self.dispatch(key, request).await;
-        }
-    }
-
-    /// Sends the request that holds the most, to keep [`BUILDING_BUDGET`].
-    async fn flush_fullest(&mut self) {
+    /// Makes the fullest request being built ready at once, to keep [`BUILDING_BUDGET`].
+    fn make_fullest_ready(&mut self) {
         let fullest = self
             .streams
             .iter()
-            .max_by_key(|(_, s)| s.builder.bytes())
-            .map(|(k, _)| k.clone());
-        if let Some(key) = fullest {
-            self.shared
-                .stats
-                .budget_flushes
-                .fetch_add(1, Ordering::Relaxed);
-            self.flush_stream(&key).await;
+            .flat_map(|(k, s)| s.building.open().map(move |(i, _, fill)| (k, i, fill)))
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(k, i, _)| (k.clone(), i));
+        let Some((key, index)) = fullest else { return };
+        if let Some(state) = self.streams.get_mut(&key) {
+            if let Some(cut) = state.building.take(index) {
+                self.shared
+                    .stats
+                    .budget_flushes
+                    .fetch_add(1, Ordering::Relaxed);
+                state.ready.push_back(into_request(cut));
+            }
         }
     }
 
-    async fn flush_due(&mut self) {
-        let timeout = self.shared.config.batch_timeout;
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| {
-                s.builder
-                    .opened()
-                    .is_some_and(|t| now.duration_since(t) >= timeout)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            self.flush_stream(&key).await;
+    /// At shutdown: every request being built may go now.
+    fn make_all_ready(&mut self) {
+        for state in self.streams.values_mut() {
+            for cut in state.building.take_all() {
+                state.ready.push_back(into_request(cut));
+            }
         }
-        let oldest_building = self
+    }
+
+    /// Sends every request and control call that may go now; returns when to look again.
+    fn send_what_may_go(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut wake = loop {
+            match self.control.next(now) {
+                Ok((job, call, ticket)) => {
+                    let shared = self.shared.clone();
+                    self.tasks.spawn(
+                        async move {
+                            Finished::Control(control::call(shared, job, call, ticket).await)
+                        }
+                        .in_current_span(),
+                    );
+                }
+                Err(wake) => break wake,
+            }
+        };
+        let earliest = |wake: &mut Option<Instant>, t: Instant| {
+            *wake = Some(wake.map_or(t, |w| w.min(t)));
+        };
+        let max_in_flight = self.shared.config.max_in_flight;
+        while self.puts_in_flight < max_in_flight {
+            let (best, due) = self.best_request(now);
+            if let Some(t) = due {
+                earliest(&mut wake, t);
+            }
+            let Some((key, source)) = best else {
+                self.stop_waiting(now);
+                break;
+            };
+            let ticket = match self.governor.try_acquire(now) {
+                Ok(ticket) => ticket,
+                Err(wait) => {
+                    self.waiting_since.get_or_insert(now);
+                    let stats = &self.shared.stats;
+                    stats.waiting_for_budget.store(true, Ordering::Relaxed);
+                    stats.last_budget_wait_ms.store(now_ms(), Ordering::Relaxed);
+                    earliest(&mut wake, now + wait);
+                    break;
+                }
+            };
+            self.stop_waiting(now);
+            let Some(state) = self.streams.get_mut(&key) else {
+                break;
+            };
+            let req = match source {
+                Source::Ready => state.ready.pop_front(),
+                Source::Building(i) => state.building.take(i).map(into_request),
+            };
+            let Some(req) = req else { break };
+            self.held_bytes = self.held_bytes.saturating_sub(req.bytes);
+            state.in_flight += 1;
+            self.puts_in_flight += 1;
+            self.request_seq += 1;
+            let seq = self.request_seq;
+            self.in_flight_opened.insert(seq, req.opened);
+            let (shared, group, stream) = (
+                self.shared.clone(),
+                state.group.clone(),
+                state.stream.clone(),
+            );
+            self.tasks.spawn(
+                async move {
+                    let answer = request::put(&shared, &group, &stream, req).await;
+                    Finished::Put {
+                        key,
+                        seq,
+                        ticket,
+                        answer,
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        wake
+    }
+
+    fn stop_waiting(&mut self, now: Instant) {
+        if let Some(since) = self.waiting_since.take() {
+            let stats = &self.shared.stats;
+            stats.budget_wait_us.fetch_add(
+                now.duration_since(since).as_micros() as u64,
+                Ordering::Relaxed,
+            );
+            stats.waiting_for_budget.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The request that should go next, and the earliest time another becomes due.
+    ///
+    /// A ready request (full, or sent back) may go unless it waits out a backoff; a request
+    /// being built once it is `batch_timeout` old. The highest `age + fill x batch_timeout`
+    /// wins. A stream not yet known to exist has one request in flight at most; one being
+    /// created has none.
+    fn best_request(&self, now: Instant) -> (Option<(String, Source)>, Option<Instant>) {
+        let cfg = &self.shared.config;
+        let timeout = cfg.batch_timeout;
+        let mut best: Option<(f64, &String, Source)> = None;
+        let mut due: Option<Instant> = None;
+        let score = |opened: Instant, fill: f64| {
+            now.saturating_duration_since(opened).as_secs_f64() + fill * timeout.as_secs_f64()
+        };
+        for (key, s) in &self.streams {
+            let limit = match s.existence {
+                Existence::Unknown => 1,
+                Existence::Missing => 0,
+                Existence::Exists => cfg.stream_concurrency,
+            };
+            if s.in_flight >= limit {
+                continue;
+            }
+            let mut candidates: Vec<(f64, Source)> = Vec::new();
+            if let Some(front) = s.ready.front() {
+                // Requests being built wait behind the stream's ready ones.
+                match front.not_before.filter(|t| *t > now) {
+                    Some(t) => due = Some(due.map_or(t, |d| d.min(t))),
+                    None => candidates.push((score(front.opened, front.fill), Source::Ready)),
+                }
+            } else {
+                for (i, opened, fill) in s.building.open() {
+                    let at = opened + timeout;
+                    if at <= now || fill >= 1.0 {
+                        candidates.push((score(opened, fill), Source::Building(i)));
+                    } else {
+                        due = Some(due.map_or(at, |d| d.min(at)));
+                    }
+                }
+            }
+            for (score, source) in candidates {
+                if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                    best = Some((score, key, source));
+                }
+            }
+        }
+        (best.map(|(_, k, s)| (k.clone(), s)), due)
+    }
+
+    fn finished(&mut self, done: Finished) {
+        let now = Instant::now();
+        let (key, ticket, answer) = match done {
+            Finished::DeadLettered => return,
+            Finished::Control(f) => {
+                for key in self.control.finished(&self.shared, f, now) {
+                    if let Some(s) = self.streams.get_mut(&key) {
+                        s.existence = Existence::Exists;
+                    }
+                }
+                return;
+            }
+            Finished::Put {
+                key,
+                seq,
+                ticket,
+                answer,
+            } => {
+                self.in_flight_opened.remove(&seq);
+                (key, ticket, answer)
+            }
+        };
+        self.puts_in_flight -= 1;
+        let stats = self.shared.stats.clone();
+        match &answer {
+            Answer::Throttled(_) => self.governor.on_throttle(ticket, now),
+            _ => self.governor.on_success(ticket),
+        }
+        stats
+            .rate_put_log_events_milli
+            .store((self.governor.rate() * 1000.0) as u64, Ordering::Relaxed);
+        let Some(state) = self.streams.get_mut(&key) else {
+            return;
+        };
+        state.in_flight -= 1;
+        let mut back = |req: Request, held: &mut usize| {
+            *held += req.bytes;
+            state.ready.push_front(req);
+        };
+        match answer {
+            Answer::Done => {
+                if state.existence == Existence::Unknown {
+                    state.existence = Existence::Exists;
+                }
+            }
+            Answer::Cancelled => {}
+            Answer::Throttled(req) | Answer::Retry(req) => back(req, &mut self.held_bytes),
+            Answer::Split(first, second) => {
+                back(second, &mut self.held_bytes);
+                back(first, &mut self.held_bytes);
+            }
+            Answer::NotFound { mut req, group } => {
+                if !self.shared.config.create_missing_stream {
+                    let wait = retry::backoff(req.attempt, self.shared.config.max_backoff);
+                    let detail = "the log stream does not exist and create_missing_stream = false; create it, or allow logferry to";
+                    stats.set_error(detail);
+                    request::warn_retry(
+                        &self.shared,
+                        "PutLogEvents",
+                        &state.group,
+                        &state.stream,
+                        retry::RetryKind::Missing,
+                        detail,
+                        wait,
+                    );
+                    req.attempt += 1;
+                    req.not_before = Some(now + wait);
+                } else if state.existence != Existence::Missing {
+                    state.existence = Existence::Missing;
+                    self.control.stream_missing(
+                        &self.shared,
+                        &key,
+                        state.group.clone(),
+                        state.stream.clone(),
+                        group,
+                    );
+                }
+                back(req, &mut self.held_bytes);
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let oldest = self
             .streams
             .values()
-            .filter_map(|s| s.builder.opened())
+            .flat_map(|s| {
+                s.ready
+                    .iter()
+                    .map(|r| r.opened)
+                    .chain(s.building.open().map(|(_, opened, _)| opened))
+            })
+            .chain(self.in_flight_opened.values().copied())
+            .min()
             .map(|t| now.duration_since(t))
-            .max()
             .unwrap_or_default();
-        let oldest_in_flight = self
-            .shared
-            .in_flight_since
-            .lock()
-            .ok()
-            .and_then(|m| m.values().next().map(|t| now.duration_since(*t)))
-            .unwrap_or_default();
-        self.shared.stats.oldest_held_age_ms.store(
-            oldest_building.max(oldest_in_flight).as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        let stream_concurrency = self.shared.config.stream_concurrency;
+        self.shared
+            .stats
+            .oldest_held_age_ms
+            .store(oldest.as_millis() as u64, Ordering::Relaxed);
         self.streams.retain(|_, s| {
-            !(s.builder.is_empty()
-                && now.duration_since(s.last_used) > STREAM_IDLE
-                && s.slots.available_permits() == stream_concurrency)
+            !(s.building.is_empty()
+                && s.ready.is_empty()
+                && s.in_flight == 0
+                && s.existence != Existence::Missing
+                && now.duration_since(s.last_used) > STREAM_IDLE)
         });
     }
 }
 
-/// Waits for a permit while still reaping finished request tasks, so a full pipeline does not
-/// hold on to the memory of completed requests.
-async fn acquire(slots: Arc<Semaphore>, tasks: &mut JoinSet<()>) -> Option<OwnedSemaphorePermit> {
-    loop {
-        tokio::select! {
-            permit = slots.clone().acquire_owned() => return permit.ok(),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
+fn cut_bytes(cut: &Cut) -> usize {
+    cut.events.iter().map(Pending::cost).sum()
+}
+
+fn into_request(cut: Cut) -> Request {
+    Request::new(cut.events, cut.opened, cut.fill)
 }
 
 /// The span of one sink: everything it logs, in its intake loop and its request tasks, carries

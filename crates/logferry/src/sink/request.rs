@@ -1,214 +1,29 @@
-//! One PutLogEvents request, seen through to the end.
+//! One PutLogEvents call, and what its answer means for the request's events.
 //!
-//! The retry policy is ours, not the SDK's:
-//! - Throttling, `ServiceUnavailableException`, 5xx, timeouts, connection failures and
-//!   credential or permission errors are retried forever (while the process runs) with
-//!   exponential backoff and full jitter, capped at `max_backoff`. An outage must not drop
-//!   data; logs say what is wrong, rate-limited.
-//! - `ResourceNotFoundException` creates the stream, and the group if the stream cannot be
-//!   created for lack of one (each only when allowed), then retries. Creation calls meet the
-//!   same throttles and outages as PutLogEvents and are retried the same way (Vector drops a
-//!   batch when CreateLogGroup is throttled; we do not).
-//! - `InvalidParameterException` means a request logferry built wrongly or an event CloudWatch
-//!   will never take: the request is split in halves until the culprit stands alone, and only
-//!   that event is dead-lettered. Never a loop.
-//! - A 200 answer may still reject events (`rejectedLogEventsInfo`): those go to the dead-letter
-//!   file, the rest count as delivered.
+//! [`put`] sends one attempt of a request the batcher built ([`super::batch`]) and sorts the
+//! answer into an [`Answer`] for the sink's scheduler, which decides what is sent when
+//! ([`super::governor`] paces it, [`super::retry`] says how to retry):
+//! - delivered: acknowledgements resolved; events a 200 answer still rejects
+//!   (`rejectedLogEventsInfo`) go to the dead-letter file, the rest count as delivered;
+//! - throttled: the request goes back to the queue, whole, and the sink slows down;
+//! - the stream is missing: the request waits until [`super::control`] has created it;
+//! - an invalid request is split in halves until the culprit stands alone and is dead-lettered;
+//! - anything else: back to the queue after a backoff.
 //!
-//! Only the failed request is retried, never more. A retry after a timeout or a lost response
-//! may duplicate events CloudWatch did ingest; that is the price of at-least-once, counted in
-//! `ambiguous_resends`.
+//! The body is encoded once per request and reused by every attempt.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
-use rand::Rng;
+use aws_sdk_cloudwatchlogs::error::SdkError;
 
 use super::batch::Pending;
 use super::dead_letter::{Reason, Record};
+use super::retry::{backoff, classify, Failure, RetryKind};
 use super::Shared;
 use crate::ack::AckStatus;
 use crate::format::push_json_str;
-
-/// How a failed call should be handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The group or stream does not exist.
-    NotFound,
-    /// The request (or an event in it) can never succeed as is.
-    Invalid(String),
-    /// The service says these events were already taken (obsolete sequence-token API).
-    AlreadyAccepted,
-    /// Try again later. `ambiguous` when the request may have been ingested.
-    Retry {
-        /// Why, in a word (for logs, the last error `/ready` shows, and throttling's count).
-        kind: RetryKind,
-        /// Whether the service may have ingested the request anyway.
-        ambiguous: bool,
-        /// What happened, for the log.
-        detail: String,
-    },
-}
-
-/// Why a request is retried: a word for logs, for the last error `/ready` shows, and the
-/// one kind (throttling) that is also counted on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryKind {
-    /// `ThrottlingException`.
-    Throttled,
-    /// `ServiceUnavailableException` or another 5xx.
-    Unavailable,
-    /// Access denied or expired credentials.
-    Auth,
-    /// Another error the service answered with.
-    ServiceError,
-    /// The attempt timed out (it may have been ingested).
-    Timeout,
-    /// The connection failed.
-    Network,
-    /// An answer that could not be read.
-    BadResponse,
-    /// No credentials could be loaded.
-    Credentials,
-    /// Anything else.
-    Unknown,
-    /// The group or stream is missing and the config forbids creating it.
-    Missing,
-    /// Creating the group or stream failed otherwise.
-    Create,
-}
-
-impl RetryKind {
-    /// The word logged (`kind = ...`) and shown by `/ready`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetryKind::Throttled => "throttled",
-            RetryKind::Unavailable => "unavailable",
-            RetryKind::Auth => "auth",
-            RetryKind::ServiceError => "service_error",
-            RetryKind::Timeout => "timeout",
-            RetryKind::Network => "network",
-            RetryKind::BadResponse => "bad_response",
-            RetryKind::Credentials => "credentials",
-            RetryKind::Unknown => "unknown",
-            RetryKind::Missing => "missing",
-            RetryKind::Create => "create",
-        }
-    }
-}
-
-impl std::fmt::Display for RetryKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Sorts an SDK error into a [`Failure`].
-pub fn classify<E, R>(err: &SdkError<E, R>) -> Failure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().unwrap_or("");
-            let msg = e.message().unwrap_or("").to_string();
-            match code {
-                "ResourceNotFoundException" => Failure::NotFound,
-                "InvalidParameterException" => Failure::Invalid(msg),
-                "DataAlreadyAcceptedException" => Failure::AlreadyAccepted,
-                "ThrottlingException" | "LimitExceededException" | "TooManyRequestsException" => {
-                    Failure::Retry {
-                        kind: RetryKind::Throttled,
-                        ambiguous: false,
-                        detail: format!("{code}: {msg}"),
-                    }
-                }
-                "ServiceUnavailableException" | "InternalFailure" | "InternalServerError" => {
-                    Failure::Retry {
-                        kind: RetryKind::Unavailable,
-                        ambiguous: true,
-                        detail: format!("{code}: {msg}"),
-                    }
-                }
-                "UnrecognizedClientException"
-                | "ExpiredTokenException"
-                | "AccessDeniedException"
-                | "InvalidSignatureException"
-                | "IncompleteSignature"
-                | "MissingAuthenticationToken" => Failure::Retry {
-                    kind: RetryKind::Auth,
-                    ambiguous: false,
-                    detail: format!("{code}: {msg}"),
-                },
-                _ => Failure::Retry {
-                    kind: RetryKind::ServiceError,
-                    ambiguous: true,
-                    detail: if code.is_empty() {
-                        format!("unexpected service error: {}", error_chain(err))
-                    } else {
-                        format!("{code}: {msg}")
-                    },
-                },
-            }
-        }
-        SdkError::TimeoutError(_) => Failure::Retry {
-            kind: RetryKind::Timeout,
-            ambiguous: true,
-            detail: "request timed out".into(),
-        },
-        SdkError::DispatchFailure(d) => Failure::Retry {
-            kind: if d.is_timeout() {
-                RetryKind::Timeout
-            } else {
-                RetryKind::Network
-            },
-            // A connection refused never carried the request; other I/O errors may have.
-            ambiguous: !error_chain(err).contains("Connection refused"),
-            detail: error_chain(err),
-        },
-        SdkError::ResponseError(_) => Failure::Retry {
-            kind: RetryKind::BadResponse,
-            ambiguous: true,
-            detail: error_chain(err),
-        },
-        SdkError::ConstructionFailure(_) => Failure::Retry {
-            kind: RetryKind::Credentials,
-            ambiguous: false,
-            detail: error_chain(err),
-        },
-        _ => Failure::Retry {
-            kind: RetryKind::Unknown,
-            ambiguous: true,
-            detail: error_chain(err),
-        },
-    }
-}
-
-/// An SDK error and its causes on one line, for operators (no secrets: see [`error_chain`]).
-pub fn describe_error(err: &dyn std::error::Error) -> String {
-    error_chain(err)
-}
-
-/// The error and its causes on one line. The SDK's errors never include secrets (it redacts
-/// credentials in its Debug/Display output), and we print only Display.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let t = e.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = e.source();
-    }
-    s
-}
 
 /// Which events of a request CloudWatch rejected, per the AWS documentation:
 /// `tooOldLogEventEndIndex` and `expiredLogEventEndIndex` are exclusive ends,
@@ -229,54 +44,6 @@ pub fn rejected_reason(
         Some(Reason::TooNew)
     } else {
         None
-    }
-}
-
-/// Full-jitter exponential backoff: uniform in [0, min(cap, 100 ms * 2^attempt)].
-pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let base = Duration::from_millis(100);
-    let ceiling = base
-        .checked_mul(1u32 << attempt.min(20))
-        .unwrap_or(cap)
-        .min(cap);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(0..=ms.max(1)))
-}
-
-/// Limits repeated warnings to one per key per interval, counting what was suppressed.
-#[derive(Debug, Default)]
-pub struct LogLimiter {
-    last: Mutex<HashMap<&'static str, (Instant, u64)>>,
-}
-
-impl LogLimiter {
-    /// Returns `Some(suppressed_since_last)` when a message with `key` may be logged now.
-    pub fn allow(&self, key: &'static str, every: Duration) -> Option<u64> {
-        let mut map = self.last.lock().ok()?;
-        let now = Instant::now();
-        match map.get_mut(key) {
-            Some((at, n)) if now.duration_since(*at) < every => {
-                *n += 1;
-                None
-            }
-            Some((at, n)) => {
-                let suppressed = *n;
-                *at = now;
-                *n = 0;
-                Some(suppressed)
-            }
-            None => {
-                map.insert(key, (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
-async fn sleep_or_cancel(shared: &Shared, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = shared.cancel.cancelled() => false,
     }
 }
 
@@ -309,7 +76,69 @@ pub fn encode_body(group: &str, stream: &str, events: &[Pending]) -> bytes::Byte
     bytes::Bytes::from(out.into_bytes())
 }
 
-fn warn_retry(
+/// A request waiting for budget, or in flight.
+#[derive(Debug)]
+pub struct Request {
+    /// Its events, sorted, within every PutLogEvents limit.
+    pub events: Vec<Pending>,
+    /// When its oldest event was taken in.
+    pub opened: Instant,
+    /// What it counts for against the request size limit.
+    pub bytes: usize,
+    /// How full it is, 0..=1, by events or bytes, whichever is fuller.
+    pub fill: f64,
+    /// Failed attempts so far (not counting throttles), for the backoff.
+    pub attempt: u32,
+    /// Not to be sent before this (a backoff).
+    pub not_before: Option<Instant>,
+    /// The body, once encoded.
+    body: Option<bytes::Bytes>,
+}
+
+impl Request {
+    /// A request of `events` (sorted, valid) opened at `opened`.
+    pub fn new(events: Vec<Pending>, opened: Instant, fill: f64) -> Request {
+        let bytes = events.iter().map(Pending::cost).sum();
+        Request {
+            events,
+            opened,
+            bytes,
+            fill,
+            attempt: 0,
+            not_before: None,
+            body: None,
+        }
+    }
+
+    fn half(events: Vec<Pending>, opened: Instant, fill: f64) -> Request {
+        Request::new(events, opened, fill / 2.0)
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub enum Answer {
+    /// Every event is resolved: delivered or dead-lettered.
+    Done,
+    /// The account's quota is spent: slow down, send again later.
+    Throttled(Request),
+    /// The stream (or, with `group`, its group) does not exist.
+    NotFound {
+        /// The request, to send once the stream exists.
+        req: Request,
+        /// CloudWatch said the group is missing.
+        group: bool,
+    },
+    /// CloudWatch refused the request as invalid: send the halves, first one first.
+    Split(Request, Request),
+    /// Another failure: send again at `not_before`.
+    Retry(Request),
+    /// The shutdown grace period ended: the events stay unacknowledged.
+    Cancelled,
+}
+
+/// Logs a failed call, at most once per kind every 10 s.
+pub fn warn_retry(
     shared: &Shared,
     what: &str,
     group: &str,
@@ -333,244 +162,134 @@ fn warn_retry(
     }
 }
 
-/// Delivers `events` (one valid request) to `group`/`stream`, resolving every acknowledgement,
-/// unless the sink is cancelled first (then the events stay unacknowledged).
-pub async fn deliver(shared: &Shared, group: &str, stream: &str, events: Vec<Pending>) {
-    shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    deliver_inner(shared, group, stream, events).await;
-    shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-}
-
-async fn deliver_inner(shared: &Shared, group: &str, stream: &str, events: Vec<Pending>) {
+/// Sends one attempt of `req` to `group`/`stream`.
+pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -> Answer {
     let stats = &shared.stats;
-    // Halves of a request split to isolate an invalid event; processed first-half first.
-    let mut queue = vec![events];
-    while let Some(events) = queue.pop() {
-        let body = encode_body(group, stream, &events);
-        let mut attempt: u32 = 0;
-        let mut ensured = false;
-        loop {
-            if shared.cancel.is_cancelled() {
-                return;
-            }
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            if attempt > 0 {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            let body = body.clone();
-            let call = shared
-                .client
-                .put_log_events()
-                .log_group_name(group)
-                .log_stream_name(stream)
-                .customize()
-                .mutate_request(move |req| {
-                    let len = body.len();
-                    *req.body_mut() = aws_smithy_types::body::SdkBody::from(body.clone());
-                    req.headers_mut().insert("content-length", len.to_string());
-                })
-                .send();
-            let started = std::time::Instant::now();
-            let result = tokio::select! {
-                r = call => r,
-                _ = shared.cancel.cancelled() => return,
-            };
-            stats.observe_latency(started.elapsed());
-            let answered = match &result {
-                Ok(_) => {
-                    stats
-                        .last_success_ms
-                        .store(crate::event::now_ms(), Ordering::Relaxed);
-                    true
-                }
-                Err(SdkError::ServiceError(_)) => true,
-                Err(_) => false,
-            };
-            if answered {
-                stats
-                    .last_answer_ms
-                    .store(crate::event::now_ms(), Ordering::Relaxed);
-            }
-            let failure = match result {
-                Ok(out) => {
-                    let info = out.rejected_log_events_info();
-                    let (new_start, old_end, exp_end) = (
-                        info.and_then(|i| i.too_new_log_event_start_index()),
-                        info.and_then(|i| i.too_old_log_event_end_index()),
-                        info.and_then(|i| i.expired_log_event_end_index()),
-                    );
-                    let mut rejected = Vec::new();
-                    let (mut n, mut bytes) = (0u64, 0u64);
-                    for (i, p) in events.into_iter().enumerate() {
-                        match rejected_reason(i, new_start, old_end, exp_end) {
-                            Some(reason) => rejected.push((p, reason)),
-                            None => {
-                                n += 1;
-                                bytes += p.cost() as u64;
-                                p.ack.resolve(AckStatus::Delivered);
-                            }
-                        }
-                    }
-                    stats.events_delivered.fetch_add(n, Ordering::Relaxed);
-                    stats.bytes_delivered.fetch_add(bytes, Ordering::Relaxed);
-                    if !rejected.is_empty() {
-                        dead_letter(shared, group, stream, rejected, None).await;
-                    }
-                    break;
-                }
-                Err(e) => classify(&e),
-            };
-            match failure {
-                Failure::NotFound if !ensured => {
-                    ensured = true;
-                    if let Err(f) = ensure_stream(shared, group, stream).await {
-                        let (kind, detail) = match &f {
-                            Failure::Retry { kind, detail, .. } => (*kind, detail.clone()),
-                            other => (RetryKind::Create, format!("{other:?}")),
-                        };
-                        let wait = backoff(attempt, shared.config.max_backoff);
-                        stats.set_error(&format!("creating the log stream ({kind}): {detail}"));
-                        warn_retry(
-                            shared,
-                            "creating the log stream",
-                            group,
-                            stream,
-                            kind,
-                            &detail,
-                            wait,
-                        );
-                        attempt += 1;
-                        ensured = false;
-                        if !sleep_or_cancel(shared, wait).await {
-                            return;
-                        }
-                    }
-                }
-                Failure::NotFound => {
-                    // Created, yet not found: eventual consistency right after creation.
-                    ensured = false;
-                    let wait = backoff(attempt, shared.config.max_backoff);
-                    attempt += 1;
-                    if !sleep_or_cancel(shared, wait).await {
-                        return;
-                    }
-                }
-                Failure::Invalid(msg) => {
-                    if events.len() > 1 {
-                        let mut first = events;
-                        let second = first.split_off(first.len() / 2);
-                        queue.push(second);
-                        queue.push(first);
-                    } else {
-                        let rejected = events
-                            .into_iter()
-                            .map(|p| (p, Reason::InvalidParameter))
-                            .collect();
-                        dead_letter(shared, group, stream, rejected, Some(&msg)).await;
-                    }
-                    break;
-                }
-                Failure::AlreadyAccepted => {
-                    let n = events.len() as u64;
-                    for p in events {
-                        p.ack.resolve(AckStatus::Delivered);
-                    }
-                    stats.events_delivered.fetch_add(n, Ordering::Relaxed);
-                    break;
-                }
-                Failure::Retry {
-                    kind,
-                    ambiguous,
-                    detail,
-                } => {
-                    if kind == RetryKind::Throttled {
-                        stats.throttled.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if ambiguous {
-                        stats.ambiguous_resends.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let wait = backoff(attempt, shared.config.max_backoff);
-                    stats.set_error(&format!("PutLogEvents {kind}: {detail}"));
-                    warn_retry(shared, "PutLogEvents", group, stream, kind, &detail, wait);
-                    attempt += 1;
-                    if !sleep_or_cancel(shared, wait).await {
-                        return;
-                    }
-                }
-            }
-        }
+    stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    if req.attempt > 0 {
+        stats.retries.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Creates `stream` (and its group when that is what is missing), as allowed by the config.
-async fn ensure_stream(shared: &Shared, group: &str, stream: &str) -> Result<(), Failure> {
-    let cfg = &shared.config;
-    let not_allowed = |what: &str, key: &str| Failure::Retry {
-        kind: RetryKind::Missing,
-        ambiguous: false,
-        detail: format!("{what} does not exist and {key} = false; create it, or allow logferry to"),
-    };
-    if !cfg.create_missing_stream {
-        return Err(not_allowed("the log stream", "create_missing_stream"));
-    }
-    match create_stream(shared, group, stream).await {
-        Ok(()) => return Ok(()),
-        Err(Failure::NotFound) => {}
-        Err(other) => return Err(other),
-    }
-    if !cfg.create_missing_group {
-        return Err(not_allowed("the log group", "create_missing_group"));
-    }
-    let created = shared
+    let body = req
+        .body
+        .get_or_insert_with(|| encode_body(group, stream, &req.events))
+        .clone();
+    let call = shared
         .client
-        .create_log_group()
-        .log_group_name(group)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {
-            shared.stats.groups_created.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(log_group = group, "created log group");
-            if let Some(days) = cfg.retention_days {
-                let r = shared
-                    .client
-                    .put_retention_policy()
-                    .log_group_name(group)
-                    .retention_in_days(days)
-                    .send()
-                    .await;
-                if let Err(e) = r {
-                    // Delivery matters more than retention: warn and go on.
-                    tracing::warn!(
-                        log_group = group,
-                        "could not set retention to {days} days: {}",
-                        error_chain(&e)
-                    );
-                }
-            }
-        }
-        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
-        Err(e) => return Err(classify(&e)),
-    }
-    create_stream(shared, group, stream).await
-}
-
-async fn create_stream(shared: &Shared, group: &str, stream: &str) -> Result<(), Failure> {
-    let r = shared
-        .client
-        .create_log_stream()
+        .put_log_events()
         .log_group_name(group)
         .log_stream_name(stream)
-        .send()
-        .await;
-    match r {
+        .customize()
+        .mutate_request(move |r| {
+            let len = body.len();
+            *r.body_mut() = aws_smithy_types::body::SdkBody::from(body.clone());
+            r.headers_mut().insert("content-length", len.to_string());
+        })
+        .send();
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = call => Some(r),
+        _ = shared.cancel.cancelled() => None,
+    };
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let Some(result) = result else {
+        return Answer::Cancelled;
+    };
+    stats.observe_latency(started.elapsed());
+    let now_ms = crate::event::now_ms();
+    match &result {
         Ok(_) => {
-            shared.stats.streams_created.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(log_group = group, log_stream = stream, "created log stream");
-            Ok(())
+            stats.last_success_ms.store(now_ms, Ordering::Relaxed);
+            stats.last_answer_ms.store(now_ms, Ordering::Relaxed);
         }
-        Err(e) if e.code() == Some("ResourceAlreadyExistsException") => Ok(()),
-        Err(e) => Err(classify(&e)),
+        Err(SdkError::ServiceError(_)) => stats.last_answer_ms.store(now_ms, Ordering::Relaxed),
+        Err(_) => {}
+    }
+    let failure = match result {
+        Ok(out) => {
+            let info = out.rejected_log_events_info();
+            let (new_start, old_end, exp_end) = (
+                info.and_then(|i| i.too_new_log_event_start_index()),
+                info.and_then(|i| i.too_old_log_event_end_index()),
+                info.and_then(|i| i.expired_log_event_end_index()),
+            );
+            stats.observe_events_per_request(req.events.len());
+            let mut rejected = Vec::new();
+            let (mut n, mut bytes) = (0u64, 0u64);
+            for (i, p) in req.events.into_iter().enumerate() {
+                match rejected_reason(i, new_start, old_end, exp_end) {
+                    Some(reason) => rejected.push((p, reason)),
+                    None => {
+                        n += 1;
+                        bytes += p.cost() as u64;
+                        p.ack.resolve(AckStatus::Delivered);
+                    }
+                }
+            }
+            stats.events_delivered.fetch_add(n, Ordering::Relaxed);
+            stats.bytes_delivered.fetch_add(bytes, Ordering::Relaxed);
+            if !rejected.is_empty() {
+                dead_letter(shared, group, stream, rejected, None).await;
+            }
+            return Answer::Done;
+        }
+        Err(e) => classify(&e),
+    };
+    match failure {
+        Failure::NotFound { group } => Answer::NotFound { req, group },
+        Failure::Invalid(msg) => {
+            if req.events.len() > 1 {
+                let mut first = std::mem::take(&mut req.events);
+                let second = first.split_off(first.len() / 2);
+                Answer::Split(
+                    Request::half(first, req.opened, req.fill),
+                    Request::half(second, req.opened, req.fill),
+                )
+            } else {
+                let rejected = req
+                    .events
+                    .into_iter()
+                    .map(|p| (p, Reason::InvalidParameter))
+                    .collect();
+                dead_letter(shared, group, stream, rejected, Some(&msg)).await;
+                Answer::Done
+            }
+        }
+        Failure::AlreadyAccepted => {
+            let n = req.events.len() as u64;
+            for p in req.events {
+                p.ack.resolve(AckStatus::Delivered);
+            }
+            stats.events_delivered.fetch_add(n, Ordering::Relaxed);
+            Answer::Done
+        }
+        Failure::Retry {
+            kind: RetryKind::Throttled,
+            detail,
+            ..
+        } => {
+            stats.set_error(&format!("PutLogEvents {}: {detail}", RetryKind::Throttled));
+            stats.throttled.fetch_add(1, Ordering::Relaxed);
+            stats
+                .throttled_put_log_events
+                .fetch_add(1, Ordering::Relaxed);
+            Answer::Throttled(req)
+        }
+        Failure::Retry {
+            kind,
+            ambiguous,
+            detail,
+        } => {
+            if ambiguous {
+                stats.ambiguous_resends.fetch_add(1, Ordering::Relaxed);
+            }
+            let wait = backoff(req.attempt, shared.config.max_backoff);
+            stats.set_error(&format!("PutLogEvents {kind}: {detail}"));
+            warn_retry(shared, "PutLogEvents", group, stream, kind, &detail, wait);
+            req.attempt += 1;
+            req.not_before = Some(Instant::now() + wait);
+            Answer::Retry(req)
+        }
     }
 }
 
@@ -611,7 +330,7 @@ pub async fn dead_letter(
     };
     if let Err(e) = result {
         tracing::error!(
-            path = %shared.dead_letter.path().display(),
+                        path = %shared.dead_letter.path().display(),
             "cannot write the dead-letter file ({e}); {} rejected events stay unacknowledged",
             rejected.len()
         );
@@ -634,7 +353,7 @@ pub async fn dead_letter(
             .map(|(r, n)| format!("{}: {n}", r.as_str()))
             .collect();
         tracing::warn!(
-            log_group = group,
+                        log_group = group,
             log_stream = stream,
             path = %shared.dead_letter.path().display(),
             suppressed,
@@ -709,28 +428,5 @@ mod tests {
                 ]
             })
         );
-    }
-
-    #[test]
-    fn backoff_is_bounded_and_grows() {
-        let cap = Duration::from_secs(30);
-        for attempt in 0..64 {
-            assert!(backoff(attempt, cap) <= cap);
-        }
-        assert!(backoff(0, cap) <= Duration::from_millis(100));
-        let big: Duration = (0..50).map(|_| backoff(12, cap)).max().unwrap_or_default();
-        assert!(
-            big > Duration::from_secs(1),
-            "50 draws up to 30 s all under 1 s: {big:?}"
-        );
-    }
-
-    #[test]
-    fn limiter_suppresses_and_counts() {
-        let l = LogLimiter::default();
-        assert_eq!(l.allow("k", Duration::from_secs(60)), Some(0));
-        assert_eq!(l.allow("k", Duration::from_secs(60)), None);
-        assert_eq!(l.allow("other", Duration::from_secs(60)), Some(0));
-        assert_eq!(l.allow("k", Duration::ZERO), Some(1));
     }
 }

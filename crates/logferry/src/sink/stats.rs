@@ -5,7 +5,7 @@
 //! held`. Plain atomics, updated per request rather than per event where possible, so keeping
 //! the books costs nothing measurable. The metrics endpoint and the shutdown summary read them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,8 +39,33 @@ pub struct SinkStats {
     pub requests: AtomicU64,
     /// Attempts that were retries.
     pub retries: AtomicU64,
-    /// ThrottlingException answers.
+    /// ThrottlingException answers, every API together.
     pub throttled: AtomicU64,
+    /// PutLogEvents calls throttled.
+    pub throttled_put_log_events: AtomicU64,
+    /// CreateLogStream calls throttled.
+    pub throttled_create_log_stream: AtomicU64,
+    /// CreateLogGroup calls throttled.
+    pub throttled_create_log_group: AtomicU64,
+    /// The governors' current pace, in thousandths of a call per second.
+    pub rate_put_log_events_milli: AtomicU64,
+    /// CreateLogStream's pace, in thousandths of a call per second.
+    pub rate_create_log_stream_milli: AtomicU64,
+    /// CreateLogGroup's pace, in thousandths of a call per second.
+    pub rate_create_log_group_milli: AtomicU64,
+    /// Time requests ready to go waited for the governor's budget, µs.
+    pub budget_wait_us: AtomicU64,
+    /// Whether a ready request is waiting for budget right now (normal under a quota).
+    pub waiting_for_budget: AtomicBool,
+    /// When a ready request last had to wait for budget (Unix ms; 0 = never).
+    pub last_budget_wait_ms: AtomicI64,
+    /// Events per accepted PutLogEvents request (cumulative buckets of
+    /// [`EVENTS_PER_REQUEST_BUCKETS`]).
+    pub events_per_request_buckets: [AtomicU64; EVENTS_PER_REQUEST_BUCKETS.len()],
+    /// Sum of events over accepted requests.
+    pub events_per_request_sum: AtomicU64,
+    /// Accepted requests.
+    pub events_per_request_count: AtomicU64,
     /// Retries after a failure that may have been ingested anyway (timeouts, lost responses):
     /// the only source of duplicates.
     pub ambiguous_resends: AtomicU64,
@@ -65,6 +90,10 @@ pub struct SinkStats {
     /// The last failure, for health reports (never contains credentials).
     pub last_error: Mutex<String>,
 }
+
+/// Upper bounds of the events-per-request histogram's buckets.
+pub const EVENTS_PER_REQUEST_BUCKETS: [f64; 8] =
+    [1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0];
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -92,6 +121,19 @@ impl SinkStats {
         self.latency_sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how many events an accepted PutLogEvents request carried.
+    pub fn observe_events_per_request(&self, n: usize) {
+        for (i, bound) in EVENTS_PER_REQUEST_BUCKETS.iter().enumerate() {
+            if n as f64 <= *bound {
+                self.events_per_request_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.events_per_request_sum
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.events_per_request_count
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Remembers the last failure.

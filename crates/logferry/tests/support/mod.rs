@@ -16,6 +16,8 @@ pub use sink::{cw_sink, pipeline};
 
 pub mod sink;
 
+pub mod deploy;
+pub mod fake_kube;
 pub mod prometheus;
 
 /// A free loopback TCP port (also used for UDP: free for both in practice on a test box).
@@ -348,4 +350,16 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
+}
+
+/// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch (logferry's own formatter).
+pub fn rfc3339(ms: i64) -> String {
+    let mut out = String::new();
+    logferry::format::rfc3339_ms(ms, &mut out);
+    out
+}
+
+/// Now, in ms since the epoch (what logferry stamps events with).
+pub fn now_ms() -> i64 {
+    logferry::event::now_ms()
 }

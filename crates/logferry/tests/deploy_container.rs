@@ -14,7 +14,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -22,7 +21,7 @@ use std::time::Duration;
 
 use cwl_testkit::journald::JournalSender;
 use cwl_testkit::Journald;
-use support::deploy::{self, Container, Podman, Volume, IMAGE};
+use support::deploy::{self, tagged, wait_all, wait_copies, Container, Podman, Volume, IMAGE};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -45,59 +44,6 @@ fn write_entries(s: &JournalSender, tag: &str, range: std::ops::Range<usize>) {
             ("PRIORITY", b"6"),
         ]);
     }
-}
-
-/// How many times each `<tag> <index>` occurs in the group's events, whatever the stream.
-fn tagged(endpoint: &str, group: &str, tag: &str) -> BTreeMap<usize, usize> {
-    let mut seen = BTreeMap::new();
-    for stream in cwl_testkit::client::list_streams(endpoint, group).unwrap_or_default() {
-        for (_, text) in events(endpoint, group, &stream) {
-            let Some(at) = text.find(&format!("{tag} ")) else {
-                continue;
-            };
-            let digits: String = text[at + tag.len() + 1..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(i) = digits.parse() {
-                *seen.entry(i).or_insert(0) += 1;
-            }
-        }
-    }
-    seen
-}
-
-/// Waits until every index in `0..n` of `tag` is in the group; returns the counts.
-fn wait_all(endpoint: &str, group: &str, tag: &str, n: usize) -> BTreeMap<usize, usize> {
-    wait_copies(endpoint, group, tag, n, 1)
-}
-
-/// Waits until every index in `0..n` of `tag` is in the group `copies` times or more.
-fn wait_copies(
-    endpoint: &str,
-    group: &str,
-    tag: &str,
-    n: usize,
-    copies: usize,
-) -> BTreeMap<usize, usize> {
-    let mut seen = BTreeMap::new();
-    let short = |seen: &BTreeMap<usize, usize>| -> Vec<usize> {
-        (0..n)
-            .filter(|i| seen.get(i).copied().unwrap_or(0) < copies)
-            .collect()
-    };
-    wait_until(WAIT, || {
-        seen = tagged(endpoint, group, tag);
-        short(&seen).is_empty()
-    });
-    let missing = short(&seen);
-    assert!(
-        missing.is_empty(),
-        "{tag}: {} of {n} lines reached CloudWatch fewer than {copies} times (first: {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    seen
 }
 
 fn aws_args(moto: &Moto) -> Vec<String> {

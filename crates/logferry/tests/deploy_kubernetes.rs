@@ -26,18 +26,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cwl_testkit::Journald;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
 use support::deploy::{self, Podman, IMAGE};
+use support::fake_kube::{write_pod_lines, FakeKubeApi, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
-const TOKEN: &str = "kube-token-s3cr3t-do-not-log";
 
 /// `kubectl kustomize deploy/kubernetes`, as JSON documents.
 fn rendered_manifests() -> Vec<Value> {
@@ -74,85 +73,12 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} rendered"))
 }
 
-/// The fake API server (real HTTPS, bearer token) and the service account directory a
-/// kubelet would mount.
-struct FakeApi {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl FakeApi {
-    fn start(pods: &Value) -> FakeApi {
-        let dir = tempfile::tempdir().expect("tmp");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "fake kube CA");
-        let ca = p.self_signed(&ca_key).expect("ca");
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-        p.distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
-        let d = dir.path();
-        std::fs::write(d.join("server.pem"), cert.pem()).expect("write");
-        std::fs::write(d.join("server.key"), key.serialize_pem()).expect("write");
-        std::fs::write(d.join("pods.json"), pods.to_string()).expect("write");
-        std::fs::write(d.join("requests.log"), "").expect("write");
-        // What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount.
-        let sa = d.join("serviceaccount");
-        std::fs::create_dir_all(&sa).expect("mkdir");
-        std::fs::write(sa.join("token"), TOKEN).expect("write");
-        std::fs::write(sa.join("ca.crt"), ca.pem()).expect("write");
-        std::fs::write(sa.join("namespace"), "logferry").expect("write");
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/fake_kube_api.py"
-            ))
-            .arg(port.to_string())
-            .arg(d.join("server.pem"))
-            .arg(d.join("server.key"))
-            .arg(TOKEN)
-            .arg(d.join("pods.json"))
-            .arg(d.join("requests.log"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 fake_kube_api.py");
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            use std::io::BufRead;
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        assert_eq!(line.trim(), "ready", "the fake API server did not start");
-        FakeApi { child, port, dir }
-    }
-
-    fn service_account_dir(&self) -> PathBuf {
-        self.dir.path().join("serviceaccount")
-    }
-
-    fn requests(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What the test stands in for (see the module doc).
 struct Node<'a> {
     root: &'a Path,
     journal: &'a Path,
     moto: &'a str,
-    api: &'a FakeApi,
+    api: &'a FakeKubeApi,
     cluster: &'a str,
     node_name: &'a str,
     metrics_port: u16,
@@ -218,7 +144,7 @@ fn pod_from_daemonset(ds: &Value, pod_name: &str, node: &Node) -> Value {
     env.push(env_var("KUBERNETES_SERVICE_HOST", "127.0.0.1"));
     env.push(env_var(
         "KUBERNETES_SERVICE_PORT",
-        &node.api.port.to_string(),
+        &node.api.port().to_string(),
     ));
     container["volumeMounts"]
         .as_array_mut()
@@ -253,24 +179,6 @@ fn pod_from_daemonset(ds: &Value, pod_name: &str, node: &Node) -> Value {
         },
         "spec": spec,
     })
-}
-
-/// Appends CRI lines `<tag> <i:06>` to container `app` of pod `ns/pod`.
-fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-    let text: String = (0..n)
-        .map(|i| format!("{now} stdout F {tag} {i:06}\n"))
-        .collect();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("0.log"))
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
 }
 
 /// Removes the played pod, and the volume podman made of the ConfigMap, when dropped.
@@ -328,7 +236,7 @@ fn the_daemonsets_pod_ships_the_node_journal_and_pod_logs_and_answers_its_probes
     let cluster = format!("kube-{id}");
     let node_name = format!("node-{id}");
     let app_pod = format!("web-{id}");
-    let api = FakeApi::start(&json!({
+    let api = FakeKubeApi::start(json!({
         format!("default/{app_pod}"): {"uid": "u-web", "labels": {"app": "web", "tier": "front"}, "node": node_name},
     }));
     let node_root = tempfile::tempdir().expect("node root");

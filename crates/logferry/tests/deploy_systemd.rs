@@ -11,12 +11,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::deploy::{self, output, run_ok};
+use support::deploy::{self, output, run_ok, wait_all};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -161,41 +160,6 @@ fn header_install_lines(unit: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("#   "))
         .map(str::to_string)
         .collect()
-}
-
-/// How many times each `<tag> <index>` line is in the group.
-fn tagged(endpoint: &str, group: &str, tag: &str) -> BTreeMap<usize, usize> {
-    let mut seen = BTreeMap::new();
-    for stream in cwl_testkit::client::list_streams(endpoint, group).unwrap_or_default() {
-        for (_, text) in events(endpoint, group, &stream) {
-            if let Some(at) = text.find(&format!("{tag} ")) {
-                let digits: String = text[at + tag.len() + 1..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                if let Ok(i) = digits.parse() {
-                    *seen.entry(i).or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    seen
-}
-
-fn wait_all(endpoint: &str, group: &str, tag: &str, n: usize) -> BTreeMap<usize, usize> {
-    let mut seen = BTreeMap::new();
-    wait_until(WAIT, || {
-        seen = tagged(endpoint, group, tag);
-        (0..n).all(|i| seen.contains_key(&i))
-    });
-    let missing: Vec<usize> = (0..n).filter(|i| !seen.contains_key(i)).collect();
-    assert!(
-        missing.is_empty(),
-        "{tag}: {} of {n} lines never reached CloudWatch (first: {:?})",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    seen
 }
 
 /// `logger` lines `<tag> <i:06>` for `0..n`, written inside the container.

@@ -10,10 +10,14 @@
 //! prints `SKIPPED` and test.sh lists it) and fails it in CI: the deployment tests must never
 //! pass by not running.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// How long a deployment test waits for lines to reach CloudWatch.
+pub const DELIVERY_WAIT: Duration = Duration::from_secs(120);
 
 /// The image `scripts/build-image.sh` tags.
 pub const IMAGE: &str = "localhost/logferry:test";
@@ -234,4 +238,58 @@ pub fn nspawn_rootfs_tarball() -> PathBuf {
 pub fn static_binary() -> Option<PathBuf> {
     let p = repo_root().join("dist/logferry");
     p.exists().then_some(p)
+}
+
+/// Lines written as `<tag> <index:06>` (after any prefix a format adds), counted in moto.
+/// How many times each `<tag> <index>` occurs in the group's events, whatever the stream.
+pub fn tagged(endpoint: &str, group: &str, tag: &str) -> BTreeMap<usize, usize> {
+    let mut seen = BTreeMap::new();
+    for stream in cwl_testkit::client::list_streams(endpoint, group).unwrap_or_default() {
+        for (_, text) in super::events(endpoint, group, &stream) {
+            let Some(at) = text.find(&format!("{tag} ")) else {
+                continue;
+            };
+            let digits: String = text[at + tag.len() + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(i) = digits.parse() {
+                *seen.entry(i).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Waits until every index in `0..n` of `tag` is in the group; returns the counts.
+pub fn wait_all(endpoint: &str, group: &str, tag: &str, n: usize) -> BTreeMap<usize, usize> {
+    wait_copies(endpoint, group, tag, n, 1)
+}
+
+/// Waits until every index in `0..n` of `tag` is in the group `copies` times or more.
+pub fn wait_copies(
+    endpoint: &str,
+    group: &str,
+    tag: &str,
+    n: usize,
+    copies: usize,
+) -> BTreeMap<usize, usize> {
+    let mut seen = BTreeMap::new();
+    let short = |seen: &BTreeMap<usize, usize>| -> Vec<usize> {
+        (0..n)
+            .filter(|i| seen.get(i).copied().unwrap_or(0) < copies)
+            .collect()
+    };
+    super::wait_until(DELIVERY_WAIT, || {
+        seen = tagged(endpoint, group, tag);
+        short(&seen).is_empty()
+    });
+    let missing = short(&seen);
+    assert!(
+        missing.is_empty(),
+        "{tag}: {} of {n} lines reached CloudWatch fewer than {copies} times (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    seen
 }

@@ -80,7 +80,6 @@ pub fn open(
         // while the rest is still being delivered (64 MiB segments in a small spool would
         // free nothing until the whole spool was delivered).
         segment_bytes: (settings.max_bytes / 8).clamp(128 << 10, 64 << 20),
-        ..SpoolConfig::default()
     };
     let (spool, events) =
         Spool::open(&dir, cfg).with_context(|| format!("opening the spool {}", dir.display()))?;

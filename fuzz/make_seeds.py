@@ -126,6 +126,26 @@ def batcher():
 
 
 # ---- journal_file: [journal][cursor][cursor len]
+# ---- container_lines: [max_bytes] lines (CRI, Docker json-file, log paths)
+def container():
+    cri = (b"2024-01-02T03:04:05.123456789Z stdout F hello\n"
+           b"2024-01-02T03:04:05Z stderr P par\n"
+           b"2024-01-02T03:04:06+01:00 stdout P one \n"
+           b"2024-01-02T03:04:05Z stderr F t\n"
+           b"2024-01-02T03:04:07.5-05:30 stdout F two\n"
+           b"2024-01-02T03:04:08Z stdout F\n")
+    put("container_lines", "cri", b"\x10" + cri)
+    docker = (b'{"log":"hello\\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}\n'
+              b'{"stream":"stderr","log":"part \\u00e9\\t","time":"2024-01-02T03:04:05Z","attrs":{}}\n'
+              b'{"time":"2024-01-02T03:04:06Z","stream":"stderr","log":"end\\n"}\n')
+    put("container_lines", "docker", b"\x08" + docker)
+    paths = (b"/var/log/pods/default_web-1_0f1e2d3c-aaaa-bbbb-cccc-123456789abc/app/0.log\n"
+             b"/var/log/pods/kube-system_dns_1234/coredns/3.log.20240102-030405.gz\n"
+             b"/var/log/containers/web-1_default_app-"
+             + b"0123456789abcdef" * 4 + b".log\n")
+    put("container_lines", "paths", b"\x3f" + paths)
+
+
 def make_journal_seeds():
     tool = "/lib/systemd/systemd-journal-remote"
     if not os.path.exists(tool) or os.geteuid() != 0:
@@ -176,6 +196,7 @@ if __name__ == "__main__":
     spool()
     config()
     batcher()
+    container()
     make_journal_seeds()
     for t in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, t))

@@ -29,7 +29,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FUZZ_DIR=$ROOT/fuzz
-TARGETS=(syslog_codec journal_file spool_recovery config_parser cloudwatch_batcher)
+TARGETS=(syslog_codec journal_file spool_recovery config_parser cloudwatch_batcher container_lines)
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/logferry-fuzz-target}
 export RUSTC_BOOTSTRAP=1

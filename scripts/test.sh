@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every test of every crate
-# against real peers (moto_server, logger, ncat, systemd-journald).
+# against real peers (moto_server, logger, ncat, systemd-journald, tinyproxy), and the
+# deployment artifacts run for real (podman, systemd-nspawn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/logferry-target}"
@@ -18,6 +19,18 @@ else
 fi
 # Test binaries find cwl-proxy and fake-cloudwatch next to them.
 cargo build --workspace --bins
+# The deployment tests (crates/logferry/tests/deploy_*.rs) run what users get: the static
+# binary and the image built from it (scripts/build-image.sh -> localhost/logferry:test), and a
+# Debian rootfs for systemd-nspawn (scripts/nspawn-rootfs.sh). podman's store lives under
+# /var/tmp like the target dir, so a CI machine keeps it between runs.
+export CONTAINERS_STORAGE_CONF=/var/tmp/logferry-podman/storage.conf
+if [[ ! -s "$CONTAINERS_STORAGE_CONF" ]]; then
+  mkdir -p /var/tmp/logferry-podman
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "/var/tmp/logferry-podman/storage"\nrunroot = "/run/logferry-podman"\n' \
+    >"$CONTAINERS_STORAGE_CONF"
+fi
+scripts/build-image.sh
+scripts/nspawn-rootfs.sh >/dev/null
 # A test that cannot run here (no root, a missing tool) says so through cwl_testkit::skipped:
 # under CI it fails; elsewhere it is listed below, never a silent `ok`.
 skips=$(mktemp)
@@ -31,5 +44,6 @@ if [ -s "$skips" ]; then
 fi
 rm -f "$skips"
 [ "$status" -eq 0 ] || exit "$status"
-# Deployment artifacts: Dockerfile lint, Kubernetes schemas, systemd-analyze, Ignition, IAM.
+# Deployment artifacts checked without running them: Containerfile lint, Kubernetes schemas,
+# systemd-analyze, Ignition, IAM (the deploy_*.rs tests above run them).
 scripts/test-deploy.sh

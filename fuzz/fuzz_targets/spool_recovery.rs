@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crc32c::crc32c;
 use libfuzzer_sys::fuzz_target;
 use logferry_spool::format::{
     decode_checkpoint, CHECKPOINT_FILE, CHECKPOINT_LEN, CHECKPOINT_MAGIC, HEADER_LEN,
@@ -58,18 +59,6 @@ fn fix_crcs(seg: &mut [u8]) {
         seg[pos + 24..pos + 28].copy_from_slice(&hcrc.to_le_bytes());
         pos = start.saturating_add(len);
     }
-}
-
-/// CRC-32C (Castagnoli), bitwise: the spool's own crc32c dependency is not re-exported.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

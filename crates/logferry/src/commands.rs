@@ -22,7 +22,7 @@ use logferry_tail::discovery::Discovery;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::format::format_event;
-use crate::sink::client;
+use crate::sink::{client, endpoint};
 use crate::source::stats::{SourceKind, SourceStats};
 use crate::source::{self, SourceContext};
 use tracing::Instrument;
@@ -163,6 +163,41 @@ fn check_files(r: &mut Report, name: &str, cfg: &crate::config::FileSourceConfig
     }
 }
 
+/// The endpoint the SDK resolves (FIPS, dual-stack, overrides) and the proxy it goes through.
+async fn check_route(
+    r: &mut Report,
+    what: &str,
+    sdk: &aws_config::SdkConfig,
+    configured: Option<&str>,
+) {
+    let url = match endpoint::resolve(sdk, configured).await {
+        Ok(url) => url,
+        Err(e) => {
+            r.fail(
+                &format!("{what} endpoint"),
+                format!("the SDK cannot resolve an endpoint: {e}"),
+                "check the region, `endpoint` / AWS_ENDPOINT_URL, AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT (the SDK refuses FIPS or dual-stack with a custom endpoint)",
+            );
+            return;
+        }
+    };
+    r.ok(&format!("{what} endpoint"), &url);
+    match endpoint::proxy_for(&url) {
+        Some(proxy) => r.ok(&format!("{what} proxy"), format!("{url} through {proxy}")),
+        None => {
+            let set = endpoint::proxy_variables_set();
+            if set.is_empty() {
+                r.ok(&format!("{what} proxy"), "none (no proxy variable set)");
+            } else {
+                r.ok(
+                    &format!("{what} proxy"),
+                    format!("none for {url} (set: {})", set.join(", ")),
+                );
+            }
+        }
+    }
+}
+
 /// Whether the API answers these credentials' `get pods`.
 async fn check_kubernetes_api(
     r: &mut Report,
@@ -266,6 +301,7 @@ pub async fn check(config: &Config, write: bool) -> usize {
         };
         let region = client::region_of(&sdk).unwrap_or_default();
         r.ok(&format!("{what} region"), &region);
+        check_route(&mut r, &what, &sdk, cfg.endpoint.as_deref()).await;
         match sdk.credentials_provider() {
             None => r.fail(&format!("{what} credentials"), "no credentials provider", "configure AWS credentials"),
             Some(p) => match tokio::time::timeout(Duration::from_secs(15), p.provide_credentials()).await {

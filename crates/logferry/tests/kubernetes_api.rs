@@ -11,119 +11,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use support::fake_kube::{write_pod_lines, FakeKubeApi as FakeApi, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 const GROUP: &str = "/k8s/labels";
-const TOKEN: &str = "kube-token-s3cr3t-do-not-log";
-
-/// The fake API server, its kubeconfig, and its request log.
-struct FakeApi {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl FakeApi {
-    /// Serves `pods` (`{"NS/NAME": {"uid", "labels", "node", "delay"}}`).
-    fn start(pods: serde_json::Value) -> FakeApi {
-        let dir = tempfile::tempdir().expect("tmp");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "fake kube CA");
-        let ca = p.self_signed(&ca_key).expect("ca");
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-        p.distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
-        fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
-        fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
-        fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write");
-        fs::write(dir.path().join("requests.log"), "").expect("write");
-        let port = free_port();
-        let mut api = FakeApi {
-            child: Command::new("sleep").arg("0").spawn().expect("placeholder"),
-            dir,
-        };
-        api.set_pods(&pods);
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/fake_kube_api.py"
-        );
-        let d = api.dir.path();
-        api.child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(d.join("server.pem"))
-            .arg(d.join("server.key"))
-            .arg(TOKEN)
-            .arg(d.join("pods.json"))
-            .arg(d.join("requests.log"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 fake_kube_api.py");
-        let mut line = String::new();
-        if let Some(out) = api.child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        assert_eq!(line.trim(), "ready", "the fake API server did not start");
-        api.write_kubeconfig("kubeconfig", port);
-        // The same server and credentials, at a port nobody listens on.
-        api.write_kubeconfig("kubeconfig-down", free_port());
-        api.write_kubeconfig_with("kubeconfig-badtoken", port, "wrong-token-s3cr3t");
-        api
-    }
-
-    fn set_pods(&self, pods: &serde_json::Value) {
-        let tmp = self.dir.path().join("pods.json.new");
-        fs::write(&tmp, pods.to_string()).expect("write");
-        fs::rename(&tmp, self.dir.path().join("pods.json")).expect("rename");
-    }
-
-    fn write_kubeconfig(&self, name: &str, port: u16) {
-        self.write_kubeconfig_with(name, port, TOKEN);
-    }
-
-    fn write_kubeconfig_with(&self, name: &str, port: u16, token: &str) {
-        let text = format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
-             clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    \
-             certificate-authority: {ca}\n\
-             users:\n- name: logferry\n  user:\n    token: {token}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: logferry\n",
-            ca = self.dir.path().join("ca.pem").display()
-        );
-        fs::write(self.dir.path().join(name), text).expect("kubeconfig");
-    }
-
-    fn kubeconfig(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Requests served so far, as "GET PATH STATUS".
-    fn requests(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What every test here needs: moto, the fake API serving `pods`, and a pods directory.
 struct Rig {
@@ -161,26 +57,6 @@ kubeconfig = "{kubeconfig}"
         kubeconfig = kubeconfig.display(),
         sink = cw_sink(&["k"], GROUP, "{namespace}.{pod}", moto).format("json"),
     )
-}
-
-/// Appends CRI lines `<tag> <i>` for `range` to the log of container `app` of a pod.
-fn write_pod_lines(pods_dir: &Path, ns: &str, pod: &str, uid: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/app"));
-    fs::create_dir_all(&dir).expect("mkdir");
-    // Now, so CloudWatch takes them (it refuses events over 2 h ahead or 14 days old).
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!("{now} stdout F {tag} {i:05}\n"));
-    }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("0.log"))
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
 }
 
 /// A pod's events as JSON objects.

@@ -22,13 +22,8 @@ impl Tailer {
         let Some(f) = self.open.get_mut(&id) else {
             return false;
         };
-        if f.carry.is_some() {
-            if out.len() >= limit {
-                return true;
-            }
-            if let Some(l) = f.carry.take() {
-                out.push(to_line(id, l));
-            }
+        if !emit_held(id, out, limit, f.carry.is_some(), || f.carry.take()) {
+            return true;
         }
         if !drain_lines(id, &mut f.splitter, out, limit) {
             return true;
@@ -109,6 +104,27 @@ impl Tailer {
         }
         false
     }
+}
+
+/// Emits a held line (`held`: there is one; `take` hands it over) if `out` has room below
+/// `limit`. `false`: no room, the line stays held for the next turn.
+pub(super) fn emit_held(
+    id: FileId,
+    out: &mut Vec<Line>,
+    limit: usize,
+    held: bool,
+    take: impl FnOnce() -> Option<SplitLine>,
+) -> bool {
+    if !held {
+        return true;
+    }
+    if out.len() >= limit {
+        return false;
+    }
+    if let Some(l) = take() {
+        out.push(to_line(id, l));
+    }
+    true
 }
 
 pub(super) fn to_line(id: FileId, l: SplitLine) -> Line {

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-use super::read::to_line;
+use super::read::emit_held;
 use super::*;
 use crate::identity::fingerprint;
 
@@ -52,13 +52,10 @@ impl Tailer {
         let Some(f) = self.open.get_mut(&id) else {
             return false;
         };
-        if f.splitter.has_partial() {
-            if out.len() >= limit {
-                return true;
-            }
-            if let Some(l) = f.splitter.finish() {
-                out.push(to_line(id, l));
-            }
+        if !emit_held(id, out, limit, f.splitter.has_partial(), || {
+            f.splitter.finish()
+        }) {
+            return true;
         }
         self.close(id, reason);
         false

@@ -28,6 +28,7 @@ pub mod batch;
 pub mod client;
 pub mod control;
 pub mod dead_letter;
+pub mod endpoint;
 pub mod governor;
 pub mod request;
 pub mod retry;

@@ -16,6 +16,8 @@ pub use sink::{cw_sink, pipeline};
 
 pub mod sink;
 
+pub mod deploy;
+pub mod fake_kube;
 pub mod prometheus;
 
 /// A free loopback TCP port (also used for UDP: free for both in practice on a test box).

@@ -9,6 +9,8 @@
 //!   `AWS_USE_DUALSTACK_ENDPOINT` → `logs.REGION.api.aws` (the CONNECT fails, as there is no
 //!   internet here; what matters is where it was sent).
 //! - `logferry check` prints the endpoint and the proxy, never the proxy's credentials.
+//! - A host without CA certificates (no `ca-certificates` package) gets an error saying so,
+//!   not the SDK's panic: the system bundle is hidden in a private mount namespace.
 //!
 //! Needs tinyproxy (skipped outside CI without it, failed in CI).
 
@@ -311,4 +313,41 @@ fn check_prints_the_endpoint_and_the_proxy_without_its_credentials() {
         "{out}"
     );
     assert!(out.contains(&format!("through {}\n", proxy.url())), "{out}");
+}
+
+#[test]
+fn a_host_without_ca_certificates_gets_an_error_not_a_panic() {
+    let test = "a_host_without_ca_certificates_gets_an_error";
+    if !deploy::skip_unless(test, deploy::missing_tools(&["unshare", "mount"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("logferry.toml");
+    std::fs::write(
+        &config,
+        STDIN_CONFIG.replace("@DATA@", &dir.path().join("data").display().to_string()),
+    )
+    .expect("config");
+    // Empty tmpfs over where Debian keeps its CA bundle and OpenSSL's directory.
+    let script = format!(
+        "mount -t tmpfs none /etc/ssl && mount -t tmpfs none /usr/lib/ssl; \
+         exec {} run --config {} </dev/null",
+        env!("CARGO_BIN_EXE_logferry"),
+        config.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    aws_env(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    let out = cmd.output().expect("unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no CA certificates found"), "{stderr}");
+    assert!(
+        stderr.contains("install the ca-certificates package"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -30,6 +30,7 @@ pub const CONFIG_PROVIDER: &str = "LogferryConfigAuth";
 /// SDK's own environment: `AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, IMDS; credentials from
 /// the sink's `auth`, else the chain).
 pub async fn sdk_config(cfg: &CloudWatchSinkConfig) -> anyhow::Result<aws_config::SdkConfig> {
+    require_ca_certificates()?;
     let mut loader = base_loader(cfg);
     if let Some(endpoint) = &cfg.endpoint {
         loader = loader.endpoint_url(endpoint.clone());
@@ -63,6 +64,26 @@ pub async fn sdk_config(cfg: &CloudWatchSinkConfig) -> anyhow::Result<aws_config
         .into_builder()
         .credentials_provider(SharedCredentialsProvider::new(provider))
         .build())
+}
+
+/// The SDK's HTTPS client loads the system's CA certificates (rustls-native-certs: SSL_CERT_FILE,
+/// SSL_CERT_DIR, else the distribution's bundle) when it is built, and panics when there are
+/// none, whatever the endpoint: a minimal image or rootfs without `ca-certificates`. The same
+/// loader, asked first, turns that into an error that says what to install.
+fn require_ca_certificates() -> anyhow::Result<()> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        bail!(
+            "no CA certificates found{why}: install the ca-certificates package, or point \
+             SSL_CERT_FILE at a PEM bundle"
+        );
+    }
+    Ok(())
 }
 
 /// Everything of a sink's SDK configuration but its endpoint.

@@ -210,3 +210,43 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(stats: &Arc<SinkStats>) -> Registry {
+        Registry {
+            sources: Vec::new(),
+            sinks: vec![("cw".to_string(), stats.clone())],
+            stuck_after: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_sink_pacing_itself_stays_ready_a_stuck_one_does_not() {
+        let stats = Arc::new(SinkStats::default());
+        let r = registry(&stats);
+        let now = now_ms();
+        // Events held past stuck_after, nothing accepted lately: not ready.
+        stats.oldest_held_age_ms.store(120_000, Ordering::Relaxed);
+        stats.set_error("PutLogEvents throttled: ThrottlingException: Rate exceeded");
+        let why = r.ready().expect_err("stuck");
+        assert!(why.contains("oldest unsent event is 120 s old"), "{why}");
+        // Waiting for the governor's budget while requests are accepted: pacing, ready.
+        stats
+            .last_budget_wait_ms
+            .store(now - 1_000, Ordering::Relaxed);
+        stats.last_success_ms.store(now - 2_000, Ordering::Relaxed);
+        assert_eq!(r.ready(), Ok(()));
+        // Waiting for budget, but nothing accepted within stuck_after: not ready.
+        stats.last_success_ms.store(now - 90_000, Ordering::Relaxed);
+        assert!(r.ready().is_err());
+        // Accepted lately, but not waiting for budget (something else holds events): not ready.
+        stats.last_success_ms.store(now - 2_000, Ordering::Relaxed);
+        stats
+            .last_budget_wait_ms
+            .store(now - 90_000, Ordering::Relaxed);
+        assert!(r.ready().is_err());
+    }
+}

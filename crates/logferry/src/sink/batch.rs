@@ -328,6 +328,28 @@ mod tests {
             .all(|e| !e.message.is_empty() && e.message.len() <= MAX_MESSAGE_BYTES));
     }
 
+    /// Event `i` at `ts`: its message starts with `i` (8 digits) and fits in `room` bytes.
+    fn numbered(i: usize, ts: i64, len: usize, room: usize) -> Pending {
+        let mut e = p(ts, 1);
+        e.message = format!("{i:08}{}", "x".repeat(len.saturating_sub(8)));
+        e.message.truncate(room);
+        e
+    }
+
+    /// Checks every request and returns the numbers of the events they carry, sorted.
+    fn numbers_in(reqs: &[Vec<Pending>], max_events: usize, max_bytes: usize) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for r in reqs {
+            check_request(r, max_events, max_bytes);
+            seen.extend(
+                r.iter()
+                    .map(|e| e.message[..8].parse::<usize>().unwrap_or(usize::MAX)),
+            );
+        }
+        seen.sort_unstable();
+        seen
+    }
+
     #[test]
     fn cuts_at_event_count() {
         let mut b = RequestBuilder::new(10_000, MAX_REQUEST_BYTES);
@@ -400,22 +422,11 @@ mod tests {
             let mut b = RequestBuilder::new(max_events, max_bytes);
             let mut reqs = Vec::new();
             let room = max_bytes.clamp(EVENT_OVERHEAD + 1, MAX_REQUEST_BYTES) - EVENT_OVERHEAD;
-            let mut ids = Vec::new();
             for (i, (ts, len)) in events.iter().enumerate() {
-                let mut e = p(*ts, 1);
-                e.message = format!("{i:08}{}", "x".repeat(len.saturating_sub(8)));
-                e.message.truncate(room);
-                ids.push(i);
-                reqs.extend(b.push(e));
+                reqs.extend(b.push(numbered(i, *ts, *len, room)));
             }
             reqs.extend(b.take());
-            let mut seen = Vec::new();
-            for r in &reqs {
-                check_request(r, max_events, max_bytes);
-                seen.extend(r.iter().map(|e| e.message[..8].parse::<usize>().unwrap_or(usize::MAX)));
-            }
-            seen.sort_unstable();
-            prop_assert_eq!(seen, ids);
+            prop_assert_eq!(numbers_in(&reqs, max_events, max_bytes), (0..events.len()).collect::<Vec<_>>());
         }
 
         /// The same contract through a stream's batcher, with input in any order over days:
@@ -435,9 +446,7 @@ mod tests {
             let room = max_bytes_c - EVENT_OVERHEAD;
             let mut reqs = Vec::new();
             for (i, (ts, len)) in events.iter().enumerate() {
-                let mut e = p(*ts, 1);
-                e.message = format!("{i:08}{}", "x".repeat(len.saturating_sub(8)));
-                e.message.truncate(room);
+                let e = numbered(i, *ts, *len, room);
                 let cost = e.cost();
                 if let Some(cut) = b.push(e) {
                     let bytes: usize = cut.events.iter().map(Pending::cost).sum();
@@ -454,13 +463,7 @@ mod tests {
             prop_assert!(partial.len() <= days.len());
             prop_assert!(b.is_empty() && b.bytes() == 0);
             reqs.extend(partial.into_iter().map(|c| c.events));
-            let mut seen = Vec::new();
-            for r in &reqs {
-                check_request(r, max_events, max_bytes);
-                seen.extend(r.iter().map(|e| e.message[..8].parse::<usize>().unwrap_or(usize::MAX)));
-            }
-            seen.sort_unstable();
-            prop_assert_eq!(seen, (0..events.len()).collect::<Vec<_>>());
+            prop_assert_eq!(numbers_in(&reqs, max_events, max_bytes), (0..events.len()).collect::<Vec<_>>());
         }
     }
 

@@ -132,8 +132,19 @@ fn image_ships_a_read_only_host_journal_as_nonroot_and_loses_nothing_across_stop
     assert_eq!(root.permissions().mode() & 0o777, 0o700, "volume mode");
     let meta = std::fs::metadata(data.join("journald")).expect("journald state dir");
     assert_eq!(meta.uid(), 65532, "state written as 65532");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o700,
+        "journald state dir mode"
+    );
     let cursor = data.join("journald/journal.cursor");
-    assert_eq!(std::fs::metadata(&cursor).expect("cursor").uid(), 65532);
+    let cursor_meta = std::fs::metadata(&cursor).expect("cursor");
+    assert_eq!(cursor_meta.uid(), 65532);
+    assert_eq!(
+        cursor_meta.permissions().mode() & 0o7777,
+        0o600,
+        "cursor mode"
+    );
     // Never root inside.
     let top = Podman::ok(&["top", &name, "huser", "hgroup"]);
     assert!(

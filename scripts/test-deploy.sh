@@ -13,7 +13,8 @@
 #   scripts/test-deploy.sh                     run the checks
 #   scripts/test-deploy.sh --update-ignition   regenerate deploy/coreos/logferry.ign from the .bu
 #
-# LOGFERRY_BIN: the logferry binary for `validate` (default: target dirs, then PATH).
+# LOGFERRY_BIN: the logferry binary for `validate` (default: $CARGO_TARGET_DIR/debug/logferry, as
+# scripts/test.sh builds it).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -174,11 +175,11 @@ py_checks() {
   if ((rc != 0)); then fail "python checks exited $rc"; fi
 }
 
+# The binary of this tree as test.sh just built it (same CARGO_TARGET_DIR default), never one
+# left in another target dir or on PATH by an older build.
 find_logferry() {
   local c
-  for c in "${LOGFERRY_BIN:-}" /var/tmp/logferry-target/debug/logferry \
-    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/logferry" "${CARGO_TARGET_DIR:-$ROOT/target}/release/logferry" \
-    "$(command -v logferry 2>/dev/null)"; do
+  for c in "${LOGFERRY_BIN:-}" "${CARGO_TARGET_DIR:-/var/tmp/logferry-target}/debug/logferry"; do
     [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
   done
   return 1

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::*;
@@ -21,14 +20,6 @@ fn config(port: u16, endpoint: &str, sink_lines: &str) -> String {
             .max_backoff("500ms")
             .line(sink_lines)
     )
-}
-
-fn tally(got: &[(i64, String)]) -> BTreeMap<&str, usize> {
-    let mut m = BTreeMap::new();
-    for (_, line) in got {
-        *m.entry(line.as_str()).or_default() += 1;
-    }
-    m
 }
 
 fn faults_of(stats: &serde_json::Value, kind: &str) -> u64 {

@@ -441,20 +441,10 @@ fn kill9_loop_while_writing_loses_nothing() {
 fn rotation_while_following_loses_and_repeats_nothing() {
     // 1 MiB files and room for 64 of them: several rotations while we follow, no vacuum (that
     // is the next test).
-    let Some(mut jd) = Journald::start("RuntimeMaxUse=64M") else {
+    let n = 12_000; // ~6 files' worth
+    let Some((jd, moto, lf)) = follow_while_rotating("RuntimeMaxUse=64M", n) else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
-    let n = 12_000;
-    // ~6 files' worth, written in bursts.
-    write_rotating(&jd.sender(), 0..n);
-    jd.sync();
     let files = cwl_testkit::journald::journal_files(&jd.log_dir());
     assert!(files.len() >= 4, "journald rotated only into {files:?}");
     let got = wait_tagged(&moto.endpoint(), "node", "rot", n, WAIT);
@@ -462,7 +452,22 @@ fn rotation_while_following_loses_and_repeats_nothing() {
     assert_exactly_once(&got, "rot", n, &lf);
 }
 
-/// Writes `rot` entries `range` in bursts of 1,000, ~400 bytes each on disk and more.
+/// A journald with `journald_conf` and 1 MiB files, logferry following it from the beginning
+/// into moto, and `n` `rot` entries written (in bursts of 1,000, ~400 bytes each on disk).
+fn follow_while_rotating(journald_conf: &str, n: usize) -> Option<(Journald, Moto, Logferry)> {
+    let mut jd = Journald::start(journald_conf)?;
+    let moto = Moto::start().expect("moto");
+    let lf = Logferry::start(&config(
+        &dir_of(&jd),
+        &moto.endpoint(),
+        "start = \"beginning\"",
+        "message",
+    ));
+    write_rotating(&jd.sender(), 0..n);
+    jd.sync();
+    Some((jd, moto, lf))
+}
+
 fn write_rotating(s: &JournalSender, range: std::ops::Range<usize>) {
     for i in range {
         s.send(&[
@@ -484,19 +489,10 @@ fn vacuum_while_following_repeats_nothing_and_misses_nothing_still_on_disk() {
     // logferry follows. An entry deleted before logferry read it is journald's loss; what must
     // hold is that nothing is sent twice, nothing still on disk is missed, and the reader does
     // not stall on files that vanished under it.
-    let Some(mut jd) = Journald::start("RuntimeMaxUse=4M") else {
+    let n = 16_000;
+    let Some((jd, moto, lf)) = follow_while_rotating("RuntimeMaxUse=4M", n) else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
-    let n = 16_000;
-    write_rotating(&jd.sender(), 0..n);
-    jd.sync();
     let on_disk = String::from_utf8_lossy(&journalctl(&jd.log_dir(), &["-o", "cat"])).into_owned();
     let present = counts(on_disk.lines(), "rot");
     assert!(

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -40,14 +39,6 @@ fn send_lines(port: u16, lines: &[String]) {
             .is_ok()
     });
     assert!(ok, "could not send to logferry");
-}
-
-fn tally(got: &[(i64, String)]) -> HashMap<&str, usize> {
-    let mut m = HashMap::new();
-    for (_, line) in got {
-        *m.entry(line.as_str()).or_default() += 1;
-    }
-    m
 }
 
 #[test]

@@ -287,6 +287,15 @@ pub fn wait_events(
     got
 }
 
+/// How many times each message arrived (a duplicate counts 2).
+pub fn tally(got: &[(i64, String)]) -> std::collections::BTreeMap<&str, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for (_, line) in got {
+        *m.entry(line.as_str()).or_default() += 1;
+    }
+    m
+}
+
 /// Dead-letter lines written by the sink named `sink`.
 pub fn dead_letters(data_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(data_dir.join("dead-letter").join(format!("{sink}.jsonl")))

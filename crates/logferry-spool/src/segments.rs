@@ -95,18 +95,6 @@ impl Inner {
         let _ = self.checkpoint();
         let wm = lock(&self.state).acks.watermark();
         self.delete_acked_segments(wm)?;
-        // The active segment is never deleted. Once everything in it is acknowledged, start a
-        // new one so that it can be: a spool bounded near `segment_bytes` would otherwise stay
-        // full for good after its one segment filled, every record delivered (found by a test
-        // that fills a 1 MiB spool while CloudWatch is down, then brings it back).
-        let active_done = {
-            let st = lock(&self.state);
-            !fits(&st) && st.segments.back().is_some_and(|s| s.len > 0 && s.end <= wm)
-        };
-        if active_done {
-            self.rotate(w)?;
-            self.delete_acked_segments(wm)?;
-        }
         let (mut dropped_records, mut dropped_bytes) = (0u64, 0u64);
         loop {
             let (victim, only_one, back_len, used) = {

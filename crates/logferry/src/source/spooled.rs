@@ -76,9 +76,10 @@ pub fn open(
         // down to what was in flight (the spool's own default, 100 ms, resent ~40% in the
         // kill-loop test).
         checkpoint_interval: Duration::from_millis(10),
-        // Space comes back a segment at a time: segments of an eighth of the bound free it
-        // while the rest is still being delivered (64 MiB segments in a small spool would
-        // free nothing until the whole spool was delivered).
+        // Space comes back a segment at a time, and the active segment is never deleted:
+        // segments of an eighth of the bound free it while the rest is still being delivered.
+        // With the library's 64 MiB segments a spool bounded near that size stayed full for
+        // good once CloudWatch came back (found by tests/faults.rs, block policy).
         segment_bytes: (settings.max_bytes / 8).clamp(128 << 10, 64 << 20),
     };
     let (spool, events) =

@@ -268,6 +268,8 @@ async fn run_pipeline(
             spool: spool_handle,
         });
     }
+    // Sockets a reload carried over that this configuration did not take are closed now.
+    source::syslog::release_unclaimed();
     if let Ok(mut g) = slot.lock() {
         *g = Arc::new(Registry {
             sources: registry_sources,
@@ -291,6 +293,9 @@ async fn run_pipeline(
                 Ok(new) => {
                     tracing::info!("SIGHUP: new configuration is valid; restarting the pipeline with it");
                     ended = Ended::Reload(Box::new(new));
+                    // Listening sockets stay open for the next pipeline: connections that
+                    // arrive meanwhile wait in the backlog instead of being reset.
+                    source::syslog::keep_listeners_for_reload();
                     break;
                 }
                 Err(errors) => {

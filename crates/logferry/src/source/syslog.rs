@@ -61,6 +61,10 @@ use crate::source::stats::SourceStats;
 use crate::tls::{Reload, Tls};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a stopping connection may keep reading what its client had already sent.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+/// A read that is not ready within this while draining means nothing more is buffered.
+const DRAIN_READ_WAIT: Duration = Duration::from_millis(50);
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 fn parse_opts() -> ParseOptions {
@@ -96,8 +100,59 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the listener for `cfg`.
+/// A listening socket carried from one pipeline to the next across a SIGHUP reload. Closing
+/// a listener resets the connections the kernel had completed into its backlog but nobody had
+/// accepted yet, while their clients believe their lines were sent: a reload under load lost
+/// such a connection whole (found by `tests/faults.rs`). So a stopping source leaves its socket
+/// here ([`keep`]), the next pipeline's [`bind`] of the same address takes it, and
+/// [`release_unclaimed`] closes what no source of the new configuration wanted. Connections
+/// arriving in between wait in the backlog.
+enum Kept {
+    Tcp(std::net::TcpListener),
+    UnixStream(std::os::unix::net::UnixListener),
+    Udp(std::net::UdpSocket),
+    UnixDatagram(std::os::unix::net::UnixDatagram),
+}
+
+static KEPT: std::sync::Mutex<Vec<(ListenAddress, Kept)>> = std::sync::Mutex::new(Vec::new());
+
+/// Set while the runtime stops a pipeline to start another (SIGHUP); on any other stop a
+/// listener is closed at once, so clients are refused rather than queued and then reset.
+static RELOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the syslog listeners that the pipeline is stopping for a reload: keep the sockets.
+pub fn keep_listeners_for_reload() {
+    RELOADING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn keeping_for_reload() -> bool {
+    RELOADING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn keep(address: ListenAddress, socket: Kept) {
+    if let Ok(mut kept) = KEPT.lock() {
+        kept.push((address, socket));
+    }
+}
+
+fn take_kept(address: &ListenAddress) -> Option<Kept> {
+    let mut kept = KEPT.lock().ok()?;
+    let i = kept.iter().position(|(a, _)| a == address)?;
+    Some(kept.swap_remove(i).1)
+}
+
+/// Closes the sockets a reload carried over that no source of the new configuration took
+/// (a removed source, a changed address): clients are refused again instead of queueing.
+pub fn release_unclaimed() {
+    RELOADING.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(mut kept) = KEPT.lock() {
+        kept.clear();
+    }
+}
+
+/// Binds the listener for `cfg`, or takes the socket a reload carried over for its address.
 pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
+    let kept = take_kept(&cfg.address);
     Ok(match &cfg.address {
         ListenAddress::Tcp(a) => {
             // Certificates first: a listener that cannot do TLS must not open at all.
@@ -107,33 +162,45 @@ pub async fn bind(cfg: &SyslogSourceConfig) -> anyhow::Result<Listener> {
                 )),
                 None => None,
             };
-            let l = TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listening on tcp://{a}"))?;
+            let l = match kept {
+                Some(Kept::Tcp(l)) => TcpListener::from_std(l),
+                _ => TcpListener::bind(a).await,
+            }
+            .with_context(|| format!("listening on tcp://{a}"))?;
             Listener::Tcp(l, tls)
         }
         ListenAddress::Udp(a) => {
-            let sock = UdpSocket::bind(a)
-                .await
-                .with_context(|| format!("listening on udp://{a}"))?;
+            let sock = match kept {
+                Some(Kept::Udp(s)) => UdpSocket::from_std(s),
+                _ => UdpSocket::bind(a).await,
+            }
+            .with_context(|| format!("listening on udp://{a}"))?;
             let s2 = socket2::SockRef::from(&sock);
             // Best effort: the kernel caps it at net.core.rmem_max.
             let _ = s2.set_recv_buffer_size(UDP_RECV_BUFFER);
             Listener::Udp(sock)
         }
         ListenAddress::UnixStream(p) => {
-            remove_stale_socket(p)?;
-            Listener::UnixStream(
-                UnixListener::bind(p)
-                    .with_context(|| format!("listening on unix://{}", p.display()))?,
-            )
+            let l = match kept {
+                Some(Kept::UnixStream(l)) => UnixListener::from_std(l),
+                _ => {
+                    remove_stale_socket(p)?;
+                    UnixListener::bind(p)
+                }
+            }
+            .with_context(|| format!("listening on unix://{}", p.display()))?;
+            Listener::UnixStream(l)
         }
         ListenAddress::UnixDatagram(p) => {
-            remove_stale_socket(p)?;
-            Listener::UnixDatagram(
-                UnixDatagram::bind(p)
-                    .with_context(|| format!("listening on unixgram://{}", p.display()))?,
-            )
+            let s = match kept {
+                Some(Kept::UnixDatagram(s)) => UnixDatagram::from_std(s),
+                _ => {
+                    remove_stale_socket(p)?;
+                    UnixDatagram::bind(p)
+                }
+            }
+            .with_context(|| format!("listening on unixgram://{}", p.display()))?;
+            Listener::UnixDatagram(s)
         }
     })
 }
@@ -272,35 +339,29 @@ pub async fn run(
     };
     // The sinks drain once every sender is gone: keep none here beyond `output`.
     drop(ctx);
-    match listener {
+    // On a reload the socket outlives this pipeline: it is handed to the next one (`Kept`).
+    let kept = match listener {
         Listener::Tcp(l, tls) => {
-            serve_streams(
-                &output,
-                StreamListener::Tcp(l),
-                tls,
-                &guards,
-                cfg.max_connections,
-                max,
-            )
-            .await
+            let l = StreamListener::Tcp(l);
+            serve_streams(&output, l, tls, &guards, cfg.max_connections, max).await
         }
         Listener::UnixStream(l) => {
-            serve_streams(
-                &output,
-                StreamListener::Unix(l),
-                None,
-                &guards,
-                cfg.max_connections,
-                max,
-            )
-            .await
+            let l = StreamListener::Unix(l);
+            serve_streams(&output, l, None, &guards, cfg.max_connections, max).await
         }
         Listener::Udp(sock) => {
-            read_datagrams(&output, DatagramSocket::Udp(sock), max, &guards).await
+            let sock = DatagramSocket::Udp(sock);
+            read_datagrams(&output, &sock, max, &guards).await;
+            keeping_for_reload().then(|| sock.into_kept()).flatten()
         }
         Listener::UnixDatagram(sock) => {
-            read_datagrams(&output, DatagramSocket::Unix(sock), max, &guards).await
+            let sock = DatagramSocket::Unix(sock);
+            read_datagrams(&output, &sock, max, &guards).await;
+            keeping_for_reload().then(|| sock.into_kept()).flatten()
         }
+    };
+    if let Some(kept) = kept {
+        keep(cfg.address.clone(), kept);
     }
     drop(output);
     if let Some(reader) = reader {
@@ -319,6 +380,13 @@ enum Conn {
 }
 
 impl StreamListener {
+    fn into_kept(self) -> Option<Kept> {
+        match self {
+            StreamListener::Tcp(l) => l.into_std().ok().map(Kept::Tcp),
+            StreamListener::Unix(l) => l.into_std().ok().map(Kept::UnixStream),
+        }
+    }
+
     async fn accept(&self) -> std::io::Result<Conn> {
         match self {
             StreamListener::Tcp(l) => {
@@ -349,7 +417,7 @@ async fn serve_streams(
     guards: &Arc<Guards>,
     max_connections: usize,
     max_frame_bytes: usize,
-) {
+) -> Option<Kept> {
     let shutdown = output.shutdown().clone();
     let stats = guards.stats.clone();
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -431,8 +499,16 @@ async fn serve_streams(
             },
         }
     }
-    drop(listener);
+    // Stop accepting before the open connections drain: closed (new clients are refused), or
+    // kept for the next pipeline when this is a reload.
+    let kept = if keeping_for_reload() {
+        listener.into_kept()
+    } else {
+        drop(listener);
+        None
+    };
     while conns.join_next().await.is_some() {}
+    kept
 }
 
 /// One connection: the TLS handshake if any, then frames until EOF, idle timeout or shutdown.
@@ -540,32 +616,50 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
     // Idle means no *complete frame*, not no bytes: a client trickling a byte now and then
     // without ever ending a line holds a connection slot just as well as a silent one.
     let mut last_frame = Instant::now();
+    // Set when the source is told to stop: from then on only what the kernel already holds for
+    // this connection is read (a client that sent its lines and closed must not lose them to a
+    // reload or a SIGTERM), for at most DRAIN_FOR, then the connection is closed.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     while !eof {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let read = match idle_timeout {
-            Some(idle) => {
-                let deadline = tokio::time::Instant::from_std(last_frame + idle);
-                tokio::select! {
-                    r = tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)) => match r {
-                        Ok(r) => r,
-                        Err(_) => {
-                            if let Some(g) = guards {
-                                g.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            tracing::debug!(?idle, "no complete frame within idle_timeout; closing the connection");
-                            // What the client did send still counts, as at EOF.
-                            Ok(0)
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                }
+        if drain_until.is_none() && shutdown.is_cancelled() {
+            drain_until = Some(tokio::time::Instant::now() + DRAIN_FOR);
+        }
+        let read = if let Some(until) = drain_until {
+            let wait =
+                DRAIN_READ_WAIT.min(until.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, reader.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                // Nothing more buffered (or the drain's time is up): what was sent counts, as
+                // at EOF.
+                Err(_) => Ok(0),
             }
-            None => tokio::select! {
-                r = reader.read_buf(&mut buf) => r,
-                _ = shutdown.cancelled() => break,
-            },
+        } else {
+            match idle_timeout {
+                Some(idle) => {
+                    let deadline = tokio::time::Instant::from_std(last_frame + idle);
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)) => match r {
+                            Ok(r) => r,
+                            Err(_) => {
+                                if let Some(g) = guards {
+                                    g.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                tracing::debug!(?idle, "no complete frame within idle_timeout; closing the connection");
+                                // What the client did send still counts, as at EOF.
+                                Ok(0)
+                            }
+                        },
+                        _ = shutdown.cancelled() => continue,
+                    }
+                }
+                None => tokio::select! {
+                    r = reader.read_buf(&mut buf) => r,
+                    _ = shutdown.cancelled() => continue,
+                },
+            }
         };
         let read_bytes = match read {
             Ok(0) => {
@@ -603,13 +697,14 @@ async fn read_stream_guarded<R: AsyncRead + Unpin>(
             // Pay for what was read (bytes off the socket, so skipped oversize input costs
             // too); over the rate, stop reading for a while: the client is pushed back.
             let wait = rate.charge(n_frames, read_bytes as u64);
-            if !wait.is_zero() && !eof {
+            if !wait.is_zero() && !eof && drain_until.is_none() {
                 g.stats
                     .throttled_us
                     .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => break,
+                    // Stopping: the next turn drains what the client already sent.
+                    _ = shutdown.cancelled() => continue,
                 }
                 last_frame = Instant::now();
             }
@@ -624,6 +719,13 @@ enum DatagramSocket {
 }
 
 impl DatagramSocket {
+    fn into_kept(self) -> Option<Kept> {
+        match self {
+            DatagramSocket::Udp(s) => s.into_std().ok().map(Kept::Udp),
+            DatagramSocket::Unix(s) => s.into_std().ok().map(Kept::UnixDatagram),
+        }
+    }
+
     async fn readable(&self) -> std::io::Result<()> {
         match self {
             DatagramSocket::Udp(s) => s.readable().await,
@@ -641,7 +743,7 @@ impl DatagramSocket {
 
 async fn read_datagrams(
     output: &Output,
-    sock: DatagramSocket,
+    sock: &DatagramSocket,
     max_frame_bytes: usize,
     guards: &Guards,
 ) {

@@ -350,3 +350,74 @@ fn a_full_spool_that_drops_the_oldest_counts_every_line_it_drops() {
     // The books: every line sent was delivered or counted dropped, none both, none neither.
     assert_eq!(distinct as f64 + dropped, n as f64, "unaccounted lines");
 }
+
+#[test]
+fn a_connection_waiting_in_the_backlog_survives_a_reload() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    let cfg = config(port, &moto.endpoint(), "").replace(
+        "type = \"syslog\"\n",
+        "type = \"syslog\"\nmax_connections = 1\n",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    // The one connection slot is taken by an idle client, so the next connection is completed
+    // by the kernel into the listen backlog and not accepted: exactly where a reload caught one.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut idle, b"holding the slot\n").expect("send");
+    wait_events(&moto.endpoint(), GROUP, "s", 1, WAIT);
+    let lines: String = (0..100).map(|i| format!("queued {i:03}\n")).collect();
+    let mut queued = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut queued, lines.as_bytes()).expect("send");
+    drop(queued);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(lf.pid().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    lf.wait_listening(2);
+    drop(idle);
+    let got = wait_events(&moto.endpoint(), GROUP, "s", 101, WAIT);
+    assert_eq!(
+        tally(&got).len(),
+        101,
+        "the queued connection was lost\n{}",
+        lf.log()
+    );
+}
+
+#[test]
+fn lines_a_client_already_sent_are_read_before_a_reload_closes_its_connection() {
+    let moto = Moto::start().expect("moto");
+    let port = free_port();
+    // Paced to 10 lines/s: most of what the client sends is still in the socket when the
+    // reload comes (the client has sent everything and closed; it cannot send it again).
+    let cfg = config(port, &moto.endpoint(), "").replace(
+        "type = \"syslog\"\n",
+        "type = \"syslog\"\nmax_events_per_second = 10\n",
+    );
+    let lf = Logferry::start(&cfg);
+    lf.wait_listening(1);
+    // 300 lines of ~1 KB: one 64 KiB read takes some 60, the pacing then holds the rest in
+    // the socket for seconds.
+    let pad = "x".repeat(1000);
+    let lines: String = (0..300).map(|i| format!("sent {i:03} {pad}\n")).collect();
+    tcp_send(port, lines.as_bytes());
+    wait_events(&moto.endpoint(), GROUP, "s", 1, WAIT);
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(lf.pid().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    lf.wait_listening(2);
+    let got = wait_events(&moto.endpoint(), GROUP, "s", 300, WAIT);
+    assert_eq!(
+        tally(&got).len(),
+        300,
+        "lines left in the socket were lost\n{}",
+        lf.log()
+    );
+}

@@ -176,14 +176,6 @@ fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let hup = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
     // First reload moves the sink to another stream; the second reloads it unchanged.
     std::thread::sleep(Duration::from_millis(600));
     let text = std::fs::read_to_string(&lf.config_path).expect("read");
@@ -192,10 +184,10 @@ fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
         text.replace("log_stream = \"s\"", "log_stream = \"s2\""),
     )
     .expect("write");
-    hup(lf.pid());
+    lf.sighup();
     lf.wait_listening(2);
     std::thread::sleep(Duration::from_millis(700));
-    hup(lf.pid());
+    lf.sighup();
     lf.wait_listening(3);
     sender.join().expect("sender");
 
@@ -371,12 +363,7 @@ fn a_connection_waiting_in_the_backlog_survives_a_reload() {
     std::io::Write::write_all(&mut queued, lines.as_bytes()).expect("send");
     drop(queued);
     std::thread::sleep(Duration::from_millis(300));
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(lf.pid().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    lf.sighup();
     lf.wait_listening(2);
     drop(idle);
     let got = wait_events(&moto.endpoint(), GROUP, "s", 101, WAIT);
@@ -406,12 +393,7 @@ fn lines_a_client_already_sent_are_read_before_a_reload_closes_its_connection() 
     let lines: String = (0..300).map(|i| format!("sent {i:03} {pad}\n")).collect();
     tcp_send(port, lines.as_bytes());
     wait_events(&moto.endpoint(), GROUP, "s", 1, WAIT);
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(lf.pid().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    lf.sighup();
     lf.wait_listening(2);
     let got = wait_events(&moto.endpoint(), GROUP, "s", 300, WAIT);
     assert_eq!(

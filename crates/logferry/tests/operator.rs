@@ -468,13 +468,7 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one() {
     wait_events(&moto.endpoint(), "/ops/one", "s", 1, WAIT);
     let text = std::fs::read_to_string(&lf.config_path).expect("read");
     std::fs::write(&lf.config_path, text.replace("/ops/one", "/ops/two")).expect("write");
-    let hup = |pid: u32| {
-        let _ = Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status();
-    };
-    hup(lf.pid());
+    lf.sighup();
     lf.wait_listening(2);
     tcp_send(port, b"to two\n");
     assert_eq!(
@@ -485,7 +479,7 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one() {
     );
     // A broken file is refused; the running pipeline goes on.
     std::fs::write(&lf.config_path, "this is [not toml").expect("write");
-    hup(lf.pid());
+    lf.sighup();
     assert!(
         wait_until(WAIT, || lf.log().contains("keeping the running one")),
         "{}",

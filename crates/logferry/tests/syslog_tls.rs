@@ -362,7 +362,7 @@ fn sighup_rereads_certificates_optional_client_auth_and_handshake_timeout() {
     replace(&pki.path("server.key"), &k);
     replace(&pki.path("server.pem"), &c);
     assert!(served_cert(port, &pki).contains("serial=1001"));
-    run(Command::new("kill").args(["-HUP", &lf.pid().to_string()]));
+    lf.sighup();
     let mut served = String::new();
     assert!(
         wait_until(WAIT, || {

@@ -12,7 +12,11 @@
 //! * injects faults chosen at run time through an admin API under `/__proxy/` on the same
 //!   port: throttling, 503, 500, connection reset before forwarding, reset *after*
 //!   forwarding (the events are stored but the client never hears so: the real-life source
-//!   of duplicates), outages, and latency. `--seed` makes the fault sequence reproducible;
+//!   of duplicates), outages, latency, and any AWS error code chosen by name (expired or
+//!   refused credentials: `ExpiredTokenException`, `AccessDeniedException`,
+//!   `UnrecognizedClientException`), for the next N requests or until cleared, optionally
+//!   only for requests signed with one access key id (so a renewed key gets through).
+//!   `--seed` makes the fault sequence reproducible;
 //! * enforces account-wide quotas per operation (`/__proxy/quota`): one token bucket per API
 //!   shared by every client, as CloudWatch's quotas are per account and region, so several
 //!   shippers behind one proxy compete for the same calls per second and the excess is
@@ -137,6 +141,15 @@ struct Faults {
     operations: Option<Vec<String>>,
     /// Faults for the next matching requests, in order, before the percentages apply.
     script: Vec<FaultKind>,
+    /// Answer matching requests with this AWS error code (HTTP 400, not forwarded), before
+    /// `script` and the percentages: e.g. `ExpiredTokenException`.
+    error_code: Option<String>,
+    /// The error's message (default: AWS's usual one for the code).
+    error_message: Option<String>,
+    /// Only the next N matching requests get `error_code` (absent: until faults change).
+    error_count: Option<u64>,
+    /// Only requests signed (SigV4 `Credential=`) with this access key id get `error_code`.
+    error_access_key_id: Option<String>,
 }
 
 impl Default for Faults {
@@ -153,6 +166,10 @@ impl Default for Faults {
             latency_ms: 0,
             operations: None,
             script: Vec::new(),
+            error_code: None,
+            error_message: None,
+            error_count: None,
+            error_access_key_id: None,
         }
     }
 }
@@ -237,6 +254,8 @@ struct Inner {
     faults: Faults,
     quotas: BTreeMap<String, Bucket>,
     script: VecDeque<FaultKind>,
+    /// How many more requests get `faults.error_code` (None: no limit).
+    errors_left: Option<u64>,
     rng: Rng,
     stats: Stats,
 }
@@ -339,13 +358,60 @@ fn inspect(op: &str, body: &[u8]) -> (Option<PutInfo>, Vec<Violation>) {
 }
 
 enum Action {
-    Forward { latency_ms: u64, reset_after: bool },
+    Forward {
+        latency_ms: u64,
+        reset_after: bool,
+    },
     Respond(FaultKind),
+    /// Answer 400 with this AWS error code and message.
+    AwsError(String, String),
     Reset,
     Outage(OutageMode, u64),
 }
 
-fn decide(inner: &mut Inner, op: &str) -> (Action, Option<&'static str>) {
+/// The access key id of a SigV4 `Authorization` header (`... Credential=AKID/DATE/...`).
+fn signing_key_id(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
+    rest.split('/').next()
+}
+
+/// AWS's usual message for an error code the proxy is told to answer with.
+fn default_error_message(code: &str) -> &'static str {
+    match code {
+        "ExpiredTokenException" => "The security token included in the request is expired",
+        "UnrecognizedClientException" => "The security token included in the request is invalid.",
+        "AccessDeniedException" => {
+            "User: arn:aws:sts::123456789012:assumed-role/logferry/i-0 is not authorized to \
+             perform this action (injected by cwl-proxy)"
+        }
+        _ => "injected by cwl-proxy",
+    }
+}
+
+/// The chosen AWS error for this request, if `error_code` applies to it (and counts it).
+fn aws_error_fault(inner: &mut Inner, key_id: Option<&str>) -> Option<Action> {
+    let f = &inner.faults;
+    let code = f.error_code.clone()?;
+    if f.error_access_key_id
+        .as_deref()
+        .is_some_and(|k| Some(k) != key_id)
+    {
+        return None;
+    }
+    match &mut inner.errors_left {
+        Some(0) => return None,
+        Some(n) => *n -= 1,
+        None => {}
+    }
+    let message = f
+        .error_message
+        .clone()
+        .unwrap_or_else(|| default_error_message(&code).to_string());
+    Some(Action::AwsError(code, message))
+}
+
+fn decide(inner: &mut Inner, op: &str, key_id: Option<&str>) -> (Action, Option<&'static str>) {
     let f = &inner.faults;
     if f.outage {
         return (Action::Outage(f.outage_mode, f.hang_ms), Some("outage"));
@@ -371,6 +437,9 @@ fn decide(inner: &mut Inner, op: &str) -> (Action, Option<&'static str>) {
         );
     }
     let latency_ms = f.latency_ms;
+    if let Some(action) = aws_error_fault(inner, key_id) {
+        return (action, Some("aws_error"));
+    }
     let kind = match inner.script.pop_front() {
         Some(k) => k,
         None => {
@@ -464,6 +533,7 @@ fn stats_json(inner: &Inner) -> Value {
         "faults": inner.faults,
         "quota": quota_json(inner),
         "script_remaining": inner.script.len(),
+        "errors_left": inner.errors_left,
     })
 }
 
@@ -498,6 +568,7 @@ async fn admin(req: Request<Incoming>, sh: &Shared) -> Resp {
                 Ok(f) => {
                     let mut inner = sh.lock();
                     inner.script = f.script.iter().copied().collect();
+                    inner.errors_left = f.error_count;
                     inner.faults = f;
                     admin_json(StatusCode::OK, json!(inner.faults))
                 }
@@ -624,7 +695,7 @@ async fn handle(
                 s.records_dropped += 1;
             }
         }
-        let (action, fault) = decide(inner, &op);
+        let (action, fault) = decide(inner, &op, signing_key_id(&parts.headers));
         if let Some(f) = fault {
             *inner.stats.faults.entry(f).or_default() += 1;
         }
@@ -646,6 +717,9 @@ async fn handle(
         Action::Reset => {
             arm_reset(fd);
             Err(DropConnection("reset"))
+        }
+        Action::AwsError(code, message) => {
+            Ok(aws_error(StatusCode::BAD_REQUEST, &code, &message, id))
         }
         Action::Respond(kind) => Ok(match kind {
             FaultKind::Throttle => aws_error(
@@ -775,6 +849,7 @@ fn main() {
                 faults: Faults::default(),
                 quotas: BTreeMap::new(),
                 script: VecDeque::new(),
+                errors_left: None,
                 rng,
                 stats: Stats::default(),
             }),

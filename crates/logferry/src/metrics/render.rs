@@ -61,7 +61,7 @@ pub(super) fn render(registry: &Registry) -> String {
 /// What every source has: events, bytes, truncations, drops by reason, lag.
 fn every_source(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
     let all: Vec<&SourceEntry> = sources.iter().collect();
-    let counters: [(&'static str, Kind, &'static str, SourceCounter); 3] = [
+    let counters: [(&'static str, Kind, &'static str, SourceCounter); 4] = [
         (
             "logferry_source_events_total",
             Kind::Counter,
@@ -79,6 +79,12 @@ fn every_source(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
             Kind::Counter,
             "Events truncated to max_frame_bytes (kept, flagged).",
             |s| &s.truncated,
+        ),
+        (
+            "logferry_source_state_save_failures_total",
+            Kind::Counter,
+            "Failed saves of a source's position (journal cursor, file checkpoint), each retried; the saved position stays behind meanwhile.",
+            |s| &s.state_save_failures,
         ),
     ];
     one_sample_per_source(x, &all, &counters);
@@ -270,7 +276,7 @@ fn spools(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
 
 /// Every sink's books, requests, dead letters and PutLogEvents latency.
 fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
-    let counters: [(&'static str, &'static str, SinkCounter); 12] = [
+    let counters: [(&'static str, &'static str, SinkCounter); 14] = [
         (
             "logferry_sink_events_received_total",
             "Events a sink took in.",
@@ -317,6 +323,16 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
             |s| &s.ambiguous_resends,
         ),
         (
+            "logferry_sink_auth_refused_total",
+            "Calls CloudWatch refused for their credentials or permissions (expired, unknown, access denied); their events are kept and retried.",
+            |s| &s.auth_refused,
+        ),
+        (
+            "logferry_sink_dead_letter_write_failures_total",
+            "Failed writes of the dead-letter file (disk full, read-only, I/O error); their events stay unacknowledged and the write is retried.",
+            |s| &s.dead_letter_write_failures,
+        ),
+        (
             "logferry_sink_groups_created_total",
             "Log groups created.",
             |s| &s.groups_created,
@@ -351,6 +367,7 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
         SINK_DROPPED,
         OLDEST_UNSENT,
         PUT_LATENCY,
+        AUTH_FAILING,
         CALLS_THROTTLED,
         REQUEST_RATE,
         BUDGET_WAIT,
@@ -379,6 +396,8 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
         let oldest_ms = s.oldest_held_age_ms.load(Ordering::Relaxed);
         x.declare(OLDEST_UNSENT)
             .sample(&l, seconds(i64::try_from(oldest_ms).unwrap_or(i64::MAX)));
+        x.declare(AUTH_FAILING)
+            .sample(&l, u64::from(s.auth.is_failing()));
         let latency = x.declare(PUT_LATENCY);
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
             latency.suffixed(
@@ -480,6 +499,11 @@ const OLDEST_UNSENT: Spec = (
     "logferry_sink_oldest_unsent_seconds",
     Kind::Gauge,
     "Age of the oldest event a sink holds (building or in flight).",
+);
+const AUTH_FAILING: Spec = (
+    "logferry_sink_auth_failing",
+    Kind::Gauge,
+    "1 while CloudWatch refuses the sink's credentials (from the first refused call to the next accepted one).",
 );
 const PUT_LATENCY: Spec = (
     "logferry_sink_put_latency_seconds",

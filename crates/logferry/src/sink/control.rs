@@ -23,7 +23,7 @@ use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatchlogs::types::LogGroupClass;
 
 use super::governor::{Governor, Pace, Ticket};
-use super::request::warn_retry;
+use super::request::{credentials_accepted, warn_retry, FailedCall};
 use super::retry::{backoff, classify, describe_error, Failure, RetryKind};
 use super::Shared;
 
@@ -58,6 +58,8 @@ pub struct Finished {
     job: Job,
     call: Call,
     ticket: Ticket,
+    /// When the call was sent (Unix ms), to tell a stale credentials refusal from a new one.
+    sent_ms: i64,
     result: Result<(), Failure>,
 }
 
@@ -176,6 +178,7 @@ impl ControlPlane {
             mut job,
             call,
             ticket,
+            sent_ms,
             result,
         } = done;
         let (governor, queue) = match call {
@@ -186,6 +189,7 @@ impl ControlPlane {
         let failure = match result {
             Ok(()) => {
                 governor.on_success(ticket);
+                credentials_accepted(shared, sent_ms);
                 self.publish_rates(shared);
                 return match call {
                     Call::Stream => vec![job.key],
@@ -242,7 +246,13 @@ impl ControlPlane {
                 };
                 let wait = backoff(job.attempt, shared.config.max_backoff);
                 stats.set_error(&format!("{what} ({kind}): {detail}"));
-                warn_retry(shared, what, &job.group, &job.stream, kind, &detail, wait);
+                let failed = FailedCall {
+                    what,
+                    group: &job.group,
+                    stream: &job.stream,
+                    sent_ms,
+                };
+                warn_retry(shared, &failed, kind, &detail, wait);
                 job.attempt += 1;
                 job.not_before = Some(now + wait);
                 queue.push_front(job);
@@ -267,6 +277,7 @@ impl ControlPlane {
 
 /// Makes the call `job` asks for.
 pub async fn call(shared: Arc<Shared>, job: Job, call: Call, ticket: Ticket) -> Finished {
+    let sent_ms = crate::event::now_ms();
     let result = tokio::select! {
         r = async {
             match call {
@@ -281,6 +292,7 @@ pub async fn call(shared: Arc<Shared>, job: Job, call: Call, ticket: Ticket) -> 
         job,
         call,
         ticket,
+        sent_ms,
         result,
     }
 }

@@ -4,8 +4,10 @@
 //! `InvalidParameterException`, is written here as one JSON line
 //! (`{"time":..,"reason":..,"log_group":..,"log_stream":..,"timestamp":..,"message":..}`) and
 //! fsynced *before* its acknowledgement says "dead-lettered", so a source may move past it
-//! only once it is safe on disk. If the file cannot be written (disk full, permissions), the
-//! events are reported as not delivered and their source keeps them.
+//! only once it is safe on disk. If the file cannot be written (disk full, read-only, I/O
+//! error), the sink keeps the events unacknowledged and writes them again until it succeeds
+//! (`request::dead_letter`); a write cut short is truncated away, so a retry leaves no torn
+//! line and no record twice.
 
 use std::fs::File;
 
@@ -118,10 +120,14 @@ impl DeadLetterFile {
         let file = guard
             .as_mut()
             .ok_or_else(|| std::io::Error::other("dead-letter file not open"))?;
+        let len = file.metadata()?.len();
         let result = file
             .write_all(buf.as_bytes())
             .and_then(|_| file.sync_data());
         if result.is_err() {
+            // A write cut short (ENOSPC halfway) leaves no torn line behind: the records are
+            // written again, whole, on the next try.
+            let _ = file.set_len(len);
             // Reopen next time: the handle may be in a bad state (e.g. after ENOSPC).
             *guard = None;
         }

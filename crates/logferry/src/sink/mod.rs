@@ -561,11 +561,15 @@ impl CloudWatchSink {
                     let wait = retry::backoff(req.attempt, self.shared.config.max_backoff);
                     let detail = "the log stream does not exist and create_missing_stream = false; create it, or allow logferry to";
                     stats.set_error(detail);
+                    let failed = request::FailedCall {
+                        what: "PutLogEvents",
+                        group: &state.group,
+                        stream: &state.stream,
+                        sent_ms: crate::event::now_ms(),
+                    };
                     request::warn_retry(
                         &self.shared,
-                        "PutLogEvents",
-                        &state.group,
-                        &state.stream,
+                        &failed,
                         retry::RetryKind::Missing,
                         detail,
                         wait,

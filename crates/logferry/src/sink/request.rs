@@ -137,27 +137,74 @@ pub enum Answer {
     Cancelled,
 }
 
-/// Logs a failed call, at most once per kind every 10 s.
+/// A call that failed, for [`warn_retry`].
+#[derive(Debug)]
+pub struct FailedCall<'a> {
+    /// The API or what it was for ("PutLogEvents", "creating the log stream").
+    pub what: &'a str,
+    /// The log group.
+    pub group: &'a str,
+    /// The log stream (empty for a group).
+    pub stream: &'a str,
+    /// When the call was sent (Unix ms).
+    pub sent_ms: i64,
+}
+
+/// Logs a failed call, at most once per kind every 10 s; refused credentials once per episode.
 pub fn warn_retry(
     shared: &Shared,
-    what: &str,
-    group: &str,
-    stream: &str,
+    call: &FailedCall<'_>,
     kind: RetryKind,
     detail: &str,
     wait: Duration,
 ) {
+    if kind == RetryKind::Auth {
+        credentials_refused(shared, call, detail, wait);
+        return;
+    }
     if let Some(suppressed) = shared
         .log_limiter
         .allow(kind.as_str(), Duration::from_secs(10))
     {
         tracing::warn!(
-            log_group = group,
-            log_stream = stream,
+            log_group = call.group,
+            log_stream = call.stream,
             kind = kind.as_str(),
             suppressed,
             retry_in_ms = wait.as_millis() as u64,
-            "{what} failed, will retry (events are kept): {detail}"
+            "{} failed, will retry (events are kept): {detail}",
+            call.what
+        );
+    }
+}
+
+/// CloudWatch refused the credentials (expired, unknown, not allowed): counted every time,
+/// logged at error level when it starts an episode (see [`super::retry::AuthEpisode`]).
+/// `detail` is the service's code and message, which name no secret (an access denied names
+/// the principal's ARN, which is no secret and what the operator needs to fix the policy).
+fn credentials_refused(shared: &Shared, call: &FailedCall<'_>, detail: &str, wait: Duration) {
+    let stats = &shared.stats;
+    stats.auth_refused.fetch_add(1, Ordering::Relaxed);
+    if stats.auth.refused(call.sent_ms) {
+        tracing::error!(
+            log_group = call.group,
+            log_stream = call.stream,
+            kind = RetryKind::Auth.as_str(),
+            retry_in_ms = wait.as_millis() as u64,
+            "CloudWatch refuses the credentials ({} failed: {detail}); every event is kept and \
+             retried with backoff up to max_backoff until they are accepted: renew the \
+             credentials or fix the IAM policy",
+            call.what
+        );
+    }
+}
+
+/// A call sent at `sent_ms` was accepted: ends a refused-credentials episode, if one was on.
+pub fn credentials_accepted(shared: &Shared, sent_ms: i64) {
+    if let Some(refused) = shared.stats.auth.accepted(sent_ms) {
+        tracing::info!(
+            refused_calls = refused,
+            "CloudWatch accepts the credentials again; delivery resumes"
         );
     }
 }
@@ -187,6 +234,7 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
         })
         .send();
     let started = Instant::now();
+    let sent_ms = crate::event::now_ms();
     let result = tokio::select! {
         r = call => Some(r),
         _ = shared.cancel.cancelled() => None,
@@ -199,6 +247,7 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
     let now_ms = crate::event::now_ms();
     match &result {
         Ok(_) => {
+            credentials_accepted(shared, sent_ms);
             stats.last_success_ms.store(now_ms, Ordering::Relaxed);
             stats.last_answer_ms.store(now_ms, Ordering::Relaxed);
         }
@@ -285,7 +334,13 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
             }
             let wait = backoff(req.attempt, shared.config.max_backoff);
             stats.set_error(&format!("PutLogEvents {kind}: {detail}"));
-            warn_retry(shared, "PutLogEvents", group, stream, kind, &detail, wait);
+            let failed = FailedCall {
+                what: "PutLogEvents",
+                group,
+                stream,
+                sent_ms,
+            };
+            warn_retry(shared, &failed, kind, &detail, wait);
             req.attempt += 1;
             req.not_before = Some(Instant::now() + wait);
             Answer::Retry(req)
@@ -294,47 +349,57 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
 }
 
 /// Writes `rejected` to the dead-letter file, then resolves them as dead-lettered. If the file
-/// cannot be written, they stay unacknowledged (their source keeps them) and an error is logged.
+/// cannot be written (disk full, read-only, I/O error), the write is tried again with backoff
+/// until it succeeds: the events stay unacknowledged meanwhile, so no position (journal cursor,
+/// file checkpoint, spool acknowledgement) moves past them, and the first failure of an episode
+/// is logged at error level and each one counted. Only the end of the shutdown grace period
+/// gives up; the source then keeps them (read again, or delivered from the spool, on restart).
 pub async fn dead_letter(
     shared: &Shared,
     group: &str,
     stream: &str,
-    rejected: Vec<(Pending, Reason)>,
+    mut rejected: Vec<(Pending, Reason)>,
     detail: Option<&str>,
 ) {
-    let dl = shared.dead_letter.clone();
-    let (group_s, stream_s, detail_s) = (
-        group.to_string(),
-        stream.to_string(),
-        detail.map(str::to_string),
-    );
-    let written = tokio::task::spawn_blocking(move || {
-        let records: Vec<Record<'_>> = rejected
-            .iter()
-            .map(|(p, reason)| Record {
-                reason: *reason,
-                detail: detail_s.as_deref(),
-                log_group: &group_s,
-                log_stream: &stream_s,
-                timestamp_ms: p.timestamp_ms,
-                message: &p.message,
-            })
-            .collect();
-        let r = dl.write(&records);
-        (r, rejected)
-    })
-    .await;
-    let Ok((result, rejected)) = written else {
-        tracing::error!("dead-letter writer task failed; events kept unacknowledged");
-        return;
-    };
-    if let Err(e) = result {
-        tracing::error!(
-                        path = %shared.dead_letter.path().display(),
-            "cannot write the dead-letter file ({e}); {} rejected events stay unacknowledged",
-            rejected.len()
+    let mut attempt = 0;
+    loop {
+        let (result, back) = write_dead_letters(shared, group, stream, rejected, detail).await;
+        rejected = back;
+        let Err(e) = result else { break };
+        if rejected.is_empty() {
+            tracing::error!("{e}; events kept unacknowledged");
+            return;
+        }
+        let stats = &shared.stats;
+        stats
+            .dead_letter_write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let wait = backoff(attempt, shared.config.max_backoff);
+        if !stats.dead_letter_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                path = %shared.dead_letter.path().display(),
+                retry_in_ms = wait.as_millis() as u64,
+                "cannot write the dead-letter file ({e}); {} rejected events stay \
+                 unacknowledged (their source keeps them) and the write is retried until it \
+                 succeeds",
+                rejected.len()
+            );
+        }
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.cancel.cancelled() => return,
+        }
+    }
+    if shared
+        .stats
+        .dead_letter_failing
+        .swap(false, Ordering::Relaxed)
+    {
+        tracing::info!(
+            path = %shared.dead_letter.path().display(),
+            "the dead-letter file can be written again"
         );
-        return;
     }
     let mut counts: HashMap<Reason, u64> = HashMap::new();
     for (p, reason) in rejected {
@@ -360,6 +425,49 @@ pub async fn dead_letter(
             "CloudWatch will not accept some events ({}); written to the dead-letter file",
             summary.join(", ")
         );
+    }
+}
+
+/// One attempt at writing `rejected` (on a blocking thread); gives them back either way.
+async fn write_dead_letters(
+    shared: &Shared,
+    group: &str,
+    stream: &str,
+    rejected: Vec<(Pending, Reason)>,
+    detail: Option<&str>,
+) -> (std::io::Result<()>, Vec<(Pending, Reason)>) {
+    let dl = shared.dead_letter.clone();
+    let (group_s, stream_s, detail_s) = (
+        group.to_string(),
+        stream.to_string(),
+        detail.map(str::to_string),
+    );
+    let written = tokio::task::spawn_blocking(move || {
+        let records: Vec<Record<'_>> = rejected
+            .iter()
+            .map(|(p, reason)| Record {
+                reason: *reason,
+                detail: detail_s.as_deref(),
+                log_group: &group_s,
+                log_stream: &stream_s,
+                timestamp_ms: p.timestamp_ms,
+                message: &p.message,
+            })
+            .collect();
+        let r = dl.write(&records);
+        (r, rejected)
+    })
+    .await;
+    match written {
+        Ok(done) => done,
+        // The task panicked: its events went with it, their acks dropped (failed), so their
+        // source keeps them.
+        Err(e) => (
+            Err(std::io::Error::other(format!(
+                "dead-letter writer task failed: {e}"
+            ))),
+            Vec::new(),
+        ),
     }
 }
 

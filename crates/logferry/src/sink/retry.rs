@@ -7,6 +7,13 @@
 //!   permission errors are retried forever (while the process runs) with exponential backoff
 //!   and full jitter, capped at `max_backoff`. An outage must not drop data; logs say what is
 //!   wrong, rate-limited ([`LogLimiter`]).
+//! - Refused credentials (`ExpiredTokenException`, `UnrecognizedClientException`,
+//!   `AccessDeniedException`, bad signatures) are such a retry, but an operator must act (renew
+//!   the credentials, fix the IAM policy) unless the SDK renews them on its own: an
+//!   [`AuthEpisode`] makes it one error-level line when the refusals start, however many
+//!   requests and streams meet them, and one info line when a call is accepted again. Every
+//!   refused call is counted (`logferry_sink_auth_refused_total`) and `logferry_sink_auth_failing`
+//!   is 1 meanwhile. The events are kept; nothing is given up, however long it lasts.
 //! - `ResourceNotFoundException` creates what is missing (see [`super::control`]); creation
 //!   calls meet the same throttles and outages and are retried the same way (Vector drops a
 //!   batch when CreateLogGroup is throttled; we do not).
@@ -18,6 +25,7 @@
 //! that is the price of at-least-once, counted in `ambiguous_resends`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -249,9 +257,61 @@ impl LogLimiter {
     }
 }
 
+/// Whether CloudWatch refuses a sink's credentials now. An episode starts at the first refused
+/// call and ends at the first accepted one, so it is logged once however many requests meet it.
+/// A refusal of a call sent no later than the last accepted one is stale (it was in flight when
+/// the credentials were renewed) and starts nothing.
+#[derive(Debug, Default)]
+pub struct AuthEpisode {
+    failing: AtomicBool,
+    refused_in_episode: AtomicU64,
+    last_accepted_sent_ms: AtomicI64,
+}
+
+impl AuthEpisode {
+    /// A call sent at `sent_ms` (Unix ms) was refused; true when this starts an episode.
+    pub fn refused(&self, sent_ms: i64) -> bool {
+        if sent_ms <= self.last_accepted_sent_ms.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.refused_in_episode.fetch_add(1, Ordering::Relaxed);
+        !self.failing.swap(true, Ordering::Relaxed)
+    }
+
+    /// A call sent at `sent_ms` was accepted; the episode's refused calls when this ends one.
+    pub fn accepted(&self, sent_ms: i64) -> Option<u64> {
+        self.last_accepted_sent_ms
+            .fetch_max(sent_ms, Ordering::Relaxed);
+        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.refused_in_episode.swap(0, Ordering::Relaxed))
+    }
+
+    /// Whether an episode is going on.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_refusals_make_one_episode_until_a_call_is_accepted() {
+        let a = AuthEpisode::default();
+        assert_eq!(a.accepted(10), None, "no episode to end");
+        assert!(a.refused(20), "the first refusal starts an episode");
+        assert!(!a.refused(21), "later ones belong to it");
+        assert!(!a.refused(22));
+        assert!(a.is_failing());
+        assert_eq!(a.accepted(30), Some(3), "ended, with its refusals");
+        assert!(!a.is_failing());
+        assert!(!a.refused(29), "sent before the accepted call: stale");
+        assert!(!a.is_failing());
+        assert!(a.refused(31), "sent after it: a new episode");
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::dead_letter::Reason;
+use super::retry::AuthEpisode;
 
 /// One sink's counters.
 #[derive(Debug, Default)]
@@ -87,6 +88,14 @@ pub struct SinkStats {
     pub latency_sum_us: AtomicU64,
     /// PutLogEvents calls timed.
     pub latency_count: AtomicU64,
+    /// Failed attempts at writing the dead-letter file (each retried).
+    pub dead_letter_write_failures: AtomicU64,
+    /// Whether the dead-letter file cannot be written now.
+    pub dead_letter_failing: AtomicBool,
+    /// Calls CloudWatch refused for their credentials or permissions (every API).
+    pub auth_refused: AtomicU64,
+    /// Whether CloudWatch refuses the credentials now (see [`AuthEpisode`]).
+    pub auth: AuthEpisode,
     /// The last failure, for health reports (never contains credentials).
     pub last_error: Mutex<String>,
 }

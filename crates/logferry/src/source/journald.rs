@@ -65,6 +65,7 @@ pub async fn run(ctx: SourceContext, cfg: JournaldSourceConfig, data_dir: PathBu
         // `logferry tail` reads from the saved cursor but never moves it.
         dry_run: cfg.dry_run,
         what: "cursor",
+        stats: ctx.stats.clone(),
     };
     let saved = match crate::state::load(&path) {
         Ok(s) => s.and_then(|s| match s.trim().parse::<Cursor>() {

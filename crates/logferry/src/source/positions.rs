@@ -13,13 +13,23 @@
 //! delivered since the last save is sent again after a crash, so this bounds duplicates by
 //! time), once more when both channels close, and never in a dry run (`logferry tail` reads
 //! from the saved positions but must not move them).
+//!
+//! A save that fails (data_dir full or read-only, an I/O error) leaves the old state file
+//! whole (the new one is written aside and renamed over it only once fsynced): the position on
+//! disk stays behind, never ahead, and what was delivered since is sent again after a restart,
+//! never lost. The save is tried again every `every` until it succeeds, with or without new
+//! input; the first failure of an episode is logged at error level, its end at info, and every
+//! failure counted (`logferry_source_state_save_failures_total`).
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::ack::{BatchOutcome, Watermark};
+use crate::source::stats::SourceStats;
 
 /// A source's acknowledgement bookkeeping: what it registers, and what it saves.
 pub trait Books {
@@ -93,6 +103,8 @@ pub struct Keeper {
     pub dry_run: bool,
     /// What the state file holds, for logs: "cursor", "file positions".
     pub what: &'static str,
+    /// The source's counters (failed saves).
+    pub stats: Arc<SourceStats>,
 }
 
 impl Keeper {
@@ -152,8 +164,8 @@ impl Keeper {
                 _ = tokio::time::sleep_until(save_due), if dirty => {}
             }
             if dirty && saved_at.elapsed() >= self.every {
-                self.save(books.encode()).await;
-                dirty = false;
+                // A failed save stays due: tried again after `every`, new input or not.
+                dirty = !self.save(books.encode()).await;
                 saved_at = Instant::now();
             }
         }
@@ -166,20 +178,37 @@ impl Keeper {
     }
 
     /// Writes the state file now (atomically); nothing in a dry run or without content.
-    pub async fn save(&self, content: Option<Vec<u8>>) {
+    /// Returns whether the file holds `content` now (true when there was nothing to write).
+    pub async fn save(&self, content: Option<Vec<u8>>) -> bool {
         let Some(content) = content.filter(|_| !self.dry_run) else {
-            return;
+            return true;
         };
         let what = self.what;
         let path = self.path.clone();
         let r = tokio::task::spawn_blocking(move || crate::state::save_atomic(&path, &content));
-        match r.await {
-            Ok(Ok(())) => tracing::trace!("{what} saved"),
-            Ok(Err(e)) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot save the {what}")
+        let error = match r.await {
+            Ok(Ok(())) => {
+                tracing::trace!("{what} saved");
+                if self.stats.state_save_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %self.path.display(), "the {what} can be saved again");
+                }
+                return true;
             }
-            Err(e) => tracing::error!(error = %e, "the {what} writer failed"),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the writer failed: {e}"),
+        };
+        self.stats
+            .state_save_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.stats.state_save_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %error,
+                "cannot save the {what}; the saved one stays behind (what was delivered since \
+                 is sent again after a restart) and the save is retried until it succeeds"
+            );
         }
+        false
     }
 }
 
@@ -200,6 +229,7 @@ mod tests {
             every: Duration::from_millis(5),
             dry_run,
             what: "position",
+            stats: Arc::default(),
         }
     }
 

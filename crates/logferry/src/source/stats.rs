@@ -4,7 +4,7 @@
 //! `/metrics` reads them at scrape time. They live here, with the sources, so that a source
 //! depends on nothing of the HTTP endpoint that renders them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use crate::config::SourceConfig;
@@ -69,6 +69,10 @@ impl std::fmt::Display for SourceKind {
 pub struct SourceStats {
     /// Events read.
     pub events: AtomicU64,
+    /// Failed saves of the source's position (journal cursor, file checkpoint), each retried.
+    pub state_save_failures: AtomicU64,
+    /// Whether the position cannot be saved now.
+    pub state_save_failing: AtomicBool,
     /// Message bytes read.
     pub bytes: AtomicU64,
     /// Events truncated to `max_frame_bytes`.

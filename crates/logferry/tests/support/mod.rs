@@ -17,6 +17,7 @@ pub use sink::{cw_sink, pipeline};
 pub mod sink;
 
 pub mod deploy;
+pub mod disk;
 pub mod fake_kube;
 pub mod prometheus;
 

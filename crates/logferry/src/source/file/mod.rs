@@ -93,6 +93,7 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
         // `logferry tail` reads from the saved offsets but never moves them.
         dry_run: cfg.dry_run,
         what: "file positions",
+        stats: ctx.stats.clone(),
     };
     let opts = TailerOptions {
         start_at_end,

@@ -104,6 +104,26 @@ pub fn aws_error(status: StatusCode, kind: &str, message: &str, request_id: u64)
     r
 }
 
+/// The access key id of a SigV4 `Authorization` header (`... Credential=AKID/DATE/...`).
+pub fn signing_key_id(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
+    rest.split('/').next()
+}
+
+/// AWS's usual message for an error code the proxy is told to answer with.
+pub fn default_error_message(code: &str) -> &'static str {
+    match code {
+        "ExpiredTokenException" => "The security token included in the request is expired",
+        "UnrecognizedClientException" => "The security token included in the request is invalid.",
+        "AccessDeniedException" => {
+            "User: arn:aws:sts::123456789012:assumed-role/logferry/i-0 is not authorized to \
+             perform this action (injected by cwl-proxy)"
+        }
+        _ => "injected by cwl-proxy",
+    }
+}
+
 pub use logferry_time::now_ms;
 
 /// SplitMix64: a tiny deterministic RNG for fault injection (`--seed`).

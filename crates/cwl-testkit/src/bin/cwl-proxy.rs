@@ -35,8 +35,8 @@ use bytes::Bytes;
 use clap::Parser;
 use cwl_testkit::limits::{self, Violation};
 use cwl_testkit::server::{
-    accept_until_shutdown, announce, aws_error, runtime, target_operation, NamesReq,
-    PutLogEventsReq, Resp, Rng,
+    accept_until_shutdown, announce, aws_error, default_error_message, runtime, signing_key_id,
+    target_operation, NamesReq, PutLogEventsReq, Resp, Rng,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -137,6 +137,9 @@ struct Faults {
     hang_ms: u64,
     /// Sleep before forwarding (matching operations only).
     latency_ms: u64,
+    /// Up to this many ms more, drawn per request: requests sent in order reach moto out of
+    /// order.
+    latency_jitter_ms: u64,
     /// Operations faults apply to; absent or null = all.
     operations: Option<Vec<String>>,
     /// Faults for the next matching requests, in order, before the percentages apply.
@@ -164,6 +167,7 @@ impl Default for Faults {
             outage_mode: OutageMode::default(),
             hang_ms: 30_000,
             latency_ms: 0,
+            latency_jitter_ms: 0,
             operations: None,
             script: Vec::new(),
             error_code: None,
@@ -248,6 +252,43 @@ struct Stats {
     puts: Vec<Value>,
     records_dropped: u64,
     seq: u64,
+    /// PutLogEvents being handled now, per `group/stream`.
+    puts_in_flight: BTreeMap<String, u64>,
+    /// The most PutLogEvents of one `group/stream` handled at once.
+    put_concurrency_max: BTreeMap<String, u64>,
+}
+
+/// Counts one PutLogEvents of a stream as being handled until dropped (also when the client
+/// goes away mid-request).
+struct PutInFlight {
+    sh: Arc<Shared>,
+    key: String,
+}
+
+impl PutInFlight {
+    fn enter(sh: &Arc<Shared>, key: String) -> Self {
+        let mut guard = sh.lock();
+        let s = &mut guard.stats;
+        let now = s.puts_in_flight.entry(key.clone()).or_default();
+        *now += 1;
+        let now = *now;
+        let max = s.put_concurrency_max.entry(key.clone()).or_default();
+        *max = (*max).max(now);
+        drop(guard);
+        PutInFlight {
+            sh: sh.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for PutInFlight {
+    fn drop(&mut self) {
+        let mut guard = self.sh.lock();
+        if let Some(n) = guard.stats.puts_in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 struct Inner {
@@ -369,26 +410,6 @@ enum Action {
     Outage(OutageMode, u64),
 }
 
-/// The access key id of a SigV4 `Authorization` header (`... Credential=AKID/DATE/...`).
-fn signing_key_id(headers: &HeaderMap) -> Option<&str> {
-    let auth = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
-    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
-    rest.split('/').next()
-}
-
-/// AWS's usual message for an error code the proxy is told to answer with.
-fn default_error_message(code: &str) -> &'static str {
-    match code {
-        "ExpiredTokenException" => "The security token included in the request is expired",
-        "UnrecognizedClientException" => "The security token included in the request is invalid.",
-        "AccessDeniedException" => {
-            "User: arn:aws:sts::123456789012:assumed-role/logferry/i-0 is not authorized to \
-             perform this action (injected by cwl-proxy)"
-        }
-        _ => "injected by cwl-proxy",
-    }
-}
-
 /// The chosen AWS error for this request, if `error_code` applies to it (and counts it).
 fn aws_error_fault(inner: &mut Inner, key_id: Option<&str>) -> Option<Action> {
     let f = &inner.faults;
@@ -436,7 +457,10 @@ fn decide(inner: &mut Inner, op: &str, key_id: Option<&str>) -> (Action, Option<
             None,
         );
     }
-    let latency_ms = f.latency_ms;
+    let latency_ms = match f.latency_jitter_ms {
+        0 => f.latency_ms,
+        jitter => f.latency_ms + inner.rng.next_u64() % (jitter + 1),
+    };
     if let Some(action) = aws_error_fault(inner, key_id) {
         return (action, Some("aws_error"));
     }
@@ -530,6 +554,7 @@ fn stats_json(inner: &Inner) -> Value {
         "violations_by_rule": s.violations_by_rule,
         "violation_list": s.violation_list,
         "records_dropped": s.records_dropped,
+        "put_concurrency_max": s.put_concurrency_max,
         "faults": inner.faults,
         "quota": quota_json(inner),
         "script_remaining": inner.script.len(),
@@ -662,6 +687,9 @@ async fn handle(
         .unwrap_or("(no X-Amz-Target)")
         .to_string();
     let (put, violations) = inspect(&op, &body);
+    let _in_flight = put
+        .as_ref()
+        .map(|p| PutInFlight::enter(&sh, format!("{}/{}", p.group, p.stream)));
 
     let (action, fault, seq) = {
         let mut guard = sh.lock();

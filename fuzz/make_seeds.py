@@ -8,6 +8,7 @@ import os, shutil, struct, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
+CONFIG_TESTDATA = os.path.join(HERE, "..", "crates", "logferry", "src", "config", "testdata")
 
 
 def put(target, name, data):
@@ -62,35 +63,10 @@ def spool():
 
 # ---- config_parser: TOML text
 def config():
-    put("config_parser", "good", b'''data_dir = "/tmp/x"
-
-[sources.syslog]
-type = "syslog"
-address = "tcp://127.0.0.1:514"
-
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["syslog"]
-log_group = "/coreos/{hostname}/system"
-log_stream = "{instance_id}"
-retention_days = 14
-batch_timeout = "250ms"
-''')
-    put("config_parser", "errors", b'''
-[sources.syslog]
-type = "syslog"
-adress = "tcp://127.0.0.1:514"
-
-[sources.other]
-type = "syslog"
-address = "ftp://x"
-
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["syslog", "nope"]
-log_group = "bad group!"
-retention_days = 13
-''')
+    # The config unit tests' fixtures (crates/logferry/src/config/testdata), one source for both.
+    for name in ("good", "errors"):
+        with open(os.path.join(CONFIG_TESTDATA, name + ".toml"), "rb") as f:
+            put("config_parser", name, f.read())
     put("config_parser", "env", b'''data_dir = "${LOGFERRY_DATA_DIR:-/var/lib/logferry}"
 shutdown_grace = "25s"
 

@@ -20,6 +20,16 @@ fn has_permit(notify: &tokio::sync::Notify) -> bool {
     matches!(fut.poll(&mut cx), Poll::Ready(()))
 }
 
+/// A 16 KiB spool of 4 KiB segments: a few hundred 500-byte records fill it.
+fn sixteen_kib(full_policy: FullPolicy) -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 16 * 1024,
+        segment_bytes: 4 * 1024,
+        full_policy,
+        ..small_cfg()
+    }
+}
+
 fn segment_bytes_on_disk(dir: &Path) -> u64 {
     segments(dir)
         .iter()
@@ -30,13 +40,7 @@ fn segment_bytes_on_disk(dir: &Path) -> u64 {
 #[test]
 fn block_policy_reports_full_then_recovers_after_acks() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        max_bytes: 16 * 1024,
-        segment_bytes: 4 * 1024,
-        full_policy: FullPolicy::Block,
-        ..small_cfg()
-    };
-    let (s, _) = open(dir.path(), cfg);
+    let (s, _) = open(dir.path(), sixteen_kib(FullPolicy::Block));
     let data = s.data_notify();
     let space = s.space_notify();
     let mut n = 0u64;
@@ -107,13 +111,7 @@ fn batch_larger_than_bound_is_rejected() {
 #[test]
 fn drop_oldest_discards_and_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        max_bytes: 16 * 1024,
-        segment_bytes: 4 * 1024,
-        full_policy: FullPolicy::DropOldest,
-        ..small_cfg()
-    };
-    let (s, _) = open(dir.path(), cfg);
+    let (s, _) = open(dir.path(), sixteen_kib(FullPolicy::DropOldest));
     // Read and ack the first 30 so that drops of acked records are not counted.
     for i in 1..=30 {
         s.append(&payload(i)).unwrap();

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use logferry_spool::format::{parse_segment_file_name, HEADER_LEN};
-use logferry_spool::{RecoveryEvent, SpoolConfig};
+use logferry_spool::{RecoveryEvent, Spool, SpoolConfig};
 use proptest::prelude::*;
 
 fn big_segments() -> SpoolConfig {
@@ -16,6 +16,16 @@ fn big_segments() -> SpoolConfig {
         segment_bytes: 1 << 20,
         ..small_cfg()
     }
+}
+
+/// A new spool in `dir` (nothing to recover) holding records `1..=n` of [`payload`].
+fn spool_holding(dir: &Path, n: u64) -> Spool {
+    let (s, ev) = open(dir, big_segments());
+    assert!(ev.is_empty(), "{ev:?}");
+    for i in 1..=n {
+        s.append(&payload(i)).unwrap();
+    }
+    s
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -31,14 +41,7 @@ fn torn_last_record_at_every_offset() {
     let base = tempfile::tempdir().unwrap();
     let orig = base.path().join("orig");
     let n = 10u64;
-    {
-        let (s, ev) = open(&orig, big_segments());
-        assert!(ev.is_empty());
-        for i in 1..=n {
-            s.append(&payload(i)).unwrap();
-        }
-        s.close().unwrap();
-    }
+    spool_holding(&orig, n).close().unwrap();
     let segs = segments(&orig);
     assert_eq!(segs.len(), 1);
     let seg_name = segs[0].file_name().unwrap().to_owned();
@@ -93,13 +96,7 @@ fn torn_last_record_at_every_offset() {
 #[test]
 fn zero_filled_tail_is_torn_not_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (s, _) = open(dir.path(), big_segments());
-        for i in 1..=5 {
-            s.append(&payload(i)).unwrap();
-        }
-        s.close().unwrap();
-    }
+    spool_holding(dir.path(), 5).close().unwrap();
     let seg = segments(dir.path()).remove(0);
     let len = fs::metadata(&seg).unwrap().len();
     OpenOptions::new()
@@ -258,11 +255,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         if valid > 0 {
-            let (s, _) = open(dir.path(), big_segments());
-            for i in 1..=valid {
-                s.append(&payload(i)).unwrap();
-            }
-            s.close().unwrap();
+            spool_holding(dir.path(), valid).close().unwrap();
         }
         let seg = dir.path().join("00000000000000000001.seg");
         let mut bytes = fs::read(&seg).unwrap_or_default();
@@ -305,10 +298,7 @@ proptest! {
 fn invalid_checkpoint_redelivers_everything() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (s, _) = open(dir.path(), big_segments());
-        for i in 1..=5 {
-            s.append(&payload(i)).unwrap();
-        }
+        let s = spool_holding(dir.path(), 5);
         for r in drain(&s).iter().take(3) {
             s.ack(r.id);
         }

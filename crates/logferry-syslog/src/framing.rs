@@ -378,6 +378,7 @@ pub fn datagram_frame(datagram: Bytes, max_frame_bytes: usize) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Framing::{NewlineDelimited, OctetCounted};
 
     fn drain(framer: &mut Framer, buf: &mut BytesMut) -> Vec<Frame> {
         let mut out = Vec::new();
@@ -387,19 +388,32 @@ mod tests {
         out
     }
 
+    /// A framer of `max`-byte frames and a buffer holding `input`.
+    fn framer_holding(max: usize, input: &[u8]) -> (Framer, BytesMut) {
+        (Framer::new(max), BytesMut::from(input))
+    }
+
+    /// The frame of `data`, with `truncated_bytes` more dropped.
+    fn truncated(data: &'static [u8], truncated_bytes: u64, framing: Framing) -> Frame {
+        Frame {
+            data: Bytes::from_static(data),
+            truncated_bytes,
+            framing,
+        }
+    }
+
     fn datas(frames: &[Frame]) -> Vec<&[u8]> {
         frames.iter().map(|f| &f.data[..]).collect()
     }
 
     #[test]
     fn newline_frames_strip_cr_and_skip_blank_lines_and_nuls() {
-        let mut f = Framer::new(100);
-        let mut buf = BytesMut::from(&b"a\r\n\n\r\n\0\0b\nc"[..]);
+        let (mut f, mut buf) = framer_holding(100, b"a\r\n\n\r\n\0\0b\nc");
         let frames = drain(&mut f, &mut buf);
         assert_eq!(datas(&frames), [&b"a"[..], b"b"]);
         assert!(frames
             .iter()
-            .all(|f| f.framing == Framing::NewlineDelimited && f.truncated_bytes == 0));
+            .all(|f| f.framing == NewlineDelimited && f.truncated_bytes == 0));
         let last = f.decode_eof(&mut buf);
         assert_eq!(last.map(|f| f.data), Some(Bytes::from_static(b"c")));
         assert_eq!(f.decode_eof(&mut buf), None);
@@ -407,11 +421,10 @@ mod tests {
 
     #[test]
     fn octet_counted_frames() {
-        let mut f = Framer::new(100);
-        let mut buf = BytesMut::from(&b"5 <1>ab3 <2>\n7 <3>x\r\n\0"[..]);
+        let (mut f, mut buf) = framer_holding(100, b"5 <1>ab3 <2>\n7 <3>x\r\n\0");
         let frames = drain(&mut f, &mut buf);
         assert_eq!(datas(&frames), [&b"<1>ab"[..], b"<2>", b"<3>x"]);
-        assert!(frames.iter().all(|f| f.framing == Framing::OctetCounted));
+        assert!(frames.iter().all(|f| f.framing == OctetCounted));
         assert!(buf.is_empty());
     }
 
@@ -445,23 +458,15 @@ mod tests {
             let mut buf = BytesMut::from(input);
             let frames = drain(&mut f, &mut buf);
             assert_eq!(datas(&frames), [&input[..input.len() - 1]], "{input:?}");
-            assert_eq!(frames[0].framing, Framing::NewlineDelimited);
+            assert_eq!(frames[0].framing, NewlineDelimited);
         }
     }
 
     #[test]
     fn oversize_counted_frame_is_truncated_exactly() {
-        let mut f = Framer::new(4);
-        let mut buf = BytesMut::from(&b"10 <1>4567890"[..]);
-        let frame = f.decode(&mut buf);
-        assert_eq!(
-            frame,
-            Some(Frame {
-                data: Bytes::from_static(b"<1>4"),
-                truncated_bytes: 6,
-                framing: Framing::OctetCounted,
-            })
-        );
+        let (mut f, mut buf) = framer_holding(4, b"10 <1>4567890");
+        let first = f.decode(&mut buf);
+        assert_eq!(first, Some(truncated(b"<1>4", 6, OctetCounted)));
         assert_eq!(f.decode(&mut buf), None);
         buf.extend_from_slice(b"3 <2>");
         let frame = f.decode(&mut buf);
@@ -471,17 +476,9 @@ mod tests {
 
     #[test]
     fn oversize_line_is_emitted_promptly_then_skipped() {
-        let mut f = Framer::new(4);
-        let mut buf = BytesMut::from(&b"abcdefg"[..]);
-        let frame = f.decode(&mut buf);
-        assert_eq!(
-            frame,
-            Some(Frame {
-                data: Bytes::from_static(b"abcd"),
-                truncated_bytes: 3,
-                framing: Framing::NewlineDelimited,
-            })
-        );
+        let (mut f, mut buf) = framer_holding(4, b"abcdefg");
+        let first = f.decode(&mut buf);
+        assert_eq!(first, Some(truncated(b"abcd", 3, NewlineDelimited)));
         buf.extend_from_slice(b"hij\nok\n");
         let frames = drain(&mut f, &mut buf);
         assert_eq!(datas(&frames), [&b"ok"[..]]);
@@ -490,8 +487,7 @@ mod tests {
 
     #[test]
     fn line_of_exactly_max_with_crlf_is_intact() {
-        let mut f = Framer::new(4);
-        let mut buf = BytesMut::from(&b"abcd\r"[..]);
+        let (mut f, mut buf) = framer_holding(4, b"abcd\r");
         assert_eq!(f.decode(&mut buf), None);
         buf.extend_from_slice(b"\n");
         let frame = f.decode(&mut buf);
@@ -505,8 +501,7 @@ mod tests {
     fn oversize_line_split_inside_its_crlf_counts_only_content() {
         // Fuzz regression truncated-bytes-counts-cr: the `\r` buffered when the line is
         // emitted promptly belongs to the terminator, as it does when read in one piece.
-        let mut f = Framer::new(2);
-        let mut buf = BytesMut::from(&b"abcde\r"[..]);
+        let (mut f, mut buf) = framer_holding(2, b"abcde\r");
         let frame = f.decode(&mut buf);
         assert_eq!(frame.map(|f| f.truncated_bytes), Some(3));
         buf.extend_from_slice(b"\nxy\r");
@@ -518,8 +513,7 @@ mod tests {
         );
         assert_eq!(f.discarded_bytes(), 3);
 
-        let mut whole = Framer::new(2);
-        let mut buf = BytesMut::from(&b"abcde\r\nxy\r\n"[..]);
+        let (mut whole, mut buf) = framer_holding(2, b"abcde\r\nxy\r\n");
         let frames = drain(&mut whole, &mut buf);
         assert_eq!(frames[0].truncated_bytes, 3);
         assert_eq!(whole.discarded_bytes(), 3);
@@ -544,8 +538,7 @@ mod tests {
         assert_eq!(frames[0].truncated_bytes, 2);
         assert_eq!(chunked.discarded_bytes(), 3);
 
-        let mut whole = Framer::new(2);
-        let mut buf = BytesMut::from(&stream[..]);
+        let (mut whole, mut buf) = framer_holding(2, stream);
         let mut frames = drain(&mut whole, &mut buf);
         frames.extend(whole.decode_eof(&mut buf));
         assert_eq!(datas(&frames), [&b"01"[..]]);
@@ -555,8 +548,7 @@ mod tests {
 
     #[test]
     fn eof_inside_counted_frame_keeps_the_partial_payload() {
-        let mut f = Framer::new(100);
-        let mut buf = BytesMut::from(&b"20 <1>abc"[..]);
+        let (mut f, mut buf) = framer_holding(100, b"20 <1>abc");
         assert_eq!(f.decode(&mut buf), None);
         let frame = f.decode_eof(&mut buf);
         assert_eq!(frame.map(|f| f.data), Some(Bytes::from_static(b"<1>abc")));
@@ -581,8 +573,7 @@ mod tests {
 
     #[test]
     fn frames_share_the_input_allocation() {
-        let mut f = Framer::new(100);
-        let mut buf = BytesMut::from(&b"hello world\n"[..]);
+        let (mut f, mut buf) = framer_holding(100, b"hello world\n");
         let base = buf.as_ptr();
         let frame = f.decode(&mut buf);
         assert_eq!(frame.map(|f| f.data.as_ptr()), Some(base));

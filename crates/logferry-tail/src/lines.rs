@@ -248,22 +248,7 @@ impl LineSplitter {
                 if nl >= w && self.codec.is_cr(&self.buf[nl - w..nl]) {
                     content_end -= w;
                 }
-                let mut raw = self.buf.split_to(nl + w);
-                self.buf_offset += (nl + w) as u64;
-                self.scan_from = 0;
-                let (bytes, truncated_bytes) = match self.long.take() {
-                    Some(long) => (long.held, long.truncated + content_end as u64),
-                    None => {
-                        let kept = content_end.min(self.max);
-                        raw.truncate(kept);
-                        (raw.freeze(), (content_end - kept) as u64)
-                    }
-                };
-                Some(SplitLine {
-                    bytes: self.codec.decode(bytes),
-                    end_offset: self.buf_offset,
-                    truncated_bytes,
-                })
+                Some(self.take_line(nl + w, content_end))
             }
             Err(resume) => {
                 self.scan_from = resume;
@@ -311,7 +296,12 @@ impl LineSplitter {
         if content_end >= w && self.codec.is_cr(&self.buf[content_end - w..]) {
             content_end -= w;
         }
-        let len = self.buf.len();
+        Some(self.take_line(self.buf.len(), content_end))
+    }
+
+    /// Splits the first `len` bytes off the buffer as one line whose content (without its
+    /// terminator) is their first `content_end` bytes, joined to the held start of a long line.
+    fn take_line(&mut self, len: usize, content_end: usize) -> SplitLine {
         let mut raw = self.buf.split_to(len);
         self.buf_offset += len as u64;
         self.scan_from = 0;
@@ -323,11 +313,11 @@ impl LineSplitter {
                 (raw.freeze(), (content_end - kept) as u64)
             }
         };
-        Some(SplitLine {
+        SplitLine {
             bytes: self.codec.decode(bytes),
             end_offset: self.buf_offset,
             truncated_bytes,
-        })
+        }
     }
 
     /// Drops everything buffered and continues at `offset` (after a truncation).
@@ -363,6 +353,26 @@ mod tests {
             .collect()
     }
 
+    /// Pushing `first` gives no line; pushing `second` then gives exactly `(line, end_offset)`,
+    /// nothing truncated.
+    fn assert_one_line_after_two_pushes(
+        max_line_bytes: usize,
+        first: &[u8],
+        second: &[u8],
+        line: &[u8],
+        end_offset: u64,
+    ) {
+        let mut s = LineSplitter::new(encoding_rs::UTF_8, max_line_bytes, 0);
+        s.push(first);
+        assert!(s.next_line().is_none(), "a line before {second:?}");
+        s.push(second);
+        let l = s.next_line().expect("line");
+        assert_eq!(
+            (&l.bytes[..], l.end_offset, l.truncated_bytes),
+            (line, end_offset, 0)
+        );
+    }
+
     #[test]
     fn splits_lines_with_end_offsets_and_strips_crlf() {
         let mut s = LineSplitter::new(encoding_rs::UTF_8, 1024, 100);
@@ -389,13 +399,7 @@ mod tests {
 
     #[test]
     fn utf8_bom_at_offset_zero_is_skipped_but_counted_in_offsets() {
-        let mut s = LineSplitter::new(encoding_rs::UTF_8, 1024, 0);
-        s.push(b"\xef\xbb");
-        assert!(s.next_line().is_none());
-        s.push(b"\xbfhi\n");
-        let l = s.next_line().expect("line");
-        assert_eq!(&l.bytes[..], b"hi");
-        assert_eq!(l.end_offset, 6);
+        assert_one_line_after_two_pushes(1024, b"\xef\xbb", b"\xbfhi\n", b"hi", 6);
     }
 
     #[test]
@@ -420,6 +424,11 @@ mod tests {
     }
 
     #[test]
+    fn line_exactly_at_the_limit_is_not_truncated() {
+        assert_one_line_after_two_pushes(4, b"abcd\r", b"\n", b"abcd", 6);
+    }
+
+    #[test]
     fn cr_read_separately_from_its_newline_is_not_truncated_content() {
         for split in 0..14 {
             let mut s = LineSplitter::new(encoding_rs::UTF_8, 4, 0);
@@ -432,17 +441,6 @@ mod tests {
             assert_eq!(lines[0].truncated_bytes, 6, "split at {split}");
             assert_eq!(lines[0].end_offset, 12);
         }
-    }
-
-    #[test]
-    fn line_exactly_at_the_limit_is_not_truncated() {
-        let mut s = LineSplitter::new(encoding_rs::UTF_8, 4, 0);
-        s.push(b"abcd\r");
-        assert!(s.next_line().is_none());
-        s.push(b"\n");
-        let l = s.next_line().expect("line");
-        assert_eq!(&l.bytes[..], b"abcd");
-        assert_eq!(l.truncated_bytes, 0);
     }
 
     #[test]

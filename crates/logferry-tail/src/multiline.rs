@@ -286,6 +286,21 @@ mod tests {
 
     const DATE: &str = r"^\d{4}-\d{2}-\d{2}";
 
+    /// `text` read with [`DATE`] as the start pattern is two events: its first `record_lines`
+    /// lines joined, then its last line alone. Returns them.
+    fn assert_one_record_then_a_line(
+        text: &str,
+        record_lines: usize,
+    ) -> Vec<(String, u64, usize, u64)> {
+        let events = run(&mut Multiline::new(opts(DATE, 500, 65536)), text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].0, lines[..record_lines].join("\n"));
+        assert_eq!(events[0].2, record_lines);
+        assert_eq!(events[1].0, lines[record_lines]);
+        events
+    }
+
     const JAVA: &str = "\
 2024-01-02 03:04:05,123 ERROR [main] com.example.App - request failed
 java.lang.IllegalStateException: boom
@@ -300,18 +315,13 @@ Caused by: java.io.IOException: No space left on device
 
     #[test]
     fn java_stack_trace_is_one_event() {
-        let mut ml = Multiline::new(opts(DATE, 500, 65536));
-        let events = run(&mut ml, JAVA);
+        let events = assert_one_record_then_a_line(JAVA, 8);
         let lines: Vec<&str> = JAVA.lines().collect();
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0].0, lines[..8].join("\n"));
-        assert_eq!(events[0].2, 8);
         // The trace's end offset is just past its last line, i.e. where the next record starts.
         assert_eq!(
             events[0].1,
             lines[..8].iter().map(|l| l.len() as u64 + 1).sum::<u64>()
         );
-        assert_eq!(events[1].0, lines[8]);
         assert_eq!(events[1].1, JAVA.len() as u64);
         assert_eq!(events[1].3, 0);
     }
@@ -329,13 +339,7 @@ ValueError: bad value
 
     #[test]
     fn python_traceback_is_one_event() {
-        let mut ml = Multiline::new(opts(DATE, 500, 65536));
-        let events = run(&mut ml, PYTHON);
-        let lines: Vec<&str> = PYTHON.lines().collect();
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0].0, lines[..7].join("\n"));
-        assert_eq!(events[0].2, 7);
-        assert_eq!(events[1].0, lines[7]);
+        assert_one_record_then_a_line(PYTHON, 7);
     }
 
     #[test]

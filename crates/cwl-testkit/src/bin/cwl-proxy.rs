@@ -137,6 +137,9 @@ struct Faults {
     hang_ms: u64,
     /// Sleep before forwarding (matching operations only).
     latency_ms: u64,
+    /// Up to this many ms more, drawn per request: requests sent in order reach moto out of
+    /// order.
+    latency_jitter_ms: u64,
     /// Operations faults apply to; absent or null = all.
     operations: Option<Vec<String>>,
     /// Operations always answered AccessDeniedException, whatever else is set (an IAM policy
@@ -158,6 +161,7 @@ impl Default for Faults {
             outage_mode: OutageMode::default(),
             hang_ms: 30_000,
             latency_ms: 0,
+            latency_jitter_ms: 0,
             operations: None,
             denied_operations: Vec::new(),
             script: Vec::new(),
@@ -239,6 +243,43 @@ struct Stats {
     puts: Vec<Value>,
     records_dropped: u64,
     seq: u64,
+    /// PutLogEvents being handled now, per `group/stream`.
+    puts_in_flight: BTreeMap<String, u64>,
+    /// The most PutLogEvents of one `group/stream` handled at once.
+    put_concurrency_max: BTreeMap<String, u64>,
+}
+
+/// Counts one PutLogEvents of a stream as being handled until dropped (also when the client
+/// goes away mid-request).
+struct PutInFlight {
+    sh: Arc<Shared>,
+    key: String,
+}
+
+impl PutInFlight {
+    fn enter(sh: &Arc<Shared>, key: String) -> Self {
+        let mut guard = sh.lock();
+        let s = &mut guard.stats;
+        let now = s.puts_in_flight.entry(key.clone()).or_default();
+        *now += 1;
+        let now = *now;
+        let max = s.put_concurrency_max.entry(key.clone()).or_default();
+        *max = (*max).max(now);
+        drop(guard);
+        PutInFlight {
+            sh: sh.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for PutInFlight {
+    fn drop(&mut self) {
+        let mut guard = self.sh.lock();
+        if let Some(n) = guard.stats.puts_in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 struct Inner {
@@ -384,7 +425,10 @@ fn decide(inner: &mut Inner, op: &str) -> (Action, Option<&'static str>) {
             None,
         );
     }
-    let latency_ms = f.latency_ms;
+    let latency_ms = match f.latency_jitter_ms {
+        0 => f.latency_ms,
+        jitter => f.latency_ms + inner.rng.next_u64() % (jitter + 1),
+    };
     let kind = match inner.script.pop_front() {
         Some(k) => k,
         None => {
@@ -475,6 +519,7 @@ fn stats_json(inner: &Inner) -> Value {
         "violations_by_rule": s.violations_by_rule,
         "violation_list": s.violation_list,
         "records_dropped": s.records_dropped,
+        "put_concurrency_max": s.put_concurrency_max,
         "faults": inner.faults,
         "quota": quota_json(inner),
         "script_remaining": inner.script.len(),
@@ -605,6 +650,9 @@ async fn handle(
         .unwrap_or("(no X-Amz-Target)")
         .to_string();
     let (put, violations) = inspect(&op, &body);
+    let _in_flight = put
+        .as_ref()
+        .map(|p| PutInFlight::enter(&sh, format!("{}/{}", p.group, p.stream)));
 
     let (action, fault, seq) = {
         let mut guard = sh.lock();

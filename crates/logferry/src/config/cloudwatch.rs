@@ -374,38 +374,30 @@ pub(super) fn cloudwatch_config(
             );
         }
     }
-    let max_batch_events = raw.max_batch_events.unwrap_or(10_000);
-    if !(1..=10_000).contains(&max_batch_events) {
-        err(
-            ctx,
-            "max_batch_events",
-            format!("{max_batch_events} is outside 1..=10000"),
-        );
-    }
-    let max_batch_bytes = raw.max_batch_bytes.unwrap_or(1_048_576);
-    if !(1024..=1_048_576).contains(&max_batch_bytes) {
-        err(
-            ctx,
-            "max_batch_bytes",
-            format!("{max_batch_bytes} is outside 1024..=1048576"),
-        );
-    }
-    let max_in_flight = raw.max_in_flight.unwrap_or(8);
-    if !(1..=256).contains(&max_in_flight) {
-        err(
-            ctx,
-            "max_in_flight",
-            format!("{max_in_flight} is outside 1..=256"),
-        );
-    }
-    let stream_concurrency = raw.stream_concurrency.unwrap_or(4);
-    if !(1..=64).contains(&stream_concurrency) {
-        err(
-            ctx,
-            "stream_concurrency",
-            format!("{stream_concurrency} is outside 1..=64"),
-        );
-    }
+    let max_batch_events = ctx.in_range(
+        &["sinks", name, "max_batch_events"],
+        raw.max_batch_events,
+        10_000,
+        1..=10_000,
+    );
+    let max_batch_bytes = ctx.in_range(
+        &["sinks", name, "max_batch_bytes"],
+        raw.max_batch_bytes,
+        1_048_576,
+        1024..=1_048_576,
+    );
+    let max_in_flight = ctx.in_range(
+        &["sinks", name, "max_in_flight"],
+        raw.max_in_flight,
+        8,
+        1..=256,
+    );
+    let stream_concurrency = ctx.in_range(
+        &["sinks", name, "stream_concurrency"],
+        raw.stream_concurrency,
+        4,
+        1..=64,
+    );
     if let Some(ep) = &raw.endpoint {
         if !(ep.starts_with("http://") || ep.starts_with("https://")) {
             err(

@@ -5,6 +5,7 @@
 //! a check anywhere can report against a dotted key path and get its line; it collects every
 //! error instead of stopping at the first, which is what lets `logferry validate` list them all.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -70,6 +71,25 @@ impl<'a> Ctx<'a> {
             },
             message: message.into(),
         });
+    }
+
+    /// `value`, or `default` when it is not set; a value outside `range` is recorded as an
+    /// error (and returned all the same: the caller stops at the errors before using it).
+    pub(super) fn in_range(
+        &mut self,
+        path: &[&str],
+        value: Option<usize>,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> usize {
+        let value = value.unwrap_or(default);
+        if !range.contains(&value) {
+            self.error(
+                path,
+                format!("{value} is outside {}..={}", range.start(), range.end()),
+            );
+        }
+        value
     }
 
     /// The line of the deepest key of `path` that exists in the document.

@@ -182,13 +182,12 @@ pub(super) fn file_config(
             }
         },
     };
-    let fingerprint_bytes = raw.fingerprint_bytes.unwrap_or(256);
-    if !(16..=65536).contains(&fingerprint_bytes) {
-        ctx.error(
-            &key("fingerprint_bytes"),
-            format!("{fingerprint_bytes} is outside 16..=65536"),
-        );
-    }
+    let fingerprint_bytes = ctx.in_range(
+        &key("fingerprint_bytes"),
+        raw.fingerprint_bytes,
+        256,
+        16..=65536,
+    );
     let multiline = raw.multiline.and_then(|m| {
         let pattern = match regex::bytes::Regex::new(&m.start_pattern) {
             Ok(r) => r,
@@ -302,6 +301,11 @@ mod tests {
         }
     }
 
+    /// The errors of a source that must not load, one a line.
+    fn errors_of(source: &str) -> String {
+        with_source(source).expect_err("invalid").join("\n")
+    }
+
     #[test]
     fn kubernetes_defaults_to_the_pods_directory() {
         let Ok(SourceConfig::File(f)) = with_source("type = \"kubernetes_logs\"") else {
@@ -314,13 +318,11 @@ mod tests {
 
     #[test]
     fn every_mistake_names_its_line_and_key() {
-        let errs = with_source(
+        let all = errors_of(
             "type = \"file\"\ninclude = [\"relative/*.log\", \"/x/[\"]\nstart = \"middle\"\n\
              encoding = \"klingon\"\ntimestamp_format = \"%Y-%Q\"\ntimezone = \"Mars/Base\"\n\
              [sources.f.multiline]\nstart_pattern = \"(\"",
-        )
-        .expect_err("invalid");
-        let all = errs.join("\n");
+        );
         for want in [
             "c.toml:4: sources.f.include: `relative/*.log` must be an absolute path",
             "c.toml:4: sources.f.include: `/x/[` is not a valid glob pattern",
@@ -361,22 +363,14 @@ mod tests {
             errs[0].contains("sources.f.kubernetes_api: only a `kubernetes_logs` source"),
             "{errs:?}"
         );
-        let errs = with_source(
-            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nkubeconfig = \"k.yaml\"\n\
-             timeout = \"0s\"\nwait = \"5m\"\ncache_tl = \"1m\"",
-        )
-        .expect_err("invalid");
-        let all = errs.join("\n");
+        let bad_api = "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\n\
+                       kubeconfig = \"k.yaml\"\ntimeout = \"0s\"\nwait = \"5m\"";
+        let all = errors_of(&format!("{bad_api}\ncache_tl = \"1m\""));
         assert!(
             all.contains("c.toml:8: sources.f.kubernetes_api.cache_tl"),
             "{all}"
         );
-        let errs = with_source(
-            "type = \"kubernetes_logs\"\n[sources.f.kubernetes_api]\nkubeconfig = \"k.yaml\"\n\
-             timeout = \"0s\"\nwait = \"5m\"",
-        )
-        .expect_err("invalid");
-        let all = errs.join("\n");
+        let all = errors_of(bad_api);
         for want in [
             "sources.f.kubernetes_api.kubeconfig: `k.yaml` must be an absolute path",
             "sources.f.kubernetes_api.timeout: must be more than zero",

@@ -376,21 +376,16 @@ mod tests {
         }
     }
 
-    const GOOD: &str = r#"
-data_dir = "/tmp/x"
+    /// Some error starts with `prefix` (file:line: key: the start of the reason).
+    fn assert_reported(errs: &[String], prefix: &str) {
+        assert!(
+            errs.iter().any(|e| e.starts_with(prefix)),
+            "{prefix} not in {errs:?}"
+        );
+    }
 
-[sources.syslog]
-type = "syslog"
-address = "tcp://127.0.0.1:514"
-
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["syslog"]
-log_group = "/coreos/{hostname}/system"
-log_stream = "{instance_id}"
-retention_days = 14
-batch_timeout = "250ms"
-"#;
+    /// The testdata files start with a comment line: line numbers count it.
+    const GOOD: &str = include_str!("testdata/good.toml");
 
     #[test]
     fn good_config_loads() {
@@ -428,47 +423,16 @@ batch_timeout = "250ms"
 
     #[test]
     fn every_problem_is_reported_with_line_and_key() {
-        let text = r#"
-[sources.syslog]
-type = "syslog"
-adress = "tcp://127.0.0.1:514"
-
-[sources.other]
-type = "syslog"
-address = "ftp://x"
-
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["syslog", "nope"]
-log_group = "bad group!"
-retention_days = 13
-"#;
-        let errs = errors(text);
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:4: sources.syslog.adress: unknown field")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:8: sources.other.address: unknown scheme `ftp`")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:12: sinks.cw.inputs: `nope`")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:13: sinks.cw.log_group:")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:14: sinks.cw.retention_days: 13 is not")),
-            "{errs:?}"
-        );
+        let errs = errors(include_str!("testdata/errors.toml"));
+        for want in [
+            "c.toml:4: sources.syslog.adress: unknown field",
+            "c.toml:8: sources.other.address: unknown scheme `ftp`",
+            "c.toml:12: sinks.cw.inputs: `nope`",
+            "c.toml:13: sinks.cw.log_group:",
+            "c.toml:14: sinks.cw.retention_days: 13 is not",
+        ] {
+            assert_reported(&errs, want);
+        }
     }
 
     #[test]
@@ -502,11 +466,7 @@ retention_days = 13
         let errs = errors(&format!(
             "{base}create_missing_group = false\ndeletion_protection = true\n"
         ));
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:8: sinks.cw.create_missing_group: is false")),
-            "{errs:?}"
-        );
+        assert_reported(&errs, "c.toml:8: sinks.cw.create_missing_group: is false");
         let ok = format!(
             "{base}log_group_class = \"INFREQUENT_ACCESS\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\ndeletion_protection = true\nmax_requests_per_second = 2.5\n[sinks.cw.tags]\nteam = \"logs\"\n"
         );
@@ -541,16 +501,8 @@ retention_days = 13
     fn missing_and_mistyped_keys() {
         let text = "[sources.a]\ntype = \"syslog\"\n\n[sinks.b]\ntype = \"cloudwatch_logs\"\ninputs = [\"a\"]\nlog_group = \"g\"\nmax_in_flight = \"many\"\n";
         let errs = errors(text);
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:1: sources.a.address: is required")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:8: sinks.b.max_in_flight:")),
-            "{errs:?}"
-        );
+        assert_reported(&errs, "c.toml:1: sources.a.address: is required");
+        assert_reported(&errs, "c.toml:8: sinks.b.max_in_flight:");
     }
 
     #[test]
@@ -563,11 +515,9 @@ retention_days = 13
 
         let text = GOOD.replace("tcp://127.0.0.1:514", "tcp://${HOST}:514");
         let errs = errors(&text);
-        assert!(
-            errs.iter().any(|e| e.starts_with(
-                "c.toml:6: sources.syslog.address: environment variable `HOST` is not set"
-            )),
-            "{errs:?}"
+        assert_reported(
+            &errs,
+            "c.toml:6: sources.syslog.address: environment variable `HOST` is not set",
         );
     }
 
@@ -667,7 +617,7 @@ retention_days = 13
             "c.toml:6: sources.s.idle_timeout: applies to tcp",
             "c.toml:7: sources.s.max_bytes_per_second: must be more than zero",
         ] {
-            assert!(errs.iter().any(|e| e.starts_with(want)), "{want}\n{errs:?}");
+            assert_reported(&errs, want);
         }
         let errs = errors(&syslog_cfg(
             "address = \"tcp://127.0.0.1:514\"\nallowed_peers = []\nmax_connections = 0\nidle_timeout = 0",
@@ -711,17 +661,12 @@ retention_days = 13
                     && e.contains("missing.pem")),
             "{errs:?}"
         );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:7: sources.s.tls.client_auth: needs `client_ca`")),
-            "{errs:?}"
+        assert_reported(
+            &errs,
+            "c.toml:7: sources.s.tls.client_auth: needs `client_ca`",
         );
         let errs = errors(&syslog_cfg(&table.replace("tcp://", "udp://")));
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:4: sources.s.tls: TLS is for tcp")),
-            "{errs:?}"
-        );
+        assert_reported(&errs, "c.toml:4: sources.s.tls: TLS is for tcp");
     }
 
     const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
@@ -836,11 +781,7 @@ retention_days = 13
             &format!("auth = \"{SECRET}\"\nbatch_timeout"),
         );
         let errs = errors(&text);
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("c.toml:14: sinks.cw.auth: must be a table")),
-            "{errs:?}"
-        );
+        assert_reported(&errs, "c.toml:14: sinks.cw.auth: must be a table");
         assert!(!errs.iter().any(|e| e.contains(&SECRET[..8])), "{errs:?}");
     }
 

@@ -236,13 +236,12 @@ pub(super) fn syslog_config(ctx: &mut Ctx<'_>, name: &str, raw: RawSyslog) -> Op
             "applies to tcp:// and unix:// (stream) listeners only",
         );
     }
-    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    if !(1..=1_000_000).contains(&max_connections) {
-        ctx.error(
-            &key("max_connections"),
-            format!("{max_connections} is outside 1..=1000000"),
-        );
-    }
+    let max_connections = ctx.in_range(
+        &key("max_connections"),
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        1..=1_000_000,
+    );
     if raw.idle_timeout.is_some() && !is_stream {
         ctx.error(
             &key("idle_timeout"),

@@ -11,19 +11,7 @@ use super::{parse, Config};
 /// `LOGFERRY_DATA_DIR`, `LOGFERRY_START` (`end`, `beginning`, or an RFC 3339 time) and
 /// `LOGFERRY_FORMAT` adjust it.
 pub fn zero_config(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let text = r#"
-data_dir = "${LOGFERRY_DATA_DIR:-/var/lib/logferry}"
-
-[sources.journal]
-type = "journald"
-start = "${LOGFERRY_START:-end}"
-
-[sinks.cloudwatch]
-type = "cloudwatch_logs"
-inputs = ["journal"]
-log_stream = "{instance_id}"
-format = "${LOGFERRY_FORMAT:-short}"
-"#;
+    let text = include_str!("zero_config.toml");
     if env("LOGFERRY_LOG_GROUP").is_none_or(|g| g.is_empty()) {
         return Err(ConfigErrors(vec![ConfigError::whole_file(
             Path::new("(no config file)"),

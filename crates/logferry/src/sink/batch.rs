@@ -139,6 +139,11 @@ impl RequestBuilder {
         self.opened
     }
 
+    /// The earliest and latest timestamp held; `None` when empty.
+    pub fn span(&self) -> Option<(i64, i64)> {
+        (!self.events.is_empty()).then_some((self.min_ts, self.max_ts))
+    }
+
     /// How full the request is, 0..=1: by events or by bytes, whichever is fuller.
     pub fn fill(&self) -> f64 {
         (self.events.len() as f64 / self.max_events as f64)
@@ -229,6 +234,12 @@ impl StreamBatcher {
             .iter()
             .enumerate()
             .filter_map(|(i, (_, b))| Some((i, b.opened()?, b.fill())))
+    }
+
+    /// The earliest and latest timestamp of the request at `index` (from
+    /// [`StreamBatcher::open`]).
+    pub fn span(&self, index: usize) -> Option<(i64, i64)> {
+        self.days.get(index)?.1.span()
     }
 
     /// Takes the request at `index` (from [`StreamBatcher::open`]).

@@ -17,6 +17,18 @@
 //! delivered within the grace period is left unacknowledged, so a source with a position reads
 //! it again next time.
 //!
+//! Order: CloudWatch orders a stream's events by timestamp, and events with the same timestamp
+//! in the order it ingested them. Within a request the batcher keeps arrival order for equal
+//! timestamps (a stable sort); across requests only the scheduler can: two requests of one
+//! stream that share a timestamp, in flight at once, could be stored in either order and their
+//! equal-timestamp events interleave. So a request goes while others of its stream are in
+//! flight only if its timestamp range `[first, last]` is disjoint from each of theirs;
+//! otherwise it waits for their answers (and the stream's later requests wait behind it).
+//! Requests with distinct timestamps keep up to `stream_concurrency` in flight; a stream whose
+//! consecutive requests share their boundary millisecond (many events per millisecond) goes
+//! one request per round trip, which at full requests (10,000 events or 1 MiB) is still more
+//! than one stream usually carries.
+//!
 //! Backpressure: at most `stream_concurrency` requests per stream and `max_in_flight` overall
 //! are in flight, and what the sink holds unsent is capped ([`BUILDING_BUDGET`]): past the cap
 //! the fullest request being built is made ready at once and intake stops until the held bytes
@@ -119,9 +131,23 @@ struct StreamState {
     building: StreamBatcher,
     /// Requests cut (full) or sent back (throttled, failed, waiting for the stream), in order.
     ready: VecDeque<Request>,
-    in_flight: usize,
+    /// The requests in flight, with their timestamp ranges (see "Order" above).
+    in_flight: Vec<Flying>,
     existence: Existence,
     last_used: Instant,
+}
+
+/// A request in flight: its number and the timestamps its events cover.
+struct Flying {
+    seq: u64,
+    first: i64,
+    last: i64,
+}
+
+/// Whether a request covering `span` shares a timestamp range with one in flight, and so must
+/// wait for it to keep equal-timestamp events in arrival order.
+fn overlaps_in_flight(in_flight: &[Flying], span: Option<(i64, i64)>) -> bool {
+    span.is_some_and(|(first, last)| in_flight.iter().any(|f| first <= f.last && f.first <= last))
 }
 
 /// What a finished task reports.
@@ -408,7 +434,7 @@ impl CloudWatchSink {
                 stream: stream.into(),
                 building: StreamBatcher::new(cfg.max_batch_events, cfg.max_batch_bytes),
                 ready: VecDeque::new(),
-                in_flight: 0,
+                in_flight: Vec::new(),
                 existence: Existence::Unknown,
                 last_used: now,
             },
@@ -520,10 +546,11 @@ impl CloudWatchSink {
                 }
             }
             self.held_bytes = self.held_bytes.saturating_sub(req.bytes);
-            state.in_flight += 1;
             self.puts_in_flight += 1;
             self.request_seq += 1;
             let seq = self.request_seq;
+            let (first, last) = req.span().unwrap_or((i64::MIN, i64::MAX));
+            state.in_flight.push(Flying { seq, first, last });
             self.in_flight_opened.insert(seq, req.opened);
             let (shared, group, stream) = (
                 self.shared.clone(),
@@ -562,7 +589,8 @@ impl CloudWatchSink {
     /// A ready request (full, or sent back) may go unless it waits out a backoff; a request
     /// being built once it is `batch_timeout` old. The highest `age + fill x batch_timeout`
     /// wins. A stream not yet known to exist has one request in flight at most; one being
-    /// created has none.
+    /// created has none. A request sharing a timestamp with one of its stream's requests in
+    /// flight waits for that one's answer.
     fn best_request(&self, now: Instant) -> (Option<(String, Source)>, Option<Instant>) {
         let cfg = &self.shared.config;
         let timeout = cfg.batch_timeout;
@@ -577,7 +605,7 @@ impl CloudWatchSink {
                 Existence::Missing => 0,
                 Existence::Exists => cfg.stream_concurrency,
             };
-            if s.in_flight >= limit {
+            if s.in_flight.len() >= limit {
                 continue;
             }
             let mut candidates: Vec<(f64, Source)> = Vec::new();
@@ -585,10 +613,15 @@ impl CloudWatchSink {
                 // Requests being built wait behind the stream's ready ones.
                 match front.not_before.filter(|t| *t > now) {
                     Some(t) => due = Some(due.map_or(t, |d| d.min(t))),
+                    // Waits for the answer of the request it shares timestamps with.
+                    None if overlaps_in_flight(&s.in_flight, front.span()) => {}
                     None => candidates.push((score(front.opened, front.fill), Source::Ready)),
                 }
             } else {
                 for (i, opened, fill) in s.building.open() {
+                    if overlaps_in_flight(&s.in_flight, s.building.span(i)) {
+                        continue;
+                    }
                     let at = opened + timeout;
                     if at <= now || fill >= 1.0 {
                         candidates.push((score(opened, fill), Source::Building(i)));
@@ -608,7 +641,7 @@ impl CloudWatchSink {
 
     fn finished(&mut self, done: Finished) {
         let now = Instant::now();
-        let (key, ticket, answer) = match done {
+        let (key, seq, ticket, answer) = match done {
             Finished::DeadLettered => return,
             Finished::Control(f) => {
                 for key in self.control.finished(&self.shared, f, now) {
@@ -625,7 +658,7 @@ impl CloudWatchSink {
                 answer,
             } => {
                 self.in_flight_opened.remove(&seq);
-                (key, ticket, answer)
+                (key, seq, ticket, answer)
             }
         };
         self.puts_in_flight -= 1;
@@ -640,7 +673,7 @@ impl CloudWatchSink {
         let Some(state) = self.streams.get_mut(&key) else {
             return;
         };
-        state.in_flight -= 1;
+        state.in_flight.retain(|f| f.seq != seq);
         let mut back = |req: Request, held: &mut usize| {
             *held += req.bytes;
             state.ready.push_front(req);
@@ -713,7 +746,7 @@ impl CloudWatchSink {
         self.streams.retain(|_, s| {
             !(s.building.is_empty()
                 && s.ready.is_empty()
-                && s.in_flight == 0
+                && s.in_flight.is_empty()
                 && s.existence != Existence::Missing
                 && now.duration_since(s.last_used) > STREAM_IDLE)
         });

@@ -113,6 +113,14 @@ impl Request {
         }
     }
 
+    /// Its earliest and latest timestamp (its events are sorted); `None` when empty.
+    pub fn span(&self) -> Option<(i64, i64)> {
+        Some((
+            self.events.first()?.timestamp_ms,
+            self.events.last()?.timestamp_ms,
+        ))
+    }
+
     fn half(events: Vec<Pending>, opened: Instant, fill: f64) -> Request {
         Request::new(events, opened, fill / 2.0)
     }

@@ -12,6 +12,20 @@ def scratch_dir(prefix):
     return path
 
 
+def cw_sink(source, group, stream, fmt, endpoint):
+    """The `[sinks.cw]` table of every benchmark's config: `source`'s events to CloudWatch Logs
+    `group`/`stream` (templates as the config takes them) at `endpoint`, in us-east-1."""
+    return f'''[sinks.cw]
+type = "cloudwatch_logs"
+inputs = ["{source}"]
+log_group = "{group}"
+log_stream = "{stream}"
+format = "{fmt}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+'''
+
+
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 

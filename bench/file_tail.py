@@ -29,7 +29,7 @@ import argparse, json, os, subprocess, sys, time, uuid
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
+from common import FakeCloudWatch, cw_sink, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_KUBE_API = os.path.join(REPO, "crates", "logferry", "tests", "support", "fake_kube_api.py")
@@ -187,29 +187,13 @@ type = "kubernetes_logs"
 include = ["{logs_glob}"]
 [sources.files.kubernetes_api]
 kubeconfig = "{kube.kubeconfig}"
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["files"]
-log_group = "/bench/kubernetes"
-log_stream = "{{namespace}}.{{pod}}"
-format = "json"
-region = "us-east-1"
-endpoint = "{fake.endpoint}"
-''')
+''' + cw_sink("files", "/bench/kubernetes", "{namespace}.{pod}", "json", fake.endpoint))
         else:
             f.write(f'''data_dir = "{tmp}/data"
 [sources.files]
 type = "file"
 include = ["{logs}/*.log"]
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["files"]
-log_group = "/bench/files"
-log_stream = "node-1"
-format = "message"
-region = "us-east-1"
-endpoint = "{fake.endpoint}"
-''')
+''' + cw_sink("files", "/bench/files", "node-1", "message", fake.endpoint))
     lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=fake.env(),
                           stderr=open(os.path.join(tmp, "logferry.log"), "w"))
     time.sleep(1.0)  # let it open the (empty) files

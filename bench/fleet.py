@@ -20,7 +20,7 @@ Needs: cargo build [--release] -p logferry -p cwl-testkit --bins; moto_server on
 import argparse, datetime, http.client, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port, scratch_dir  # noqa: E402
+from common import cw_sink, free_port, scratch_dir  # noqa: E402
 
 GROUP = "/fleet"
 
@@ -109,15 +109,7 @@ shutdown_grace = "5s"
 [sources.k]
 type = "kubernetes_logs"
 include = ["{root}/*/*/*.log"]
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["k"]
-log_group = "{GROUP}"
-log_stream = "{{namespace}}.{{pod}}"
-endpoint = "{proxy_ep}"
-region = "us-east-1"
-format = "message"
-''')
+''' + cw_sink("k", GROUP, "{namespace}.{pod}", "message", proxy_ep))
             env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench",
                        AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", NO_PROXY="127.0.0.1",
                        NODE_NAME=f"node-{n}", LOGFERRY_METRICS_ADDRESS="off", LOGFERRY_LOG="warn")

@@ -19,7 +19,7 @@ Usage: bench/journal_e2e.py [--journal DIR] [--entries N] [--target-dir DIR] [--
 import argparse, glob, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
+from common import FakeCloudWatch, cw_sink, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 DEFAULT_DIR = "/var/tmp/lf-bench-journal/log"
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -99,15 +99,7 @@ def main():
 type = "journald"
 directory = "{jdir}"
 start = "beginning"
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["journal"]
-log_group = "/bench/journal"
-log_stream = "node-1"
-format = "{args.format}"
-region = "us-east-1"
-endpoint = "{addr}"
-''')
+''' + cw_sink("journal", "/bench/journal", "node-1", args.format, addr))
     env = fake.env()
     t0 = time.monotonic()
     lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,

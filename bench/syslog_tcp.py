@@ -12,7 +12,7 @@ Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
 import argparse, json, os, socket, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import FakeCloudWatch, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
+from common import FakeCloudWatch, cw_sink, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 
 def make_lines(path, n):
@@ -57,15 +57,7 @@ def main():
 [sources.syslog]
 type = "syslog"
 address = "tcp://127.0.0.1:{sport}"{spool}
-[sinks.cw]
-type = "cloudwatch_logs"
-inputs = ["syslog"]
-log_group = "/bench/system"
-log_stream = "node-1"
-format = "short"
-region = "us-east-1"
-endpoint = "{addr}"
-''')
+''' + cw_sink("syslog", "/bench/system", "node-1", "short", addr))
     env = fake.env()
     lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=env,
                           stderr=open(os.path.join(tmp, "logferry.log"), "w"))

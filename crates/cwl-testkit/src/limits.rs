@@ -279,13 +279,17 @@ impl Rejected {
 
     /// How many events of `len` this rejects (each event counted once).
     pub fn count(&self, len: usize) -> usize {
+        len - self.kept(len).len()
+    }
+
+    /// The events of `len` CloudWatch keeps: those between the rejected ones at either end.
+    pub fn kept(&self, len: usize) -> std::ops::Range<usize> {
         let front = self
             .too_old_end
             .unwrap_or(0)
             .max(self.expired_end.unwrap_or(0))
             .min(len);
-        let back_start = self.too_new_start.unwrap_or(len).clamp(front, len);
-        front + (len - back_start)
+        front..self.too_new_start.unwrap_or(len).clamp(front, len)
     }
 }
 

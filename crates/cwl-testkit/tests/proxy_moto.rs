@@ -24,15 +24,22 @@ fn is_dropped(e: &io::Error) -> bool {
     )
 }
 
+/// moto behind a proxy started with `args`, and `group` with `streams` made through the proxy;
+/// returns both (keep moto alive) and the proxy's endpoint.
+fn proxied_moto_with(args: &[&str], group: &str, streams: &[&str]) -> (Moto, Proxy, String) {
+    let moto = Moto::start().unwrap();
+    let proxy = Proxy::start_with_args(BIN, &moto.endpoint(), args).unwrap();
+    let ep = proxy.endpoint();
+    create_group(&ep, group).unwrap();
+    for stream in streams {
+        create_stream(&ep, group, stream).unwrap();
+    }
+    (moto, proxy, ep)
+}
+
 #[test]
 fn round_trip_through_proxy_and_paged_read_back() {
-    let moto = Moto::start().unwrap();
-    let proxy = Proxy::start_with_binary(BIN, &moto.endpoint()).unwrap();
-    let ep = proxy.endpoint();
-
-    create_group(&ep, "/logferry/test").unwrap();
-    create_stream(&ep, "/logferry/test", "host-a").unwrap();
-    create_stream(&ep, "/logferry/test", "host-b").unwrap();
+    let (moto, proxy, ep) = proxied_moto_with(&[], "/logferry/test", &["host-a", "host-b"]);
     let t0 = now_ms() - 60_000;
     // 12,500 events in two batches: reading back needs more than one GetLogEvents page.
     let msgs: Vec<String> = (0..12_500).map(|i| format!("line {i} é")).collect();
@@ -88,11 +95,7 @@ fn round_trip_through_proxy_and_paged_read_back() {
 
 #[test]
 fn every_fault_kind_is_observable_and_counted() {
-    let moto = Moto::start().unwrap();
-    let proxy = Proxy::start_with_args(BIN, &moto.endpoint(), &["--seed", "42"]).unwrap();
-    let ep = proxy.endpoint();
-    create_group(&ep, "g").unwrap();
-    create_stream(&ep, "g", "s").unwrap();
+    let (moto, proxy, ep) = proxied_moto_with(&["--seed", "42"], "g", &["s"]);
     let t = now_ms();
 
     proxy
@@ -211,11 +214,7 @@ fn seeded_percentages_are_reproducible() {
 
 #[test]
 fn limit_violations_recorded_though_moto_accepts() {
-    let moto = Moto::start().unwrap();
-    let proxy = Proxy::start_with_binary(BIN, &moto.endpoint()).unwrap();
-    let ep = proxy.endpoint();
-    create_group(&ep, "g").unwrap();
-    create_stream(&ep, "g", "s").unwrap();
+    let (moto, proxy, ep) = proxied_moto_with(&[], "g", &["s"]);
     let t = now_ms() - 3_600_000;
     let day = 24 * 3600 * 1000;
 
@@ -270,10 +269,7 @@ fn limit_violations_recorded_though_moto_accepts() {
 
 #[test]
 fn account_quota_is_one_bucket_shared_by_every_client() {
-    let moto = Moto::start().unwrap();
-    let proxy = Proxy::start_with_binary(BIN, &moto.endpoint()).unwrap();
-    let ep = proxy.endpoint();
-    create_group(&ep, "/quota").unwrap();
+    let (moto, proxy, ep) = proxied_moto_with(&[], "/quota", &[]);
     // Two "nodes" (threads with their own connections) share 5 calls/s with a burst of 5.
     proxy
         .set_quota(&json!({"CreateLogStream": {"per_second": 5, "burst": 5}}))

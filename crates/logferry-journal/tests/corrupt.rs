@@ -67,20 +67,15 @@ fn fixture() -> Option<Fixture> {
         ("SYSTEMD_JOURNAL_KEYED_HASH", "0"),
     ];
     for (name, env) in [("default", &[][..]), ("legacy", legacy)] {
-        let victim = dir.path().join(format!("{name}-victim.journal"));
-        journal_remote(
-            &synthetic_export("victim", 300, 1_700_000_000_000_000),
-            &victim,
-            env,
-            &[],
-        );
-        let good = dir.path().join(format!("{name}-good.journal"));
-        journal_remote(
-            &synthetic_export("good", 120, 1_700_000_000_000_500),
-            &good,
-            env,
-            &[],
-        );
+        let [victim, good] = [
+            ("victim", 300, 1_700_000_000_000_000),
+            ("good", 120, 1_700_000_000_000_500),
+        ]
+        .map(|(role, entries, first_us)| {
+            let path = dir.path().join(format!("{name}-{role}.journal"));
+            journal_remote(&synthetic_export(role, entries, first_us), &path, env, &[]);
+            path
+        });
         cases.push((name.to_string(), std::fs::read(&victim).unwrap(), good, 120));
     }
     let work = dir.path().join("work");

@@ -19,6 +19,21 @@ fn send_bulk(j: &Journald, tag: &str, n: usize) {
     }
 }
 
+/// The variety of entries, then `bulk` more, all tagged `tag`; returns once journald has
+/// written them to its files.
+fn send_and_sync(j: &mut Journald, tag: &str, bulk: usize) {
+    send_variety(j, tag);
+    send_bulk(j, tag, bulk);
+    j.sync();
+}
+
+/// A journald (None when it cannot run here) with [`send_and_sync`] done.
+fn started_with(tag: &str, bulk: usize) -> Option<Journald> {
+    let mut jd = Journald::start("")?;
+    send_and_sync(&mut jd, tag, bulk);
+    Some(jd)
+}
+
 fn export_of_dir(dir: &Path) -> Vec<u8> {
     let mut j = Journal::open_dirs(&[dir.to_path_buf()]).unwrap();
     let out = our_export(&mut j);
@@ -107,17 +122,12 @@ fn journald_files_match_journalctl_including_rotation() {
 
 #[test]
 fn dirty_journal_files_after_crash_are_read() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some(mut jd) = started_with("before-crash", 1500) else {
         return;
     };
-    send_variety(&jd, "before-crash");
-    send_bulk(&jd, "a", 1500);
-    jd.sync();
     jd.kill9();
     jd.start_again();
-    send_variety(&jd, "after-crash");
-    send_bulk(&jd, "b", 1500);
-    jd.sync();
+    send_and_sync(&mut jd, "after-crash", 1500);
     jd.stop();
     let files = journal_files(&jd.log_dir());
     assert!(
@@ -157,12 +167,9 @@ fn check_after_cursor(dir: &Path, cursor: &Cursor) {
 
 #[test]
 fn cursors_resume_like_journalctl_even_when_vacuumed() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some(mut jd) = started_with("cur", 6000) else {
         return;
     };
-    send_variety(&jd, "c");
-    send_bulk(&jd, "cur", 6000);
-    jd.sync();
     jd.stop();
     let dir = jd.log_dir();
     let entries = entries_of_dir(&dir);
@@ -241,9 +248,7 @@ fn other_layouts_match_journalctl() {
         );
         return;
     }
-    send_variety(&jd, "layout");
-    send_bulk(&jd, "layout", 300);
-    jd.sync();
+    send_and_sync(&mut jd, "layout", 300);
     jd.stop();
     let export = journalctl_export(&jd.log_dir(), &[]);
     let work = tempfile::tempdir().unwrap();

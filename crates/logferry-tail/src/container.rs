@@ -738,6 +738,25 @@ mod tests {
         }
     }
 
+    /// A joined record as (stream, timestamp, message, end offset, parts).
+    fn summary(j: Option<Joined>) -> Option<(Stream, i64, Vec<u8>, u64, usize)> {
+        j.map(|j| {
+            (
+                j.stream,
+                j.timestamp_ms,
+                j.message.to_vec(),
+                j.end_offset,
+                j.parts,
+            )
+        })
+    }
+
+    /// Nothing is held back: no position bound, nothing to flush.
+    fn assert_holds_nothing(j: &mut PartialJoiner) {
+        assert_eq!(j.held_from(), None);
+        assert!(j.flush().is_empty());
+    }
+
     #[test]
     fn joiner_passes_full_lines_through() {
         let mut j = PartialJoiner::new(100);
@@ -755,8 +774,7 @@ mod tests {
                 parts: 1
             }
         );
-        assert_eq!(j.held_from(), None);
-        assert!(j.flush().is_empty());
+        assert_holds_nothing(&mut j);
     }
 
     #[test]
@@ -768,22 +786,17 @@ mod tests {
         assert_eq!(j.push(line(3, Stream::Stdout, true, "a2 "), 120, 130), None);
         // The oldest held first part bounds the position.
         assert_eq!(j.held_from(), Some(100));
-        let a = j
-            .push(line(4, Stream::Stdout, false, "a3"), 130, 140)
-            .expect("stdout done");
+        let a = j.push(line(4, Stream::Stdout, false, "a3"), 130, 140);
         assert_eq!(
-            (a.timestamp_ms, &a.message[..], a.end_offset, a.parts),
-            (1, &b"a1 a2 a3"[..], 140, 3)
+            summary(a),
+            Some((Stream::Stdout, 1, b"a1 a2 a3".to_vec(), 140, 3))
         );
-        assert_eq!(a.stream, Stream::Stdout);
         // stdout is done; the stderr part from 110 is still held.
         assert_eq!(j.held_from(), Some(110));
-        let b = j
-            .push(line(5, Stream::Stderr, false, "b2"), 140, 150)
-            .expect("stderr done");
+        let b = j.push(line(5, Stream::Stderr, false, "b2"), 140, 150);
         assert_eq!(
-            (b.timestamp_ms, &b.message[..], b.end_offset, b.parts),
-            (2, &b"b1 b2"[..], 150, 2)
+            summary(b),
+            Some((Stream::Stderr, 2, b"b1 b2".to_vec(), 150, 2))
         );
         assert_eq!(j.held_from(), None);
     }
@@ -806,8 +819,7 @@ mod tests {
                 (Stream::Stdout, &b"out"[..], 20, 1)
             ]
         );
-        assert_eq!(j.held_from(), None);
-        assert!(j.flush().is_empty());
+        assert_holds_nothing(&mut j);
     }
 
     #[test]

@@ -53,22 +53,17 @@ impl Cidr {
         Ok(cidr)
     }
 
+    /// `ip` with only its top `prefix` bits kept (the network address of the range).
     fn masked(&self, ip: IpAddr) -> IpAddr {
+        let keep = |bits: u128, width: u32| {
+            bits & u128::MAX
+                .checked_shl(width - u32::from(self.prefix))
+                .unwrap_or(0)
+        };
         match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((bits & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((bits & mask).into())
-            }
+            // A u32 in, so below 2^32 out: the cast keeps every bit.
+            IpAddr::V4(v4) => IpAddr::V4((keep(u32::from(v4).into(), 32) as u32).into()),
+            IpAddr::V6(v6) => IpAddr::V6(keep(u128::from(v6), 128).into()),
         }
     }
 
@@ -111,10 +106,11 @@ pub fn is_loopback_host(host_port: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
+    /// The address `s` (the unit tests of address checks share it).
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
     }
 

@@ -14,6 +14,7 @@
 //! The first stdout line is `listening <url>`; `GET /stats` returns the counters, and on
 //! SIGTERM/SIGINT the same JSON is printed as the last stdout line before exiting.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io::Write;
@@ -134,6 +135,62 @@ fn err(kind: &'static str, msg: impl Into<String>) -> Outcome {
     Err((kind, msg.into()))
 }
 
+impl Group {
+    /// A new, empty log group.
+    fn created_at(ms: i64) -> Group {
+        Group {
+            created: ms,
+            ..Group::default()
+        }
+    }
+}
+
+impl Stream {
+    /// A new, empty log stream.
+    fn created_at(ms: i64) -> Stream {
+        Stream {
+            created: ms,
+            ..Stream::default()
+        }
+    }
+}
+
+/// Log `kind` (group, stream) `name`; a missing one is made by `make` (`--auto-create`) or
+/// answered with ResourceNotFoundException.
+fn found_or_made<'a, T>(
+    existing: &'a mut HashMap<String, T>,
+    name: &str,
+    kind: &str,
+    make: impl FnOnce() -> Option<T>,
+) -> Result<&'a mut T, (&'static str, String)> {
+    if !existing.contains_key(name) {
+        let Some(new) = make() else {
+            return Err((
+                "ResourceNotFoundException",
+                format!("The specified log {kind} does not exist."),
+            ));
+        };
+        existing.insert(name.to_owned(), new);
+    }
+    existing
+        .get_mut(name)
+        .ok_or_else(|| ("InternalFailure", format!("log {kind} {name} vanished")))
+}
+
+/// Adds log `kind` (group, stream) `name`, unless there is one by that name already.
+fn create<T>(existing: &mut HashMap<String, T>, name: String, new: T, kind: &str) -> Outcome {
+    match existing.entry(name) {
+        Entry::Occupied(_) => err(
+            "ResourceAlreadyExistsException",
+            format!("The specified log {kind} already exists"),
+        ),
+        Entry::Vacant(slot) => {
+            slot.insert(new);
+            Ok(json!({}))
+        }
+    }
+}
+
 async fn handle(req: Request<Incoming>, sh: Arc<Shared>) -> Result<Resp, Infallible> {
     let id = sh.ids.fetch_add(1, Ordering::Relaxed);
     if req.method() == Method::GET && req.uri().path() == "/stats" {
@@ -226,36 +283,13 @@ fn put_log_events(sh: &Shared, body: &Bytes) -> Outcome {
     }
     let now = now_ms();
     let auto = sh.args.auto_create;
-    let group = match st.groups.get_mut(req.group.as_ref()) {
-        Some(g) => g,
-        None if auto => st.groups.entry(req.group.to_string()).or_insert(Group {
-            created: now,
-            ..Group::default()
-        }),
-        None => {
-            return err(
-                "ResourceNotFoundException",
-                "The specified log group does not exist.",
-            )
-        }
-    };
+    let group = found_or_made(&mut st.groups, &req.group, "group", || {
+        auto.then(|| Group::created_at(now))
+    })?;
     let retention = group.retention;
-    let stream = match group.streams.get_mut(req.stream.as_ref()) {
-        Some(s) => s,
-        None if auto => group
-            .streams
-            .entry(req.stream.to_string())
-            .or_insert(Stream {
-                created: now,
-                ..Stream::default()
-            }),
-        None => {
-            return err(
-                "ResourceNotFoundException",
-                "The specified log stream does not exist.",
-            )
-        }
-    };
+    let stream = found_or_made(&mut group.streams, &req.stream, "stream", || {
+        auto.then(|| Stream::created_at(now))
+    })?;
     let (lo, hi) = (summary.min_ts.unwrap_or(now), summary.max_ts.unwrap_or(now));
     let oldest_ok = now
         - retention.map_or(limits::MAX_AGE_MS, |d| {
@@ -272,13 +306,7 @@ fn put_log_events(sh: &Shared, body: &Bytes) -> Outcome {
     let (accepted, bytes, first, last) = match rejected {
         None => (n, summary.message_bytes, summary.first_ts, summary.last_ts),
         Some(r) => {
-            let front = r
-                .too_old_end
-                .unwrap_or(0)
-                .max(r.expired_end.unwrap_or(0))
-                .min(n);
-            let end = r.too_new_start.unwrap_or(n).clamp(front, n);
-            let kept = &req.events[front..end];
+            let kept = &req.events[r.kept(n)];
             (
                 kept.len(),
                 kept.iter().map(|e| e.message.len() as u64).sum(),
@@ -381,20 +409,7 @@ fn other_op(sh: &Shared, op: &str, body: &Bytes) -> Outcome {
             if let Some(v) = limits::check_group_name(&name) {
                 return invalid(&mut st, v);
             }
-            if st.groups.contains_key(&name) {
-                return err(
-                    "ResourceAlreadyExistsException",
-                    "The specified log group already exists",
-                );
-            }
-            st.groups.insert(
-                name,
-                Group {
-                    created: now_ms(),
-                    ..Group::default()
-                },
-            );
-            Ok(json!({}))
+            create(&mut st.groups, name, Group::created_at(now_ms()), "group")
         }
         "CreateLogStream" => {
             let name = need_group(group_name)?;
@@ -405,20 +420,12 @@ fn other_op(sh: &Shared, op: &str, body: &Bytes) -> Outcome {
             let Some(group) = st.groups.get_mut(&name) else {
                 return not_found();
             };
-            if group.streams.contains_key(&stream) {
-                return err(
-                    "ResourceAlreadyExistsException",
-                    "The specified log stream already exists",
-                );
-            }
-            group.streams.insert(
+            create(
+                &mut group.streams,
                 stream,
-                Stream {
-                    created: now_ms(),
-                    ..Stream::default()
-                },
-            );
-            Ok(json!({}))
+                Stream::created_at(now_ms()),
+                "stream",
+            )
         }
         "PutRetentionPolicy" => {
             let name = need_group(group_name)?;

@@ -134,10 +134,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
+    use crate::net::tests::ip;
 
     #[test]
     fn an_empty_allow_list_admits_everyone_and_a_list_only_its_ranges() {

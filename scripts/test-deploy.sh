@@ -593,7 +593,8 @@ import sys, os, json
 iam = sys.argv[1]
 def res(name, ok, why=""):
     print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + str(why)))
-ALLOWED = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:PutRetentionPolicy"}
+# logs:GetLogEvents is optional (settling requests in flight at a crash), allowed everywhere.
+ALLOWED = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:PutRetentionPolicy", "logs:GetLogEvents"}
 # logs:TagResource only in the policy for configs with `tags` (CreateLogGroup with tags needs it).
 ALLOWED_TAGS = ALLOWED | {"logs:TagResource"}
 def aslist(x): return x if isinstance(x, list) else [x]

@@ -69,6 +69,13 @@ pub struct Event {
     pub truncated_bytes: u64,
     /// Resolved by the sink once the event is delivered or dead-lettered.
     pub ack: Ack,
+    /// Where the source read it, as a hash that is the same when the source reads it again
+    /// after a restart (journal cursor, file key and offset, spool record); 0 for a source that
+    /// cannot read again. The sink's in-flight ledger records it, so that an event read again
+    /// after a crash whose request is known to be in CloudWatch is not sent twice
+    /// (`sink::ledger`). Include whatever makes a position unique for good: a skipped event is
+    /// acknowledged without being sent.
+    pub origin: u64,
 }
 
 impl Event {
@@ -125,3 +132,13 @@ pub const FACILITY_NAMES: [&str; 24] = [
 ];
 
 pub use logferry_time::now_ms;
+
+/// An [`Event::origin`] from the parts that name a position for good (never 0).
+pub fn origin(parts: &[&[u8]]) -> u64 {
+    let mut h = twox_hash::XxHash3_64::with_seed(0x6c66_6f72_6967_696e);
+    for part in parts {
+        std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
+        std::hash::Hasher::write(&mut h, part);
+    }
+    std::hash::Hasher::finish(&h).max(1)
+}

@@ -282,6 +282,7 @@ mod tests {
             source: "syslog".into(),
             truncated_bytes: 0,
             ack: Ack::none(),
+            origin: 0,
         }
     }
 

@@ -182,6 +182,8 @@ async fn run_pipeline(
             .bind_host(&host)
             .map_err(|e| anyhow::anyhow!("sink `{name}`: log_stream: {e}"))?;
         let stats = Arc::new(SinkStats::default());
+        let (ledger, in_flight_at_stop) =
+            crate::sink::ledger::Ledger::open(&config.data_dir.join("ledger"), name);
         let shared = Arc::new(Shared {
             client: client::client(&sdk),
             config: cfg.clone(),
@@ -190,6 +192,7 @@ async fn run_pipeline(
             cancel: sink_cancel.clone(),
             name: name.clone(),
             log_limiter: LogLimiter::default(),
+            ledger: std::sync::Mutex::new(ledger),
         });
         let span = crate::sink::span(name);
         span.in_scope(|| {
@@ -203,7 +206,7 @@ async fn run_pipeline(
         let (tx, rx) = mpsc::channel(SINK_CHANNEL_CHUNKS);
         sink_inputs.push((cfg.inputs.clone(), tx));
         all_stats.push((name.clone(), stats));
-        let sink = CloudWatchSink::new(shared, group, stream);
+        let sink = CloudWatchSink::new(shared, group, stream).settle_first(in_flight_at_stop);
         sink_tasks.spawn(sink.run(rx).instrument(span));
     }
 

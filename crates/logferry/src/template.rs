@@ -340,6 +340,7 @@ mod tests {
             source: "sys".into(),
             truncated_bytes: 0,
             ack: Ack::none(),
+            origin: 0,
         }
     }
 

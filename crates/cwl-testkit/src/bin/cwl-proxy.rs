@@ -12,11 +12,12 @@
 //! * injects faults chosen at run time through an admin API under `/__proxy/` on the same
 //!   port: throttling, 503, 500, connection reset before forwarding, reset *after*
 //!   forwarding (the events are stored but the client never hears so: the real-life source
-//!   of duplicates), outages, latency, and any AWS error code chosen by name (expired or
-//!   refused credentials: `ExpiredTokenException`, `AccessDeniedException`,
-//!   `UnrecognizedClientException`), for the next N requests or until cleared, optionally
-//!   only for requests signed with one access key id (so a renewed key gets through).
-//!   `--seed` makes the fault sequence reproducible;
+//!   of duplicates), outages, latency, operations denied (`denied_operations`:
+//!   AccessDeniedException, as an IAM policy without them answers), and any AWS error code
+//!   chosen by name (expired or refused credentials: `ExpiredTokenException`,
+//!   `AccessDeniedException`, `UnrecognizedClientException`), for the next N requests or until
+//!   cleared, optionally only for requests signed with one access key id (so a renewed key
+//!   gets through). `--seed` makes the fault sequence reproducible;
 //! * enforces account-wide quotas per operation (`/__proxy/quota`): one token bucket per API
 //!   shared by every client, as CloudWatch's quotas are per account and region, so several
 //!   shippers behind one proxy compete for the same calls per second and the excess is
@@ -93,6 +94,8 @@ enum FaultKind {
     Reset,
     /// Forwarded (so stored upstream), then connection reset without an answer.
     ResetAfterForward,
+    /// 400 AccessDeniedException, not forwarded (an IAM policy without the action).
+    AccessDenied,
 }
 
 impl FaultKind {
@@ -104,6 +107,7 @@ impl FaultKind {
             FaultKind::Error500 => "error_500",
             FaultKind::Reset => "reset",
             FaultKind::ResetAfterForward => "reset_after_forward",
+            FaultKind::AccessDenied => "access_denied",
         }
     }
 }
@@ -142,6 +146,9 @@ struct Faults {
     latency_jitter_ms: u64,
     /// Operations faults apply to; absent or null = all.
     operations: Option<Vec<String>>,
+    /// Operations always answered AccessDeniedException, whatever else is set (an IAM policy
+    /// that leaves them out).
+    denied_operations: Vec<String>,
     /// Faults for the next matching requests, in order, before the percentages apply.
     script: Vec<FaultKind>,
     /// Answer matching requests with this AWS error code (HTTP 400, not forwarded), before
@@ -169,6 +176,7 @@ impl Default for Faults {
             latency_ms: 0,
             latency_jitter_ms: 0,
             operations: None,
+            denied_operations: Vec::new(),
             script: Vec::new(),
             error_code: None,
             error_message: None,
@@ -448,6 +456,12 @@ fn decide(inner: &mut Inner, op: &str, key_id: Option<&str>) -> (Action, Option<
         }
     }
     let f = &inner.faults;
+    if f.denied_operations.iter().any(|d| d == op) {
+        return (
+            Action::Respond(FaultKind::AccessDenied),
+            Some(FaultKind::AccessDenied.as_str()),
+        );
+    }
     if !f.applies_to(op) {
         return (
             Action::Forward {
@@ -754,6 +768,12 @@ async fn handle(
                 StatusCode::BAD_REQUEST,
                 "ThrottlingException",
                 "Rate exceeded",
+                id,
+            ),
+            FaultKind::AccessDenied => aws_error(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                "User is not authorized to perform this action (injected by cwl-proxy)",
                 id,
             ),
             FaultKind::Error503 => aws_error(

@@ -276,7 +276,7 @@ fn spools(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
 
 /// Every sink's books, requests, dead letters and PutLogEvents latency.
 fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
-    let counters: [(&'static str, &'static str, SinkCounter); 14] = [
+    let counters: [(&'static str, &'static str, SinkCounter); 16] = [
         (
             "logferry_sink_events_received_total",
             "Events a sink took in.",
@@ -333,6 +333,16 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
             |s| &s.dead_letter_write_failures,
         ),
         (
+            "logferry_sink_events_skipped_delivered_total",
+            "Events read again after a crash and acknowledged without sending: their request was known to be in CloudWatch.",
+            |s| &s.events_skipped_delivered,
+        ),
+        (
+            "logferry_sink_settle_calls_total",
+            "GetLogEvents calls made at start to settle requests in flight at the last stop.",
+            |s| &s.settle_calls,
+        ),
+        (
             "logferry_sink_groups_created_total",
             "Log groups created.",
             |s| &s.groups_created,
@@ -365,6 +375,7 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
     for spec in [
         DEAD_LETTERED,
         SINK_DROPPED,
+        IN_FLIGHT_SETTLED,
         OLDEST_UNSENT,
         PUT_LATENCY,
         AUTH_FAILING,
@@ -393,6 +404,17 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
             &format!("{l},reason=\"empty_message\""),
             s.dropped_empty.load(Ordering::Relaxed),
         );
+        let settled = x.declare(IN_FLIGHT_SETTLED);
+        for (outcome, c) in [
+            ("settled", &s.settle_settled),
+            ("resent", &s.settle_resent),
+            ("unknown", &s.settle_unknown),
+        ] {
+            settled.sample(
+                &format!("{l},outcome=\"{outcome}\""),
+                c.load(Ordering::Relaxed),
+            );
+        }
         let oldest_ms = s.oldest_held_age_ms.load(Ordering::Relaxed);
         x.declare(OLDEST_UNSENT)
             .sample(&l, seconds(i64::try_from(oldest_ms).unwrap_or(i64::MAX)));
@@ -494,6 +516,11 @@ const SINK_DROPPED: Spec = (
     "logferry_sink_events_dropped_total",
     Kind::Counter,
     "Events dropped by explicit policy, by reason.",
+);
+const IN_FLIGHT_SETTLED: Spec = (
+    "logferry_sink_in_flight_at_start_total",
+    Kind::Counter,
+    "Requests in flight at the last stop, by what the start made of them: settled (proven delivered by GetLogEvents, not resent), resent (not found whole), unknown (lookup denied, failed or timed out; resent).",
 );
 const OLDEST_UNSENT: Spec = (
     "logferry_sink_oldest_unsent_seconds",

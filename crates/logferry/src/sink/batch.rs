@@ -40,6 +40,9 @@ pub struct Pending {
     pub message: String,
     /// Resolved when the request carrying it succeeds or it is dead-lettered.
     pub ack: Ack,
+    /// Where its source read it ([`crate::event::Event::origin`]; a part of a split event has
+    /// its own), for the in-flight ledger; 0 for none.
+    pub origin: u64,
 }
 
 impl Pending {
@@ -278,6 +281,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             timestamp_ms,
             message,
             ack,
+            origin: 0,
         }];
     }
     // The prefix takes room from each part; 32 bytes covers `[part 99999/99999] `.
@@ -305,6 +309,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             timestamp_ms,
             message,
             ack: a.or_else(|| last_ack.take()).unwrap_or_else(Ack::none),
+            origin: 0,
         })
         .collect()
 }
@@ -321,6 +326,7 @@ mod tests {
             timestamp_ms: ts,
             message: "x".repeat(len.max(1)),
             ack: Ack::none(),
+            origin: 0,
         }
     }
 

@@ -42,11 +42,13 @@ pub mod control;
 pub mod dead_letter;
 pub mod endpoint;
 pub mod governor;
+pub mod ledger;
 pub mod request;
 pub mod retry;
+pub mod settle;
 pub mod stats;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +96,22 @@ pub struct Shared {
     pub name: String,
     /// Rate limiting of repeated warnings.
     pub log_limiter: retry::LogLimiter,
+    /// What each request held, for the next start after a crash ([`ledger`]).
+    pub ledger: std::sync::Mutex<ledger::Ledger>,
+}
+
+impl Shared {
+    /// Records request `id`'s answer in the ledger: `delivered` (every event is in CloudWatch)
+    /// or not (split, or some events dead-lettered: it proves nothing).
+    pub fn ledger_note(&self, id: u64, delivered: bool) {
+        if let Ok(mut l) = self.ledger.lock() {
+            if delivered {
+                l.settled(id);
+            } else {
+                l.forgotten(id);
+            }
+        }
+    }
 }
 
 /// Whether a stream is known to exist.
@@ -171,7 +189,17 @@ pub struct CloudWatchSink {
     /// When each in-flight request's oldest event was taken in, by request number.
     in_flight_opened: BTreeMap<u64, Instant>,
     request_seq: u64,
+    /// What the ledger held at start, settled before the first event is taken in.
+    loaded: Option<ledger::Loaded>,
+    /// Origins of events known to be in CloudWatch ([`settle`]): acknowledged, not sent, when
+    /// a source reads them again. Emptied after [`SKIP_FOR`].
+    skip: HashSet<u64>,
+    started: Instant,
 }
+
+/// How long after start re-read events may be skipped (a source re-reads from its saved
+/// position at once; this only bounds the memory).
+const SKIP_FOR: Duration = Duration::from_secs(600);
 
 impl CloudWatchSink {
     /// A sink with host variables already bound in its templates.
@@ -200,12 +228,39 @@ impl CloudWatchSink {
             waiting_since: None,
             in_flight_opened: BTreeMap::new(),
             request_seq: 0,
+            loaded: None,
+            skip: HashSet::new(),
+            started: now,
         }
+    }
+
+    /// Settles what the ledger held at start (`loaded`) before taking events in.
+    pub fn settle_first(mut self, loaded: ledger::Loaded) -> Self {
+        self.loaded = Some(loaded);
+        self
+    }
+
+    async fn settle(&mut self) {
+        let settled = match self.loaded.take() {
+            Some(loaded) => settle::settle(&self.shared, loaded).await,
+            None => settle::Settled::default(),
+        };
+        let started = match self.shared.ledger.lock() {
+            Ok(mut l) => l.start(&settled.keep),
+            Err(_) => Err(std::io::Error::other("ledger lock poisoned")),
+        };
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the in-flight ledger; after a crash, what was in flight will be sent again (duplicates, no loss)");
+        }
+        self.skip = settled.skip;
+        self.started = Instant::now();
     }
 
     /// Runs until every sender of `rx` is gone and everything is delivered, or until the
     /// cancel token fires after that (then what is left stays unacknowledged).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) {
+        // Before the first event: sources are already re-reading past their saved positions.
+        self.settle().await;
         let tick_every = (self.shared.config.batch_timeout / 4)
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let mut tick = tokio::time::interval(tick_every);
@@ -278,11 +333,28 @@ impl CloudWatchSink {
             } else {
                 None
             };
-            let parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
+            let origin = event.origin;
+            let mut parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
             if parts.len() > 1 {
                 stats
                     .split_parts
                     .fetch_add(parts.len() as u64 - 1, Ordering::Relaxed);
+            }
+            if origin != 0 {
+                for (i, p) in parts.iter_mut().enumerate() {
+                    p.origin = if i == 0 {
+                        origin
+                    } else {
+                        crate::event::origin(&[&origin.to_le_bytes(), &(i as u64).to_le_bytes()])
+                    };
+                }
+            }
+            if !self.skip.is_empty() {
+                parts = self.skip_delivered(parts);
+                if parts.is_empty() {
+                    self.key_buf = key;
+                    continue;
+                }
             }
             if let Some(reason) = reject {
                 self.rejected.extend(parts.into_iter().map(|p| (p, reason)));
@@ -304,6 +376,29 @@ impl CloudWatchSink {
                 self.make_fullest_ready();
             }
         }
+    }
+
+    /// Acknowledges, without sending, the parts whose origin is known to be in CloudWatch
+    /// ([`settle`]); returns the others.
+    fn skip_delivered(&mut self, parts: Vec<Pending>) -> Vec<Pending> {
+        let mut kept = Vec::with_capacity(parts.len());
+        let mut skipped = 0u64;
+        for p in parts {
+            if p.origin != 0 && self.skip.remove(&p.origin) {
+                skipped += 1;
+                p.ack.resolve(AckStatus::Delivered);
+            } else {
+                kept.push(p);
+            }
+        }
+        if skipped > 0 {
+            let stats = &self.shared.stats;
+            stats.events_delivered.fetch_add(skipped, Ordering::Relaxed);
+            stats
+                .events_skipped_delivered
+                .fetch_add(skipped, Ordering::Relaxed);
+        }
+        kept
     }
 
     /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.
@@ -443,7 +538,13 @@ impl CloudWatchSink {
                 Source::Ready => state.ready.pop_front(),
                 Source::Building(i) => state.building.take(i).map(into_request),
             };
-            let Some(req) = req else { break };
+            let Some(mut req) = req else { break };
+            if req.ledger_id.is_none() {
+                if let Ok(mut l) = self.shared.ledger.lock() {
+                    req.ledger_id =
+                        Some(l.sent(&state.group, &state.stream, &req.events, now_ms()));
+                }
+            }
             self.held_bytes = self.held_bytes.saturating_sub(req.bytes);
             self.puts_in_flight += 1;
             self.request_seq += 1;
@@ -626,6 +727,9 @@ impl CloudWatchSink {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        if !self.skip.is_empty() && now.duration_since(self.started) > SKIP_FOR {
+            self.skip = HashSet::new();
+        }
         let oldest = self
             .streams
             .values()

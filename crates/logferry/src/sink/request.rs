@@ -91,6 +91,8 @@ pub struct Request {
     pub attempt: u32,
     /// Not to be sent before this (a backoff).
     pub not_before: Option<Instant>,
+    /// Its record in the in-flight ledger, once it was first sent.
+    pub ledger_id: Option<u64>,
     /// The body, once encoded.
     body: Option<bytes::Bytes>,
 }
@@ -106,6 +108,7 @@ impl Request {
             fill,
             attempt: 0,
             not_before: None,
+            ledger_id: None,
             body: None,
         }
     }
@@ -271,6 +274,14 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
                 info.and_then(|i| i.expired_log_event_end_index()),
             );
             stats.observe_events_per_request(req.events.len());
+            // Written before any acknowledgement, so a position saved past these events always
+            // finds them settled after a crash. A request with rejected events is only
+            // forgotten: those are not in CloudWatch, and the dead-letter write may yet fail.
+            if let Some(id) = req.ledger_id {
+                let any_rejected = (0..req.events.len())
+                    .any(|i| rejected_reason(i, new_start, old_end, exp_end).is_some());
+                shared.ledger_note(id, !any_rejected);
+            }
             let mut rejected = Vec::new();
             let (mut n, mut bytes) = (0u64, 0u64);
             for (i, p) in req.events.into_iter().enumerate() {
@@ -295,6 +306,10 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
     match failure {
         Failure::NotFound { group } => Answer::NotFound { req, group },
         Failure::Invalid(msg) => {
+            // Its events go on in halves (new requests) or to the dead-letter file.
+            if let Some(id) = req.ledger_id {
+                shared.ledger_note(id, false);
+            }
             if req.events.len() > 1 {
                 let mut first = std::mem::take(&mut req.events);
                 let second = first.split_off(first.len() / 2);
@@ -313,6 +328,9 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
             }
         }
         Failure::AlreadyAccepted => {
+            if let Some(id) = req.ledger_id {
+                shared.ledger_note(id, true);
+            }
             let n = req.events.len() as u64;
             for p in req.events {
                 p.ack.resolve(AckStatus::Delivered);
@@ -527,6 +545,7 @@ mod tests {
             timestamp_ms: t,
             message: m.to_string(),
             ack: crate::ack::Ack::none(),
+            origin: 0,
         })
         .collect();
         let body = encode_body("/g\"", "s", &events);

@@ -70,6 +70,18 @@ pub struct SinkStats {
     /// Retries after a failure that may have been ingested anyway (timeouts, lost responses):
     /// the only source of duplicates.
     pub ambiguous_resends: AtomicU64,
+    /// Events read again after a crash and acknowledged without sending: their request was
+    /// known to be in CloudWatch (also counted in `events_delivered`).
+    pub events_skipped_delivered: AtomicU64,
+    /// Requests in flight at the last stop that GetLogEvents proved delivered (not resent).
+    pub settle_settled: AtomicU64,
+    /// Requests in flight at the last stop that were not found whole (resent).
+    pub settle_resent: AtomicU64,
+    /// Requests in flight at the last stop whose lookup was denied, failed or timed out
+    /// (resent).
+    pub settle_unknown: AtomicU64,
+    /// GetLogEvents calls made to settle them.
+    pub settle_calls: AtomicU64,
     /// Log groups created.
     pub groups_created: AtomicU64,
     /// Log streams created.

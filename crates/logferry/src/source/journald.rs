@@ -246,6 +246,7 @@ struct Pending {
     timestamp_ms: i64,
     priority: Option<u8>,
     ack: crate::ack::Ack,
+    origin: u64,
 }
 
 /// Builds the events of one chunk over one shared buffer: the values kept from each entry are
@@ -316,6 +317,13 @@ impl ChunkBuilder {
             timestamp_ms: (usec / 1000) as i64,
             priority: k.priority().map(|p| facility * 8 + p),
             ack,
+            // The cursor's fields: an entry's place in its journal, for good.
+            origin: crate::event::origin(&[
+                &e.seqnum_id,
+                &e.seqnum.to_le_bytes(),
+                &e.realtime_usec.to_le_bytes(),
+                &e.xor_hash.to_le_bytes(),
+            ]),
         });
     }
 
@@ -343,6 +351,7 @@ impl ChunkBuilder {
                 source: source.clone(),
                 truncated_bytes: 0,
                 ack: p.ack,
+                origin: p.origin,
             })
             .collect();
         self.spans.clear();

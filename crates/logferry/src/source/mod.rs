@@ -99,6 +99,7 @@ fn fork_event(e: &Event) -> Event {
         source: e.source.clone(),
         truncated_bytes: e.truncated_bytes,
         ack: e.ack.fork(),
+        origin: e.origin,
     }
 }
 
@@ -146,6 +147,7 @@ pub fn syslog_event(
         source: source.clone(),
         truncated_bytes: frame.truncated_bytes,
         ack,
+        origin: 0,
     }
 }
 

@@ -288,13 +288,15 @@ pub async fn run_reader(
                 now_unix_ms: received,
                 local_utc_offset_secs: 0,
             };
-            chunk.push(syslog_event(
-                frame,
-                peer.as_ref(),
-                &ctx.name,
-                &opts,
-                batch.ack(),
-            ));
+            let mut event = syslog_event(frame, peer.as_ref(), &ctx.name, &opts, batch.ack());
+            // The spool's record: its id and when it was appended (ids start over with a new
+            // spool, the time does not).
+            event.origin = crate::event::origin(&[
+                ctx.name.as_bytes(),
+                &rec.id.to_le_bytes(),
+                &rec.appended_ms.to_le_bytes(),
+            ]);
+            chunk.push(event);
         }
         if let Ok(mut m) = in_flight.lock() {
             m.insert(batch_id, ids);

@@ -24,6 +24,9 @@ pub(super) struct Pending {
     pub message: Bytes,
     pub extra: Option<(FieldName, Bytes)>,
     pub truncated_bytes: u64,
+    /// [`crate::event::Event::origin`], set by the reader for events a line finished (0 for
+    /// events a timeout or a close finished: those are sent again after a crash).
+    pub origin: u64,
 }
 
 impl Pending {
@@ -37,6 +40,7 @@ impl Pending {
                 Bytes::from_static(j.stream.as_str().as_bytes()),
             )),
             truncated_bytes: j.truncated_bytes,
+            origin: 0,
         }
     }
 
@@ -48,6 +52,7 @@ impl Pending {
             message: a.message,
             extra: None,
             truncated_bytes: a.truncated_bytes,
+            origin: 0,
         }
     }
 }
@@ -98,6 +103,7 @@ impl Decoder {
                     message: line.bytes.clone(),
                     extra: None,
                     truncated_bytes: line.truncated_bytes,
+                    origin: 0,
                 }),
                 Some(m) => {
                     if let Some(a) = m.push(&line.bytes, start_offset, line.end_offset, now) {
@@ -115,6 +121,7 @@ impl Decoder {
                     message: line.bytes.clone(),
                     extra: None,
                     truncated_bytes: line.truncated_bytes,
+                    origin: 0,
                 });
                 return Err(e);
             }
@@ -135,6 +142,7 @@ impl Decoder {
                             message: a.message,
                             extra: pending.extra,
                             truncated_bytes: a.truncated_bytes,
+                            origin: 0,
                         });
                     }
                 }

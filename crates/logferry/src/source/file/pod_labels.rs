@@ -294,6 +294,7 @@ mod tests {
             message: Bytes::from_static(msg.as_bytes()),
             extra: None,
             truncated_bytes: 0,
+            origin: 0,
         }
     }
 

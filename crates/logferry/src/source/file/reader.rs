@@ -34,6 +34,8 @@ const POD_POLL: Duration = Duration::from_millis(20);
 struct FileState {
     decoder: Decoder,
     labels: Labels,
+    /// The file's identity (source, device, inode), the start of its events' origins.
+    origin_seed: [u8; 24],
 }
 
 impl FileState {
@@ -146,11 +148,17 @@ impl Reader {
             Notice::Opened {
                 file,
                 path,
-                key: _,
+                key,
                 offset,
             } => {
                 tracing::debug!(path = %path.display(), offset, "following file");
-                self.open(file, &path, offset);
+                let mut seed = [0u8; 24];
+                seed[..8].copy_from_slice(
+                    &crate::event::origin(&[self.ctx.name.as_bytes()]).to_le_bytes(),
+                );
+                seed[8..16].copy_from_slice(&key.dev.to_le_bytes());
+                seed[16..].copy_from_slice(&key.ino.to_le_bytes());
+                self.open(file, &path, offset, seed);
             }
             Notice::Truncated { file, path, at } => {
                 tracing::warn!(path = %path.display(), at, "file truncated; reading it again from its start");
@@ -177,7 +185,7 @@ impl Reader {
         }
     }
 
-    fn open(&mut self, file: FileId, path: &Path, offset: u64) {
+    fn open(&mut self, file: FileId, path: &Path, offset: u64, origin_seed: [u8; 24]) {
         let mut fields = vec![(
             FieldName::Static(fields::FILE),
             Bytes::from(path.to_string_lossy().into_owned()),
@@ -220,7 +228,14 @@ impl Reader {
             self.cfg.tail.max_line_bytes,
             multiline,
         );
-        self.files.insert(file, FileState { decoder, labels });
+        self.files.insert(
+            file,
+            FileState {
+                decoder,
+                labels,
+                origin_seed,
+            },
+        );
         if self.learn_pod(file) == PodAnswer::Pending {
             let wait = self
                 .cfg
@@ -264,7 +279,19 @@ impl Reader {
             return;
         };
         let timestamps = self.timestamps.as_ref();
-        if let Err(e) = st.decoder.line(line, timestamps, now_ms, now, out) {
+        let before = out.len();
+        let result = st.decoder.line(line, timestamps, now_ms, now, out);
+        // The line that finished them, and their text: a copytruncated file's new content at
+        // an old offset is not taken for the old.
+        for (i, p) in out[before..].iter_mut().enumerate() {
+            p.origin = crate::event::origin(&[
+                &st.origin_seed,
+                &line.end_offset.to_le_bytes(),
+                &(i as u64).to_le_bytes(),
+                &p.message,
+            ]);
+        }
+        if let Err(e) = result {
             // Not what the runtime writes: the line was shipped as it is rather than lost.
             self.unparsed += 1;
             self.ctx.stats.unparsed.fetch_add(1, Ordering::Relaxed);
@@ -323,6 +350,7 @@ impl Reader {
                 source: self.ctx.name.clone(),
                 truncated_bytes: p.truncated_bytes,
                 ack: batch.ack(),
+                origin: p.origin,
             });
         }
     }

@@ -8,13 +8,13 @@ use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::limits::{self, BatchSummary, Violation};
 
@@ -121,6 +121,55 @@ pub fn default_error_message(code: &str) -> &'static str {
              perform this action (injected by cwl-proxy)"
         }
         _ => "injected by cwl-proxy",
+    }
+}
+
+/// An account-wide quota on one operation, as posted to `/__proxy/quota`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Calls per second the account may make.
+    pub per_second: f64,
+    /// Calls that may come at once after a quiet spell (default: one second's worth).
+    pub burst: Option<f64>,
+}
+
+/// The token bucket of one [`QuotaSpec`], shared by every client of the proxy.
+#[derive(Debug)]
+pub struct Bucket {
+    /// What it enforces.
+    pub spec: QuotaSpec,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(spec: QuotaSpec) -> Self {
+        let mut b = Bucket {
+            spec,
+            tokens: 0.0,
+            at: Instant::now(),
+        };
+        b.tokens = b.capacity();
+        b
+    }
+
+    fn capacity(&self) -> f64 {
+        self.spec.burst.unwrap_or(self.spec.per_second).max(1.0)
+    }
+
+    /// Takes one call's token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.at).as_secs_f64() * self.spec.per_second.max(0.0);
+        self.tokens = (self.tokens + earned).min(self.capacity());
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 

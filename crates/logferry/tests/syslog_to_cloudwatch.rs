@@ -697,17 +697,23 @@ fn validate_reports_every_problem_with_file_line_and_key() {
 fn many_streams_with_requests_in_flight_each_get_exactly_their_lines() {
     let moto = Moto::start().expect("moto");
     let proxy = proxy(&moto.endpoint());
-    // Slow answers keep several requests in flight per stream and across streams.
+    // Slow answers keep requests in flight across streams. The streams exist already: creating
+    // them is paced (0.5 calls/s at first) and would hand them to the sink one by one.
     proxy
-        .set_faults(&serde_json::json!({"latency_ms": 150, "operations": ["PutLogEvents"]}))
+        .set_faults(&serde_json::json!({"latency_ms": 400, "operations": ["PutLogEvents"]}))
         .expect("faults");
+    let (streams, per) = (12, 800);
+    cwl_testkit::create_group(&moto.endpoint(), "/test/streams").expect("group");
+    for st in 0..streams {
+        cwl_testkit::create_stream(&moto.endpoint(), "/test/streams", &format!("app{st:02}"))
+            .expect("stream");
+    }
     let tcp = free_port();
     let sink = cw_sink(&["in"], "/test/streams", "{identifier}", &proxy.endpoint())
         .format("message")
         .line("max_batch_events = 50");
     let lf = Logferry::start(&pipeline(&tcp_source(tcp), &sink));
     lf.wait_listening(1);
-    let (streams, per) = (12, 400);
     let lines: String = (0..streams * per)
         .map(|i| format!("<14>1 - h app{:02} - - - line {i:05}\n", i % streams))
         .collect();
@@ -726,5 +732,11 @@ fn many_streams_with_requests_in_flight_each_get_exactly_their_lines() {
             ids.len()
         );
     }
+    // More than 4 streams had requests in flight at once (the proxy counts them as it
+    // holds them): the test ran what its name says, not one stream after another.
+    let stats = proxy.stats().expect("proxy stats");
+    let parallel = stats["put_streams_in_flight_max"].as_u64().unwrap_or(0);
+    eprintln!("{parallel} of {streams} streams had requests in flight at once");
+    assert!(parallel > 4, "at most {parallel} streams in flight at once");
     assert_no_violations(&proxy);
 }

@@ -37,7 +37,7 @@ use clap::Parser;
 use cwl_testkit::limits::{self, Violation};
 use cwl_testkit::server::{
     accept_until_shutdown, announce, aws_error, default_error_message, runtime, signing_key_id,
-    target_operation, NamesReq, PutLogEventsReq, Resp, Rng,
+    target_operation, Bucket, NamesReq, PutLogEventsReq, QuotaSpec, Resp, Rng,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -194,53 +194,6 @@ impl Faults {
     }
 }
 
-/// An account-wide quota on one operation, as posted to `/__proxy/quota`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotaSpec {
-    /// Calls per second the account may make.
-    per_second: f64,
-    /// Calls that may come at once after a quiet spell (default: one second's worth).
-    burst: Option<f64>,
-}
-
-/// The token bucket of one [`QuotaSpec`], shared by every client of the proxy.
-#[derive(Debug)]
-struct Bucket {
-    spec: QuotaSpec,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(spec: QuotaSpec) -> Self {
-        let mut b = Bucket {
-            spec,
-            tokens: 0.0,
-            at: Instant::now(),
-        };
-        b.tokens = b.capacity();
-        b
-    }
-
-    fn capacity(&self) -> f64 {
-        self.spec.burst.unwrap_or(self.spec.per_second).max(1.0)
-    }
-
-    /// Takes one call's token if there is one.
-    fn take(&mut self, now: Instant) -> bool {
-        let earned = now.duration_since(self.at).as_secs_f64() * self.spec.per_second.max(0.0);
-        self.tokens = (self.tokens + earned).min(self.capacity());
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Stats {
     requests: u64,
@@ -264,6 +217,8 @@ struct Stats {
     puts_in_flight: BTreeMap<String, u64>,
     /// The most PutLogEvents of one `group/stream` handled at once.
     put_concurrency_max: BTreeMap<String, u64>,
+    /// The most streams with a PutLogEvents being handled at once.
+    put_streams_in_flight_max: u64,
 }
 
 /// Counts one PutLogEvents of a stream as being handled until dropped (also when the client
@@ -282,6 +237,8 @@ impl PutInFlight {
         let now = *now;
         let max = s.put_concurrency_max.entry(key.clone()).or_default();
         *max = (*max).max(now);
+        let streams = s.puts_in_flight.values().filter(|n| **n > 0).count() as u64;
+        s.put_streams_in_flight_max = s.put_streams_in_flight_max.max(streams);
         drop(guard);
         PutInFlight {
             sh: sh.clone(),
@@ -569,6 +526,7 @@ fn stats_json(inner: &Inner) -> Value {
         "violation_list": s.violation_list,
         "records_dropped": s.records_dropped,
         "put_concurrency_max": s.put_concurrency_max,
+        "put_streams_in_flight_max": s.put_streams_in_flight_max,
         "faults": inner.faults,
         "quota": quota_json(inner),
         "script_remaining": inner.script.len(),

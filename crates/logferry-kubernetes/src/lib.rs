@@ -29,7 +29,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: the same instant outside tests (and on the file reader's thread,
+// which has no runtime), and the one a test with paused time moves, so cache and retry
+// timings are tested without waiting on the wall clock.
+use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -473,6 +478,11 @@ fn record(shared: &Shared, pod: PodRef, fetched: Fetched) {
     );
 }
 
+/// Every test runs on tokio's paused clock (`start_paused`): a sleep advances it as soon as the
+/// runtime has nothing else to do, so the 500 ms of a retry or the TTL of a cache entry pass in
+/// no real time and a loaded machine cannot stretch a window past what a test expects. Real
+/// time is needed only where real I/O is waited on: the API server behind kube-rs, tested end
+/// to end in `crates/logferry/tests/kubernetes_api.rs`.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,7 +556,7 @@ mod tests {
         (table, m)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn first_lookup_is_pending_then_cached_with_one_request() {
         let (table, m) = setup(Options::default());
         let p = pod("web", "u1");
@@ -559,7 +569,7 @@ mod tests {
         assert_eq!(m.stats().found.load(Ordering::Relaxed), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unknown_pod_and_other_uid_get_no_metadata() {
         let (_, m) = setup(Options::default());
         assert_eq!(settle(&m, &pod("gone", "u9")).await, Lookup::NotFound);
@@ -573,7 +583,7 @@ mod tests {
         assert_eq!(m.stats().not_found.load(Ordering::Relaxed), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn api_down_answers_at_once_and_retries_later() {
         let (table, m) = setup(Options {
             retry_after: Duration::from_millis(500),
@@ -607,7 +617,7 @@ mod tests {
         assert!(m.is_healthy());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn stale_answer_is_used_while_asked_again() {
         let (table, m) = setup(Options {
             cache_ttl: Duration::from_millis(30),
@@ -631,7 +641,7 @@ mod tests {
         assert_eq!(table.asked.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn slow_api_keeps_lookups_instant() {
         let (table, m) = setup(Options::default());
         *table.delay.lock().unwrap() = Duration::from_secs(3600);

@@ -84,7 +84,9 @@
 //! # Bounding
 //!
 //! `max_bytes` bounds the sum of live segment sizes. When a batch would not
-//! fit, acknowledged segments are reclaimed first; then
+//! fit, acknowledged segments are reclaimed first (all but the active one, which is never
+//! deleted: hence `segment_bytes` may be at most half of `max_bytes`, checked at open, so that
+//! once everything read is acknowledged a batch of up to half the bound fits); then
 //! [`FullPolicy::Block`] returns [`SpoolError::Full`] (apply backpressure and
 //! wait on [`Spool::space_notify`]) and [`FullPolicy::DropOldest`] deletes the
 //! oldest segments and reports the unacknowledged records it discarded in
@@ -193,8 +195,8 @@ pub enum FullPolicy {
 pub struct SpoolConfig {
     /// Upper bound on the total size of live segment files (default 1 GiB).
     pub max_bytes: u64,
-    /// Target segment size (default 64 MiB). A batch never spans segments, so
-    /// a segment can exceed this by one batch when it starts empty.
+    /// Target segment size (default 64 MiB), at most half of `max_bytes`. A batch never
+    /// spans segments, so a segment can exceed this by one batch when it starts empty.
     pub segment_bytes: u64,
     /// Durability policy (default `Interval(100ms)`).
     pub fsync: FsyncPolicy,
@@ -416,6 +418,12 @@ impl Spool {
         dir: impl AsRef<Path>,
         cfg: SpoolConfig,
     ) -> Result<(Spool, Vec<RecoveryEvent>), SpoolError> {
+        if cfg.segment_bytes > cfg.max_bytes / 2 {
+            return Err(SpoolError::InvalidConfig(format!(
+                "segment_bytes ({}) is more than half of max_bytes ({}): the active segment is never deleted, so the spool could stay full with everything delivered",
+                cfg.segment_bytes, cfg.max_bytes
+            )));
+        }
         let dir = dir.as_ref().to_path_buf();
         private_files::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::task::{Context, Poll, Waker};
 
 use common::*;
-use logferry_spool::{FullPolicy, SpoolConfig, SpoolError};
+use logferry_spool::{FullPolicy, Spool, SpoolConfig, SpoolError};
 
 /// True if `notify` currently holds a permit (without waiting).
 fn has_permit(notify: &tokio::sync::Notify) -> bool {
@@ -88,11 +88,44 @@ fn block_policy_reports_full_then_recovers_after_acks() {
     assert_eq!(s.stats().persisted_watermark, n + 1);
 }
 
+/// The active segment is never deleted: one that may fill more than half the bound could
+/// leave a spool full for good with every record delivered, so such a configuration is refused
+/// before anything is written.
+#[test]
+fn segments_over_half_the_bound_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |segment_bytes| SpoolConfig {
+        max_bytes: 16 * 1024,
+        segment_bytes,
+        ..small_cfg()
+    };
+    match Spool::open(dir.path().join("s"), cfg(8 * 1024 + 1)) {
+        Err(SpoolError::InvalidConfig(why)) => assert!(why.contains("segment_bytes"), "{why}"),
+        other => panic!(
+            "a segment over half the bound was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    assert!(
+        !dir.path().join("s").exists(),
+        "refused, yet created on disk"
+    );
+    // Half the bound opens, and batches of half the bound keep fitting as they are delivered.
+    let (s, _) = open(&dir.path().join("s"), cfg(8 * 1024));
+    let half = vec![vec![7u8; 1024 - 28]; 8];
+    for _ in 0..4 {
+        s.append_batch(&half).unwrap();
+        let ids: Vec<u64> = drain(&s).iter().map(|r| r.id).collect();
+        s.ack_many(&ids);
+    }
+}
+
 #[test]
 fn batch_larger_than_bound_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = SpoolConfig {
         max_bytes: 1000,
+        segment_bytes: 500,
         max_record_bytes: 600,
         ..small_cfg()
     };

@@ -17,6 +17,10 @@ if command -v cargo-deny >/dev/null; then
 else
   echo "test.sh: cargo-deny not installed, supply-chain check skipped (cargo install --locked cargo-deny)" >&2
 fi
+# The fuzz targets (their own workspace, built with libFuzzer by scripts/fuzz.sh) must still
+# compile on stable; their bodies are crates/logferry-fuzz-targets, whose tests replay every
+# input in fuzz/regressions/ and fuzz/corpus/ with the rest below.
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 # Test binaries find cwl-proxy and fake-cloudwatch next to them.
 cargo build --workspace --bins
 # The deployment tests (crates/logferry/tests/deploy_*.rs) run what users get: the static

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use logferry::config::{Config, ConfigErrors};
 
 #[derive(Parser)]
 #[command(
@@ -105,6 +106,17 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The loaded config, or exit code 2 once `report` has shown why it did not load.
+fn config_or_exit(
+    loaded: Result<Config, ConfigErrors>,
+    report: impl FnOnce(&ConfigErrors),
+) -> Result<Config, ExitCode> {
+    loaded.map_err(|errors| {
+        report(&errors);
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -123,12 +135,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config, write } => {
-            let config = match logferry::config::load(&config) {
+            let loaded = logferry::config::load(&config);
+            let config = match config_or_exit(loaded, |e| println!("FAIL  config:\n{e}")) {
                 Ok(c) => c,
-                Err(errors) => {
-                    println!("FAIL  config:\n{errors}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match tokio_runtime() {
                 Ok(rt) => match rt.block_on(logferry::commands::check(&config, write)) {
@@ -140,12 +150,10 @@ fn main() -> ExitCode {
         }
         Command::Tail { config, source } => {
             init_logging(cli.log_format);
-            let config = match logferry::config::load(&config) {
+            let config = match config_or_exit(logferry::config::load(&config), |e| eprintln!("{e}"))
+            {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match tokio_runtime() {
                 Ok(rt) => match rt.block_on(logferry::commands::tail(&config, source.as_deref())) {
@@ -171,12 +179,9 @@ fn main() -> ExitCode {
                 Some(path) => logferry::config::load(path),
                 None => logferry::config::zero_config(&|n| std::env::var(n).ok()),
             };
-            let config = match loaded {
+            let config = match config_or_exit(loaded, |e| eprintln!("{e}")) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let runtime = match tokio_runtime() {
                 Ok(r) => r,

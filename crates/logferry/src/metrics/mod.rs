@@ -130,6 +130,18 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     r
 }
 
+/// A probe's answer: 200 and `yes`, or 503 and `no: why`.
+fn probe(state: Result<(), String>, yes: &str, no: &str) -> Response<Full<Bytes>> {
+    match state {
+        Ok(()) => respond(StatusCode::OK, "text/plain", format!("{yes}\n")),
+        Err(why) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{no}: {why}\n"),
+        ),
+    }
+}
+
 fn route(registry: &Registry, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => respond(
@@ -137,22 +149,8 @@ fn route(registry: &Registry, req: &Request<hyper::body::Incoming>) -> Response<
             "text/plain; version=0.0.4",
             registry.render(),
         ),
-        "/health" => match registry.healthy() {
-            Ok(()) => respond(StatusCode::OK, "text/plain", "ok\n".into()),
-            Err(why) => respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("unhealthy: {why}\n"),
-            ),
-        },
-        "/ready" => match registry.ready() {
-            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
-            Err(why) => respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("not ready: {why}\n"),
-            ),
-        },
+        "/health" => probe(registry.healthy(), "ok", "unhealthy"),
+        "/ready" => probe(registry.ready(), "ready", "not ready"),
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -246,12 +246,7 @@ fn https_proxy_carries_the_endpoint_the_standard_chain_resolves_fips_and_dual_st
 /// `logferry check` with `env`; returns its stdout.
 fn check(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("logferry.toml");
-    std::fs::write(
-        &config,
-        STDIN_CONFIG.replace("@DATA@", &dir.path().join("data").display().to_string()),
-    )
-    .expect("config");
+    let config = write_config(dir.path(), "logferry.toml", STDIN_CONFIG);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
     cmd.args(["check", "--config"]).arg(&config);
     aws_env(&mut cmd);
@@ -259,12 +254,7 @@ fn check(env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("logferry check");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    printed(&cmd.output().expect("logferry check"))
 }
 
 #[test]
@@ -322,12 +312,7 @@ fn a_host_without_ca_certificates_gets_an_error_not_a_panic() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("logferry.toml");
-    std::fs::write(
-        &config,
-        STDIN_CONFIG.replace("@DATA@", &dir.path().join("data").display().to_string()),
-    )
-    .expect("config");
+    let config = write_config(dir.path(), "logferry.toml", STDIN_CONFIG);
     // Empty tmpfs over where Debian keeps its CA bundle and OpenSSL's directory.
     let script = format!(
         "mount -t tmpfs none /etc/ssl && mount -t tmpfs none /usr/lib/ssl; \

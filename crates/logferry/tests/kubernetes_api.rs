@@ -277,12 +277,8 @@ fn check_reports_api_access() {
     let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
     fs::create_dir_all(&pods).expect("mkdir");
     let check = |kubeconfig: &str| {
-        let path = rig.root.path().join(format!("{kubeconfig}.toml"));
-        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "").replace(
-            "@DATA@",
-            &rig.root.path().join("data").display().to_string(),
-        );
-        fs::write(&path, text).expect("config");
+        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "");
+        let path = write_config(rig.root.path(), &format!("{kubeconfig}.toml"), &text);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         aws_env(&mut cmd);
         let out = cmd
@@ -291,12 +287,7 @@ fn check_reports_api_access() {
             .arg(&path)
             .output()
             .expect("logferry check");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        (out.status.success(), printed(&out))
     };
     let (ok, out) = check("kubeconfig");
     assert!(ok, "{out}");

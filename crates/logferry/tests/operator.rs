@@ -348,23 +348,13 @@ fn run_check(
     adjust: impl FnOnce(&mut Command),
 ) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        config_text.replace("@DATA@", &dir.path().join("data").display().to_string()),
-    )
-    .expect("write");
+    let path = write_config(dir.path(), "c.toml", config_text);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
     cmd.arg("check").arg("--config").arg(&path).args(args);
     aws_env(&mut cmd);
     adjust(&mut cmd);
     let out = cmd.output().expect("run check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (out.status.success(), printed(&out))
 }
 
 #[test]
@@ -425,15 +415,13 @@ fn check_explains_each_failure_and_never_prints_secrets() {
 fn tail_prints_what_would_be_sent_and_sends_nothing() {
     let moto = Moto::start().expect("moto");
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("c.toml");
     let text = config(free_port(), &moto.endpoint(), "/ops/{identifier}")
         .replace(
             "type = \"syslog\"\naddress = \"tcp://127.0.0.1",
             "type = \"stdin\"\n# address = \"tcp://127.0.0.1",
         )
-        .replace("format = \"message\"", "format = \"short\"")
-        .replace("@DATA@", &dir.path().join("data").display().to_string());
-    std::fs::write(&path, text).expect("write");
+        .replace("format = \"message\"", "format = \"short\"");
+    let path = write_config(dir.path(), "c.toml", &text);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
     cmd.args(["tail", "--config"])
         .arg(&path)

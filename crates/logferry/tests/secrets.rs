@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -294,11 +293,7 @@ fn errors_at_trace_level_never_print_a_secret() {
             cmd.arg(sub).arg("--config").arg(&path);
             secret_env(&mut cmd);
             let out = cmd.stdin(Stdio::null()).output().expect("spawn");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let text = printed(&out);
             assert_eq!(out.status.code(), Some(2), "{sub} {auth}: {text}");
             assert!(
                 text.contains(&format!("bad{i}.toml:")),
@@ -320,27 +315,14 @@ fn check_and_validate_never_print_a_secret() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut outputs: Vec<(String, String)> = Vec::new();
     let run = |args: &[&str], text: &str, extra: &dyn Fn(&mut Command)| -> (bool, String) {
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            text.replace("@DATA@", &dir.path().join("data").display().to_string()),
-        )
-        .expect("write");
         // 0644 whatever the umask: the permission warning below is about exactly this mode.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path = write_config(dir.path(), "c.toml", text);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         cmd.args(args).arg("--config").arg(&path);
         secret_env(&mut cmd);
         extra(&mut cmd);
         let out = cmd.stdin(Stdio::null()).output().expect("spawn");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.success(), printed(&out))
     };
     let sts = moto.endpoint();
     let with_sts = |cmd: &mut Command| {

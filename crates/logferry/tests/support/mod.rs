@@ -70,6 +70,27 @@ pub fn aws_env(cmd: &mut Command) {
         .env("LOGFERRY_METRICS_ADDRESS", "off");
 }
 
+/// Writes `config` to `dir/name` with `@DATA@` replaced by `dir/data`; returns its path. The
+/// file is 0644, as a config file usually is, whatever the umask the tests run under (the
+/// permission warnings logferry prints depend on it).
+pub fn write_config(dir: &Path, name: &str, config: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = config.replace("@DATA@", &dir.join("data").display().to_string());
+    std::fs::write(&path, text).expect("write config");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod config");
+    path
+}
+
+/// What a finished command printed: its stdout, then its stderr.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 impl Logferry {
     /// Writes `config` (with `@DATA@` replaced by the data dir) and starts `logferry run`.
     pub fn start(config: &str) -> Logferry {
@@ -79,16 +100,7 @@ impl Logferry {
     /// Like [`Logferry::start`], letting the caller adjust the command (env, stdin).
     pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Logferry {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("logferry.toml");
-        let text = config.replace("@DATA@", &dir.path().join("data").display().to_string());
-        std::fs::write(&config_path, text).expect("write config");
-        // 0644, as a config file usually is, whatever the umask the tests run under (the
-        // permission warnings logferry prints depend on it).
-        std::fs::set_permissions(
-            &config_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .expect("chmod config");
+        let config_path = write_config(dir.path(), "logferry.toml", config);
         let log_path = dir.path().join("logferry.log");
         let mut lf = Logferry {
             child: None,
@@ -248,13 +260,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// Runs a command, asserting success.
 pub fn run(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", printed(&out));
 }
 
 /// All events of `group`/`stream` in moto; empty only when the group or stream does not exist

@@ -66,6 +66,18 @@ impl ListenAddress {
     }
 }
 
+impl std::fmt::Display for ListenAddress {
+    /// As it is written in the config: `tcp://HOST:PORT`, `unix:///path`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddress::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddress::UnixStream(p) => write!(f, "unix://{}", p.display()),
+            ListenAddress::UnixDatagram(p) => write!(f, "unixgram://{}", p.display()),
+        }
+    }
+}
+
 /// `[sources.NAME] type = "syslog"`
 #[derive(Debug, Clone)]
 pub struct SyslogSourceConfig {

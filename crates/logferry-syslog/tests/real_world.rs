@@ -603,21 +603,22 @@ fn sd_iteration_unescapes_values() {
         br#"<13>1 - h a - - [meta@32473 q="say \"hi\" [x\] c:\\dir" n="2"][timeQuality tzKnown="1"] m"#,
         &OPTS,
     );
-    let elements: Vec<_> = m.sd_elements().collect();
-    assert_eq!(elements.len(), 2);
-    assert_eq!(elements[0].id, "meta@32473");
-    let params: Vec<_> = elements[0]
-        .params()
-        .map(|p| (p.name, p.value().into_owned()))
+    // Every parameter of every element, as (element, name, unescaped value).
+    let values: Vec<_> = m
+        .sd_elements()
+        .flat_map(|e| {
+            e.params()
+                .map(move |p| (e.id, p.name, p.value().into_owned()))
+        })
         .collect();
     assert_eq!(
-        params,
+        values,
         [
-            ("q", r#"say "hi" [x] c:\dir"#.to_owned()),
-            ("n", "2".to_owned())
+            ("meta@32473", "q", r#"say "hi" [x] c:\dir"#.to_owned()),
+            ("meta@32473", "n", "2".to_owned()),
+            ("timeQuality", "tzKnown", "1".to_owned()),
         ]
     );
-    assert_eq!(elements[1].id, "timeQuality");
     assert_eq!(m.message, b"m");
 }
 

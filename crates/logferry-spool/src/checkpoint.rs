@@ -56,18 +56,36 @@ impl Inner {
     }
 }
 
-pub(crate) fn background_loop(weak: Weak<Inner>, stopper: Arc<Stopper>, tick: Duration) {
+pub(crate) fn background_loop(weak: Weak<Inner>, background: Arc<Background>, tick: Duration) {
+    let parked = |b: &Background| b.parked.load(std::sync::atomic::Ordering::SeqCst);
     loop {
         {
-            let g = lock(&stopper.stop);
-            if *g {
+            let mut stop = lock(&background.stop);
+            if !*stop && !has_work(&weak) {
+                background
+                    .parked
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                // Work added before `parked` was set woke nobody: look once more.
+                if has_work(&weak) {
+                    background
+                        .parked
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    stop = background
+                        .cv
+                        .wait_while(stop, |stop| !*stop && parked(&background))
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            if *stop {
                 return;
             }
-            let (g, _) = stopper
+            // Something is due: let one tick gather more, then make it all durable at once.
+            let (stop, _) = background
                 .cv
-                .wait_timeout(g, tick)
+                .wait_timeout(stop, tick)
                 .unwrap_or_else(|e| e.into_inner());
-            if *g {
+            if *stop {
                 return;
             }
         }
@@ -80,6 +98,18 @@ pub(crate) fn background_loop(weak: Weak<Inner>, stopper: Arc<Stopper>, tick: Du
             lock(&inner.state).io_errors += 1;
         }
     }
+}
+
+/// Whether the background thread has something to make durable: an append not yet fsynced,
+/// or a watermark not yet persisted (also after a failed save, which is retried each tick).
+/// A spool that is gone has "work": the thread then finds it gone and ends.
+fn has_work(weak: &Weak<Inner>) -> bool {
+    let Some(inner) = weak.upgrade() else {
+        return true;
+    };
+    let st = lock(&inner.state);
+    (matches!(inner.cfg.fsync, FsyncPolicy::Interval(_)) && st.dirty)
+        || st.acks.watermark() != st.persisted_watermark
 }
 
 pub(crate) fn write_checkpoint(dir: &Path, w: u64) -> Result<(), SpoolError> {

@@ -389,18 +389,42 @@ struct Inner {
     deleting: Mutex<()>,
     data_notify: Arc<Notify>,
     space_notify: Arc<Notify>,
+    /// Stops and wakes the background thread ([`checkpoint::background_loop`]).
+    background: Arc<Background>,
     _lock: File,
 }
 
-struct Stopper {
+/// The background thread sleeps without a timeout while it has nothing to make durable (an
+/// idle spool must cost nothing: it runs on every node), so whoever gives it work wakes it.
+struct Background {
     stop: Mutex<bool>,
     cv: Condvar,
+    /// Set by the thread (holding `stop`) before it sleeps with nothing due; whoever finds it
+    /// set clears it and notifies. Cheap on the hot path: one atomic swap per append or ack.
+    parked: std::sync::atomic::AtomicBool,
+}
+
+impl Background {
+    /// Called after a change that gives the thread work (an append to fsync, a watermark
+    /// to persist).
+    fn work_added(&self) {
+        if self.parked.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // Taking `stop` waits until the thread is really inside `wait` (it holds `stop`
+            // from before it set `parked`), so the notification cannot be lost.
+            let _g = lock(&self.stop);
+            self.cv.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        *lock(&self.stop) = true;
+        self.cv.notify_all();
+    }
 }
 
 /// The spool. See the [crate documentation](crate).
 pub struct Spool {
     inner: Arc<Inner>,
-    stopper: Arc<Stopper>,
     background: Option<JoinHandle<()>>,
 }
 
@@ -486,7 +510,13 @@ impl Spool {
             next_id: state.next_id,
             poisoned: None,
         };
+        let background = Arc::new(Background {
+            stop: Mutex::new(false),
+            cv: Condvar::new(),
+            parked: std::sync::atomic::AtomicBool::new(false),
+        });
         let inner = Arc::new(Inner {
+            background: Arc::clone(&background),
             dir,
             state: Mutex::new(state),
             writer: Mutex::new(writer),
@@ -504,26 +534,20 @@ impl Spool {
             _lock: lock_file,
             cfg,
         });
-        let stopper = Arc::new(Stopper {
-            stop: Mutex::new(false),
-            cv: Condvar::new(),
-        });
         let mut tick = inner.cfg.checkpoint_interval;
         if let FsyncPolicy::Interval(d) = inner.cfg.fsync {
             tick = tick.min(d);
         }
         let tick = tick.max(Duration::from_millis(1));
         let weak = Arc::downgrade(&inner);
-        let st2 = Arc::clone(&stopper);
-        let background = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("logferry-spool-sync".into())
-            .spawn(move || background_loop(weak, st2, tick))
+            .spawn(move || background_loop(weak, background, tick))
             .map_err(|e| SpoolError::io("spawning sync thread for", &inner.dir, e))?;
         Ok((
             Spool {
                 inner,
-                stopper,
-                background: Some(background),
+                background: Some(thread),
             },
             rec.events,
         ))
@@ -656,6 +680,9 @@ impl Spool {
         }
         drop(w);
         inner.data_notify.notify_one();
+        if inner.cfg.fsync != FsyncPolicy::Always {
+            inner.background.work_added();
+        }
         Ok(AppendOutcome {
             first_id,
             count: payloads.len(),
@@ -777,6 +804,7 @@ impl Spool {
             let w = st.acks.watermark();
             let frees = st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.end <= w);
             drop(st);
+            inner.background.work_added();
             if frees {
                 inner.space_notify.notify_one();
             }
@@ -866,8 +894,7 @@ impl Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        *lock(&self.stopper.stop) = true;
-        self.stopper.cv.notify_all();
+        self.inner.background.stop();
         if let Some(h) = self.background.take() {
             let _ = h.join();
         }

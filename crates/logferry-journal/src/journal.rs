@@ -40,8 +40,12 @@ const MAX_KEPT_ERRORS: usize = 256;
 /// corrupt size cannot exhaust memory. CloudWatch accepts at most 1 MiB per event anyway.
 pub const DEFAULT_MAX_FIELD_SIZE: usize = 64 << 20;
 
-/// How often [`Journal::wait`] rescans even without an inotify event.
+/// How often [`Journal::wait`] rescans without inotify.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often [`Journal::wait`] rescans with inotify but no event (a safety net: journald's
+/// writes, rotations and vacuums all raise events on the watched directories). Rescanning on
+/// every wait cost an idle follower a readdir and a stat per file each second.
+const QUIET_RESCAN: Duration = Duration::from_secs(10);
 
 /// A problem with one file (unreadable, refused, corrupt entry or field). Reading goes on
 /// with the other files and entries; the caller logs and counts these.
@@ -128,6 +132,8 @@ pub struct Journal {
     scratch_errs: Vec<String>,
     watcher: Option<Watcher>,
     watcher_failed: bool,
+    /// When [`Journal::wait`] last rescanned the directories, if it has.
+    rescanned: Option<Instant>,
 }
 
 impl Journal {
@@ -182,6 +188,7 @@ impl Journal {
             scratch_errs: Vec::new(),
             watcher: None,
             watcher_failed: false,
+            rescanned: None,
         }
     }
 
@@ -603,9 +610,15 @@ impl Journal {
                 }
             }
         }
+        // Rescan when something changed, when polling, and now and then as a safety net.
+        let mut changed =
+            self.watcher.is_none() || self.rescanned.is_none_or(|at| at.elapsed() >= QUIET_RESCAN);
         loop {
-            self.refresh()?;
-            if self.watcher.is_some() {
+            if changed {
+                self.refresh()?;
+                self.rescanned = Some(Instant::now());
+            }
+            if changed && self.watcher.is_some() {
                 // Re-added on every pass: machine-id directories can appear later.
                 let dirs = self.watch_dirs();
                 if let Some(w) = &mut self.watcher {
@@ -622,12 +635,13 @@ impl Journal {
                 return Ok(false);
             }
             let slice = (deadline - now).min(POLL_INTERVAL);
-            match &mut self.watcher {
-                Some(w) => {
-                    w.wait(slice).map_err(Error::Watch)?;
+            changed = match &mut self.watcher {
+                Some(w) => w.wait(slice).map_err(Error::Watch)?,
+                None => {
+                    std::thread::sleep(slice);
+                    true
                 }
-                None => std::thread::sleep(slice),
-            }
+            };
         }
     }
 }

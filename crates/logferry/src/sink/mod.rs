@@ -76,6 +76,9 @@ pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
 pub const MAX_AHEAD_MS: i64 = 2 * 3600 * 1000;
 /// Stream state idle this long is released.
 const STREAM_IDLE: Duration = Duration::from_secs(300);
+/// How often an idle sink looks for streams unused for [`STREAM_IDLE`] (and the end of
+/// [`SKIP_FOR`]); both are minutes, so this need not be sooner.
+const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// Bytes the sink may hold unsent (being built or waiting for budget) before it stops taking
 /// events and makes the fullest request ready.
 pub const BUILDING_BUDGET: usize = 16 << 20;
@@ -195,6 +198,9 @@ pub struct CloudWatchSink {
     /// a source reads them again. Emptied after [`SKIP_FOR`].
     skip: HashSet<u64>,
     started: Instant,
+    /// Whether the last housekeeping reported something held: once idle, one more pass
+    /// reports zero.
+    oldest_held_reported: bool,
 }
 
 /// A request or control task that did not finish (it panicked: nothing cancels them while the
@@ -241,6 +247,7 @@ impl CloudWatchSink {
             loaded: None,
             skip: HashSet::new(),
             started: now,
+            oldest_held_reported: false,
         }
     }
 
@@ -271,10 +278,9 @@ impl CloudWatchSink {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) {
         // Before the first event: sources are already re-reading past their saved positions.
         self.settle().await;
-        let tick_every = (self.shared.config.batch_timeout / 4)
+        let busy_every = (self.shared.config.batch_timeout / 4)
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_housekeeping = Instant::now();
         let mut open = true;
         let cancel = self.shared.cancel.clone();
         loop {
@@ -284,6 +290,11 @@ impl CloudWatchSink {
             }
             let intake = open && self.held_bytes <= BUILDING_BUDGET;
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
+            let housekeeping_at = self
+                .housekeeping_every(busy_every)
+                .map(|every| last_housekeeping + every);
+            let housekeeping =
+                tokio::time::sleep_until(housekeeping_at.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 biased;
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -300,12 +311,29 @@ impl CloudWatchSink {
                     }
                 },
                 _ = sleep, if wake.is_some() => {}
-                _ = tick.tick() => self.housekeeping(),
+                _ = housekeeping, if housekeeping_at.is_some() => {
+                    self.housekeeping();
+                    last_housekeeping = Instant::now();
+                }
                 _ = cancel.cancelled(), if !open => break,
             }
         }
         // Cancelled tasks return at once; what they held stays unacknowledged.
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// How often [`housekeeping`](Self::housekeeping) runs: at `busy_every` while anything is
+    /// held (the oldest-held gauge stays fresh), rarely while only idle streams or the
+    /// skip set wait to be dropped, and never when there is nothing at all: an idle sink
+    /// has no timer (it runs on every node of a fleet).
+    fn housekeeping_every(&self, busy_every: Duration) -> Option<Duration> {
+        if !self.is_idle() || self.oldest_held_reported {
+            Some(busy_every)
+        } else if !self.streams.is_empty() || !self.skip.is_empty() {
+            Some(IDLE_HOUSEKEEPING)
+        } else {
+            None
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -758,6 +786,7 @@ impl CloudWatchSink {
             .stats
             .oldest_held_age_ms
             .store(oldest.as_millis() as u64, Ordering::Relaxed);
+        self.oldest_held_reported = !oldest.is_zero();
         self.streams.retain(|_, s| {
             !(s.building.is_empty()
                 && s.ready.is_empty()

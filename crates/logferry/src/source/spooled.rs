@@ -260,9 +260,14 @@ pub async fn run_reader(
             if until_empty && input_done.is_cancelled() && spool.stats().records_pending == 0 {
                 break;
             }
+            // An append wakes `data` (its permit is kept if it came since `next_batch`), so
+            // an idle reader sleeps without a timer. Only a draining `until_empty` reader
+            // polls, for the acknowledgements that empty the spool.
+            let draining = until_empty && input_done.is_cancelled();
             tokio::select! {
                 _ = data.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = input_done.cancelled(), if until_empty && !draining => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if draining => {}
                 _ = ctx.shutdown.cancelled() => {}
             }
             continue;

@@ -24,8 +24,10 @@ use crate::config::FileSourceConfig;
 use crate::event::{names, now_ms, Event, FieldName};
 use crate::source::{Chunk, SourceContext, CHUNK_EVENTS};
 
-/// Longest sleep of the reader when nothing happens (it also checks for shutdown).
-const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// Longest sleep of the reader when nothing happens (it also checks for shutdown, so this is
+/// how late a stop may be noticed; inotify wakes it for any change). Once a second keeps an
+/// idle node's cost near zero.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How often the reader asks again for the labels of pods whose files are waiting for them.
 const POD_POLL: Duration = Duration::from_millis(20);
 

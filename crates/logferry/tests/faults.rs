@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use serde_json::json;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -28,14 +29,10 @@ fn faults_of(stats: &serde_json::Value, kind: &str) -> u64 {
 
 #[test]
 fn a_stored_request_whose_answer_was_lost_is_resent_and_counted() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({
-            "reset_after_forward_pct": 25,
-            "operations": ["PutLogEvents"],
-        }))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({
+        "reset_after_forward_pct": 25,
+        "operations": ["PutLogEvents"],
+    }));
     let port = free_port();
     let (lf, metrics) =
         start_with_metrics(&config(port, &proxy.endpoint(), "max_batch_events = 100"));
@@ -83,8 +80,7 @@ fn a_stored_request_whose_answer_was_lost_is_resent_and_counted() {
 
 #[test]
 fn a_hung_connection_times_out_and_is_retried_without_loss() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
     let (lf, metrics) =
         start_with_metrics(&config(port, &proxy.endpoint(), "request_timeout = \"1s\""));
@@ -94,7 +90,7 @@ fn a_hung_connection_times_out_and_is_retried_without_loss() {
 
     // A black hole: every request is read and never answered for 20 s.
     proxy
-        .set_faults(&serde_json::json!({"outage": true, "outage_mode": "hang", "hang_ms": 20_000}))
+        .set_faults(&json!({"outage": true, "outage_mode": "hang", "hang_ms": 20_000}))
         .expect("faults");
     let lines: String = (0..50).map(|i| format!("hung {i:03}\n")).collect();
     tcp_send(port, lines.as_bytes());
@@ -143,22 +139,19 @@ fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost(
     };
     deleted(
         "DeleteLogStream",
-        serde_json::json!({"logGroupName": GROUP, "logStreamName": "s"}),
+        json!({"logGroupName": GROUP, "logStreamName": "s"}),
     );
     wave(port, &moto, "second", 100, &lf);
 
-    deleted("DeleteLogGroup", serde_json::json!({"logGroupName": GROUP}));
+    deleted("DeleteLogGroup", json!({"logGroupName": GROUP}));
     wave(port, &moto, "third", 100, &lf);
 }
 
 #[test]
 fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
     // Slow answers: requests are in flight when each reload comes.
-    proxy
-        .set_faults(&serde_json::json!({"latency_ms": 200, "operations": ["PutLogEvents"]}))
-        .expect("faults");
+    let (moto, proxy) =
+        moto_behind_faulty_proxy(json!({"latency_ms": 200, "operations": ["PutLogEvents"]}));
     let port = free_port();
     let lf = Logferry::start(&config(port, &proxy.endpoint(), "max_batch_events = 50"));
     lf.wait_listening(1);
@@ -280,11 +273,7 @@ fn https_endpoint_trusted_through_ssl_cert_file_and_a_wrong_ca_refused_without_l
 /// well over what the pipeline holds in memory (the sink's channel and builders, some 10,000
 /// events) plus 1 MiB, or the spool never fills.
 fn fill_the_spool(policy: &str, n: usize) -> (usize, usize, f64) {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"outage": true}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"outage": true}));
     let port = free_port();
     let cfg = config(port, &proxy.endpoint(), "max_batch_events = 500").replace(
         "type = \"syslog\"\n",

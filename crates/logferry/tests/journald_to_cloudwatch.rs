@@ -190,8 +190,7 @@ fn entries_reach_cloudwatch_once_as_short_and_json() {
     let Some(mut jd) = Journald::start("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let dir = dir_of(&jd);
     // One source feeding two sinks: `short` and `json` lines of the same entries.
     let mut cfg = config(
@@ -316,8 +315,7 @@ fn entries_reach_cloudwatch_once_as_short_and_json() {
         multi["message"],
         "special 000000 multi\nline two\nline three"
     );
-    let stats = proxy.stats().expect("stats");
-    assert_eq!(stats["violations"], 0, "{stats:#}");
+    assert_no_violations(&proxy);
 }
 
 #[test]
@@ -723,8 +721,7 @@ fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
     let Some(mut jd) = Journald::start("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     // Default start ("end"): only entries written after logferry started; nothing was
     // delivered when it is killed, so this also checks that a restart resumes from the first
     // start's position instead of the journal's end at the restart.
@@ -758,8 +755,7 @@ fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
         c.len()
     );
     assert_exactly_once(&got, "out", 3000, &lf);
-    let stats = proxy.stats().expect("stats");
-    assert_eq!(stats["violations"], 0, "{stats:#}");
+    assert_no_violations(&proxy);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 use support::*;
 
 fn config(port: u16, endpoint: &str) -> String {
@@ -43,12 +44,8 @@ fn send_lines(port: u16, lines: &[String]) {
 
 #[test]
 fn kill9_during_delivery_loses_nothing_that_was_read() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
     // Slow CloudWatch: events sit in the spool and in flight when the kill comes.
-    proxy
-        .set_faults(&serde_json::json!({"latency_ms": 150}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"latency_ms": 150}));
     let port = free_port();
     let (mut lf, metrics) = start_with_metrics(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
@@ -119,13 +116,12 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
         duplicates <= bound,
         "{duplicates} duplicates exceed the in-flight bound {bound}"
     );
-    assert_eq!(proxy.stats().expect("stats")["violations"], 0);
+    assert_no_violations(&proxy);
 }
 
 #[test]
 fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
     let mut lf = Logferry::start(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
@@ -133,7 +129,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
     send_lines(port, &first);
     // CloudWatch goes away entirely (connections closed unanswered).
     proxy
-        .set_faults(&serde_json::json!({"outage": true}))
+        .set_faults(&json!({"outage": true}))
         .expect("faults");
     let during: Vec<String> = (0..3000).map(|i| format!("during-{i:05}")).collect();
     send_lines(port, &during);
@@ -146,7 +142,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     // Then 30% throttling as it comes back.
     proxy
-        .set_faults(&serde_json::json!({"throttle_pct": 30}))
+        .set_faults(&json!({"throttle_pct": 30}))
         .expect("faults");
     let total = first.len() + during.len() + after_restart.len();
     let got = wait_events(
@@ -175,11 +171,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
 
 #[test]
 fn sigterm_with_cloudwatch_down_keeps_the_spool_for_the_next_run() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"outage": true}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"outage": true}));
     let port = free_port();
     let mut lf = Logferry::start(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);

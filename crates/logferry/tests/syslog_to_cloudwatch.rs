@@ -24,18 +24,9 @@ fn tcp_source(port: u16) -> String {
     format!("[sources.in]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\n")
 }
 
-fn assert_no_violations(proxy: &Proxy) {
-    let stats = proxy.stats().expect("proxy stats");
-    assert_eq!(
-        stats["violations"], 0,
-        "PutLogEvents limit violations: {stats:#}"
-    );
-}
-
 #[test]
 fn real_clients_over_tcp_udp_and_unix_sockets_reach_cloudwatch() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let (tcp, udp) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tmp");
     let ustream = dir.path().join("stream.sock");
@@ -156,8 +147,7 @@ address = "unixgram://{}"
 
 #[test]
 fn thirty_thousand_lines_arrive_once_in_valid_requests() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let tcp = free_port();
     // Small batches force many requests and several in flight per stream.
     let lf = Logferry::start(&config(
@@ -210,8 +200,8 @@ fn thirty_thousand_lines_arrive_once_in_valid_requests() {
     let ids: BTreeSet<&str> = got.iter().filter_map(|(_, m)| m.get(5..11)).collect();
     assert_eq!(got.len(), n, "duplicates or loss\n{}", lf.log());
     assert_eq!(ids.len(), n, "every line once");
+    assert_no_violations(&proxy);
     let stats = proxy.stats().expect("stats");
-    assert_eq!(stats["violations"], 0, "{stats:#}");
     assert!(
         stats["put_events_forwarded"].as_u64().unwrap_or(0) >= n as u64,
         "{stats:#}"
@@ -223,8 +213,7 @@ fn thirty_thousand_lines_arrive_once_in_valid_requests() {
 /// cutting a request at every event that would widen the span.
 #[test]
 fn events_spread_over_thirty_hours_go_out_in_few_requests() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let tcp = free_port();
     let lf = Logferry::start(&config(
         &tcp_source(tcp),
@@ -274,8 +263,7 @@ fn events_spread_over_thirty_hours_go_out_in_few_requests() {
 /// checked not to break the call): no TagResource, no AssociateKmsKey, one PutRetentionPolicy.
 #[test]
 fn a_new_group_gets_key_tags_and_class_in_one_create_call() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let tcp = free_port();
     let kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     let lf = Logferry::start(&config(
@@ -324,8 +312,7 @@ fn a_new_group_gets_key_tags_and_class_in_one_create_call() {
 
 #[test]
 fn oversize_garbage_and_invalid_utf8_lose_nothing_else() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let tcp = free_port();
     let mut cfg = config(&tcp_source(tcp), &proxy.endpoint(), "format = \"message\"");
     cfg = cfg.replace(
@@ -588,11 +575,9 @@ fn sigterm_flushes_what_is_buffered() {
 
 #[test]
 fn throttling_and_server_errors_are_retried_until_delivered() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"throttle_pct": 30, "error_503_pct": 20, "error_500_pct": 10, "reset_pct": 5}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(serde_json::json!({
+        "throttle_pct": 30, "error_503_pct": 20, "error_500_pct": 10, "reset_pct": 5
+    }));
     let tcp = free_port();
     let cfg = config(
         &tcp_source(tcp),
@@ -629,11 +614,9 @@ fn throttling_and_server_errors_are_retried_until_delivered() {
 
 #[test]
 fn create_log_group_throttled_or_down_still_delivers() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"throttle_pct": 60, "error_503_pct": 30, "operations": ["CreateLogGroup", "CreateLogStream"]}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(serde_json::json!({
+        "throttle_pct": 60, "error_503_pct": 30, "operations": ["CreateLogGroup", "CreateLogStream"]
+    }));
     let tcp = free_port();
     let lf = Logferry::start(&config(
         &tcp_source(tcp),
@@ -695,13 +678,11 @@ fn validate_reports_every_problem_with_file_line_and_key() {
 
 #[test]
 fn many_streams_with_requests_in_flight_each_get_exactly_their_lines() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
     // Slow answers keep requests in flight across streams. The streams exist already: creating
     // them is paced (0.5 calls/s at first) and would hand them to the sink one by one.
-    proxy
-        .set_faults(&serde_json::json!({"latency_ms": 400, "operations": ["PutLogEvents"]}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(
+        serde_json::json!({"latency_ms": 400, "operations": ["PutLogEvents"]}),
+    );
     let (streams, per) = (12, 800);
     cwl_testkit::create_group(&moto.endpoint(), "/test/streams").expect("group");
     for st in 0..streams {

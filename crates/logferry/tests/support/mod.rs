@@ -46,6 +46,31 @@ pub fn proxy(upstream: &str) -> Proxy {
     Proxy::start(upstream).expect("start cwl-proxy (cargo build --workspace --bins first)")
 }
 
+/// A moto_server behind a `cwl-proxy`: logferry is pointed at the proxy (which checks every
+/// request against CloudWatch's limits and injects faults on demand), the test reads back from
+/// moto.
+pub fn moto_behind_proxy() -> (Moto, Proxy) {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    (moto, proxy)
+}
+
+/// [`moto_behind_proxy`], the proxy injecting `faults` (its fault settings) from the start.
+pub fn moto_behind_faulty_proxy(faults: serde_json::Value) -> (Moto, Proxy) {
+    let (moto, proxy) = moto_behind_proxy();
+    proxy.set_faults(&faults).expect("faults");
+    (moto, proxy)
+}
+
+/// Asserts the proxy saw no request that breaks a PutLogEvents limit.
+pub fn assert_no_violations(proxy: &Proxy) {
+    let stats = proxy.stats().expect("proxy stats");
+    assert_eq!(
+        stats["violations"], 0,
+        "PutLogEvents limit violations: {stats:#}"
+    );
+}
+
 /// A running logferry process with its own data dir and log file.
 pub struct Logferry {
     pub child: Option<Child>,

@@ -128,9 +128,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
     let first: Vec<String> = (0..2000).map(|i| format!("before-{i:05}")).collect();
     send_lines(port, &first);
     // CloudWatch goes away entirely (connections closed unanswered).
-    proxy
-        .set_faults(&json!({"outage": true}))
-        .expect("faults");
+    proxy.set_faults(&json!({"outage": true})).expect("faults");
     let during: Vec<String> = (0..3000).map(|i| format!("during-{i:05}")).collect();
     send_lines(port, &during);
     std::thread::sleep(Duration::from_secs(2));

@@ -12,6 +12,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use support::*;
 
+const GROUP: &str = "/spool/test";
+
 fn config(port: u16, endpoint: &str) -> String {
     format!(
         r#"
@@ -24,11 +26,16 @@ address = "tcp://127.0.0.1:{port}"
 spool = true
 
 {sink}"#,
-        sink = cw_sink(&["in"], "/spool/test", "s", endpoint)
+        sink = cw_sink(&["in"], GROUP, "s", endpoint)
             .format("message")
             .line("max_batch_events = 200")
             .max_backoff("1s"),
     )
+}
+
+/// The stream's events, once `n` have arrived (within `timeout`).
+fn wait_delivered(moto: &Moto, n: usize, timeout: Duration) -> Vec<(i64, String)> {
+    wait_events(&moto.endpoint(), GROUP, "s", n, timeout)
 }
 
 /// Sends `lines` over TCP, retrying the connection while logferry is restarting.
@@ -79,13 +86,7 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
         });
         lf.wait_listening(round + 2);
     }
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        all.len(),
-        Duration::from_secs(180),
-    );
+    let got = wait_delivered(&moto, all.len(), Duration::from_secs(180));
     let counts = tally(&got);
     let lost: Vec<&String> = all
         .iter()
@@ -143,13 +144,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
         .set_faults(&json!({"throttle_pct": 30}))
         .expect("faults");
     let total = first.len() + during.len() + after_restart.len();
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        total,
-        Duration::from_secs(120),
-    );
+    let got = wait_delivered(&moto, total, Duration::from_secs(120));
     let counts = tally(&got);
     for line in first.iter().chain(&during).chain(&after_restart) {
         assert!(
@@ -179,16 +174,10 @@ fn sigterm_with_cloudwatch_down_keeps_the_spool_for_the_next_run() {
     // Grace period is 5 s: logferry gives up on the outage and exits, keeping the spool.
     let status = lf.terminate();
     assert!(status.success(), "{}", lf.log());
-    assert!(events(&moto.endpoint(), "/spool/test", "s").is_empty());
+    assert!(events(&moto.endpoint(), GROUP, "s").is_empty());
     proxy.clear_faults().expect("clear");
     lf.spawn(|_| {});
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        lines.len(),
-        Duration::from_secs(60),
-    );
+    let got = wait_delivered(&moto, lines.len(), Duration::from_secs(60));
     let counts = tally(&got);
     assert!(
         lines.iter().all(|l| counts.contains_key(l.as_str())),

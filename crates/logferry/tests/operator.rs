@@ -38,21 +38,11 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .get(series)
 }
 
-fn with_metrics(addr: &str) -> impl FnOnce(&mut Command) + '_ {
-    move |cmd| {
-        cmd.env("LOGFERRY_METRICS_ADDRESS", addr);
-    }
-}
-
 #[test]
 fn metrics_count_what_was_shipped_and_billed() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(
-        &config(port, &moto.endpoint(), "/ops/metrics"),
-        with_metrics(&maddr),
-    );
+    let (lf, maddr) = start_with_metrics(&config(port, &moto.endpoint(), "/ops/metrics"));
     lf.wait_listening(1);
     let lines: Vec<String> = (0..100).map(|i| format!("metric line {i}")).collect();
     let billed: usize = lines.iter().map(|l| l.len() + 26).sum();
@@ -172,8 +162,7 @@ rescan_interval = "200ms"
         c = sink("cw_c", &["tcp_a", "tcp_b"]),
     );
     std::fs::write(logs.path().join("app.log"), "file line 1\nfile line 2\n").expect("log");
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(&config, with_metrics(&maddr));
+    let (lf, maddr) = start_with_metrics(&config);
     lf.wait_listening(3);
     tcp_send(tcp_a, b"a 1\na 2\n");
     tcp_send(tcp_b, b"b 1\n");
@@ -288,14 +277,9 @@ fn log_lines_carry_the_source_or_sink_they_come_from() {
 }
 #[test]
 fn health_notices_a_stuck_pipeline_and_says_why() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(
-        &config(port, &proxy.endpoint(), "/ops/health"),
-        with_metrics(&maddr),
-    );
+    let (lf, maddr) = start_with_metrics(&config(port, &proxy.endpoint(), "/ops/health"));
     lf.wait_listening(1);
     tcp_send(port, b"first\n");
     wait_events(&moto.endpoint(), "/ops/health", "s", 1, WAIT);

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -221,25 +220,15 @@ fn metrics_of_many_sources_and_sinks_are_well_formed() {
         Some(2.0)
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/install-deps.sh installs it)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = promtool.wait_with_output().expect("promtool");
+    let out = output_fed(
+        Command::new("promtool").args(["check", "metrics"]),
+        text.as_bytes(),
+    )
+    .expect("promtool (Debian package prometheus; scripts/install-deps.sh installs it)");
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "promtool check metrics: {}\n{text}",
+        printed(&out)
     );
 }
 
@@ -407,19 +396,10 @@ fn tail_prints_what_would_be_sent_and_sends_nothing() {
         .replace("format = \"message\"", "format = \"short\"");
     let path = write_config(dir.path(), "c.toml", &text);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    cmd.args(["tail", "--config"])
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["tail", "--config"]).arg(&path);
     aws_env(&mut cmd);
-    let mut child = cmd.spawn().expect("tail");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "<13>Nov 25 16:20:39 node-1 kubelet[7]: tailed line").expect("write");
-    }
-    let out = child.wait_with_output().expect("wait");
+    let line = b"<13>Nov 25 16:20:39 node-1 kubelet[7]: tailed line\n";
+    let out = output_fed(&mut cmd, line).expect("tail");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("/ops/kubelet s Nov 25 16:20:39 node-1 kubelet[7]: tailed line"),

@@ -146,15 +146,11 @@ fn served_cert(port: u16, pki: &Pki) -> String {
         .stderr(Stdio::null())
         .output()
         .expect("openssl s_client");
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-subject"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl x509");
-    let _ = x509.stdin.take().expect("stdin").write_all(&out.stdout);
-    let out = x509.wait_with_output().expect("x509");
+    let out = output_fed(
+        Command::new("openssl").args(["x509", "-noout", "-serial", "-subject"]),
+        &out.stdout,
+    )
+    .expect("openssl x509");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

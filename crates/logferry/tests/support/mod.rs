@@ -282,6 +282,18 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Runs `cmd` with `input` on its stdin (then closed); returns what it printed and how it
+/// exited. For commands that print little: their output is read once the input is written.
+pub fn output_fed(cmd: &mut Command, input: &[u8]) -> std::io::Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("stdin").write_all(input)?;
+    child.wait_with_output()
+}
+
 /// Runs a command, asserting success.
 pub fn run(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");

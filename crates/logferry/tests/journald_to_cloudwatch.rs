@@ -129,7 +129,6 @@ fn wait_tagged(
 fn assert_exactly_once(texts: &[String], tag: &str, n: usize, lf: &Logferry) {
     let c = counts(texts.iter().map(String::as_str), tag);
     let missing: Vec<usize> = (0..n).filter(|i| !c.contains_key(i)).collect();
-    let dups: Vec<(&usize, &usize)> = c.iter().filter(|(_, k)| **k > 1).collect();
     assert!(
         missing.is_empty(),
         "{} of {n} `{tag}` entries lost (first {:?})\n{}",
@@ -137,12 +136,7 @@ fn assert_exactly_once(texts: &[String], tag: &str, n: usize, lf: &Logferry) {
         &missing[..missing.len().min(10)],
         tail(&lf.log())
     );
-    assert!(
-        dups.is_empty(),
-        "{} `{tag}` entries duplicated (first {:?})",
-        dups.len(),
-        &dups[..dups.len().min(10)]
-    );
+    assert_none_twice(&c, &format!("`{tag}` entries"));
     assert_eq!(c.len(), n, "unexpected `{tag}` indexes");
 }
 
@@ -523,14 +517,9 @@ fn vacuum_while_following_repeats_nothing_and_misses_nothing_still_on_disk() {
         .into_iter()
         .map(|(_, m)| m)
         .collect();
-    let dups: Vec<(usize, usize)> = counts(got.iter().map(String::as_str), "rot")
-        .into_iter()
-        .filter(|(_, k)| *k > 1)
-        .collect();
-    assert!(
-        dups.is_empty(),
-        "sent twice: {:?}",
-        &dups[..dups.len().min(10)]
+    assert_none_twice(
+        &counts(got.iter().map(String::as_str), "rot"),
+        "`rot` entries",
     );
     eprintln!(
         "vacuum: {} of {n} entries left on disk, {} delivered",

@@ -350,6 +350,21 @@ pub fn tally(got: &[(i64, String)]) -> std::collections::BTreeMap<&str, usize> {
     m
 }
 
+/// Asserts nothing arrived twice: `counts` holds how many times each message (or index) arrived.
+/// Names the first ten that arrived more than once, after `what`.
+pub fn assert_none_twice<K: std::fmt::Debug>(
+    counts: &std::collections::BTreeMap<K, usize>,
+    what: &str,
+) {
+    let twice: Vec<(&K, &usize)> = counts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: {} sent twice (first {:?})",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+}
+
 /// Dead-letter lines written by the sink named `sink`.
 pub fn dead_letters(data_dir: &Path, sink: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(data_dir.join("dead-letter").join(format!("{sink}.jsonl")))

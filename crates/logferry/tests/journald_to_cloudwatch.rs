@@ -42,6 +42,22 @@ fn dir_of(jd: &Journald) -> String {
     jd.log_dir().display().to_string()
 }
 
+/// A journald with `journald_conf` (None, the test skipped, where it cannot run) and a moto.
+fn journald_and_moto(journald_conf: &str) -> Option<(Journald, Moto)> {
+    let jd = Journald::start(journald_conf)?;
+    Some((jd, Moto::start().expect("moto")))
+}
+
+/// logferry following `jd` from its first entry into moto, as `message` lines.
+fn start_from_the_beginning(jd: &Journald, moto: &Moto) -> Logferry {
+    Logferry::start(&config(
+        &dir_of(jd),
+        &moto.endpoint(),
+        "start = \"beginning\"",
+        "message",
+    ))
+}
+
 /// Writes entries `range` tagged `tag`: identifiers, priorities and pids vary; the message is
 /// `<tag> <index:06> ...`.
 fn write_entries(s: &JournalSender, tag: &str, range: std::ops::Range<usize>) {
@@ -181,10 +197,10 @@ fn wait_log(lf: &Logferry, needle: &str, n: usize) {
 
 #[test]
 fn entries_reach_cloudwatch_once_as_short_and_json() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let (moto, proxy) = moto_behind_proxy();
+    let proxy = proxy(&moto.endpoint());
     let dir = dir_of(&jd);
     // One source feeding two sinks: `short` and `json` lines of the same entries.
     let mut cfg = config(
@@ -314,19 +330,13 @@ fn entries_reach_cloudwatch_once_as_short_and_json() {
 
 #[test]
 fn sigterm_then_restart_sends_only_new_entries_and_cursor_agrees_with_journalctl() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let s = jd.sender();
     write_entries(&s, "first", 0..2000);
     jd.sync();
-    let mut lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let mut lf = start_from_the_beginning(&jd, &moto);
     let got = wait_tagged(&moto.endpoint(), "node", "first", 2000, WAIT);
     assert_exactly_once(&got, "first", 2000, &lf);
     assert!(lf.terminate().success(), "{}", lf.log());
@@ -369,16 +379,10 @@ fn sigterm_then_restart_sends_only_new_entries_and_cursor_agrees_with_journalctl
 
 #[test]
 fn kill9_loop_while_writing_loses_nothing() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let mut lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let mut lf = start_from_the_beginning(&jd, &moto);
     // A writer thread writes continuously (about 1,000 entries/s) while logferry is killed.
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
@@ -447,14 +451,8 @@ fn rotation_while_following_loses_and_repeats_nothing() {
 /// A journald with `journald_conf` and 1 MiB files, logferry following it from the beginning
 /// into moto, and `n` `rot` entries written (in bursts of 1,000, ~400 bytes each on disk).
 fn follow_while_rotating(journald_conf: &str, n: usize) -> Option<(Journald, Moto, Logferry)> {
-    let mut jd = Journald::start(journald_conf)?;
-    let moto = Moto::start().expect("moto");
-    let lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let (mut jd, moto) = journald_and_moto(journald_conf)?;
+    let lf = start_from_the_beginning(&jd, &moto);
     write_rotating(&jd.sender(), 0..n);
     jd.sync();
     Some((jd, moto, lf))
@@ -530,10 +528,9 @@ fn vacuum_while_following_repeats_nothing_and_misses_nothing_still_on_disk() {
 
 #[test]
 fn filters_keep_exactly_what_they_should_and_the_cursor_moves_past_the_rest() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let dir = dir_of(&jd);
     let ep = moto.endpoint();
     // One logferry, four sources, each to its own stream.
@@ -707,10 +704,10 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
 
 #[test]
 fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let (moto, proxy) = moto_behind_proxy();
+    let proxy = proxy(&moto.endpoint());
     // Default start ("end"): only entries written after logferry started; nothing was
     // delivered when it is killed, so this also checks that a restart resumes from the first
     // start's position instead of the journal's end at the restart.
@@ -749,10 +746,9 @@ fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
 
 #[test]
 fn bytes_that_are_not_utf8_in_fields_and_stream_names_are_shipped_not_fatal() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let source = format!(
         "[sources.j]\ntype = \"journald\"\ndirectory = \"{}\"\nstart = \"beginning\"\nfields = [\"EXTRA\"]",
         dir_of(&jd)

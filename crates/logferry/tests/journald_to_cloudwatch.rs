@@ -11,8 +11,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cwl_testkit::journald::{journalctl, JournalSender, JOURNAL_REMOTE};
@@ -384,20 +382,8 @@ fn kill9_loop_while_writing_loses_nothing() {
     };
     let mut lf = start_from_the_beginning(&jd, &moto);
     // A writer thread writes continuously (about 1,000 entries/s) while logferry is killed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let (stop, written, s) = (stop.clone(), written.clone(), jd.sender());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                write_entries(&s, "k9", i..i + 50);
-                i += 50;
-                written.store(i, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let s = jd.sender();
+    let writer = Writer::start(move |range| write_entries(&s, "k9", range));
     let mut rng_state = test_seed("journald kill -9") | 1; // xorshift needs a non-zero state
     let mut rand_ms = |lo: u64, hi: u64| {
         rng_state ^= rng_state << 13;
@@ -413,10 +399,8 @@ fn kill9_loop_while_writing_loses_nothing() {
         lf.spawn(|_| {});
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    let n = writer.stop();
     jd.sync();
-    let n = written.load(Ordering::Relaxed);
     let got = wait_tagged(&moto.endpoint(), "node", "k9", n, WAIT);
     let c = counts(got.iter().map(String::as_str), "k9");
     let lost = (0..n).filter(|i| !c.contains_key(i)).count();

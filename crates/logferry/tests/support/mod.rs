@@ -243,6 +243,36 @@ impl Drop for Logferry {
     }
 }
 
+/// A thread writing numbered lines all the time, as a busy host's sources are written: it calls
+/// `write(i..i + 50)` every 50 ms (about 1,000 lines/s), `i` from 0 up, until [`Writer::stop`].
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Writer {
+    pub fn start(mut write: impl FnMut(std::ops::Range<usize>) + Send + 'static) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                write(i..i + 50);
+                i += 50;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            i
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops writing; returns how many lines were written (`0..n`).
+    pub fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("writer")
+    }
+}
+
 /// Sends `data` over one TCP connection and closes it.
 pub fn tcp_send(port: u16, data: &[u8]) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");

@@ -38,14 +38,6 @@ fn texts(endpoint: &str, stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// `[sources.NAME]`, a syslog listener on 127.0.0.1:`port` over `transport` (`tcp`, `udp`)
-/// with `extra` lines.
-fn syslog(name: &str, transport: &str, port: u16, extra: &str) -> String {
-    format!(
-        "[sources.{name}]\ntype = \"syslog\"\naddress = \"{transport}://127.0.0.1:{port}\"\n{extra}\n"
-    )
-}
-
 /// logferry with a TCP syslog source `tcp` and a UDP one `udp` on free ports, with `tcp_extra`
 /// and `udp_extra` lines, shipping to `moto` (a stream each) and serving `/metrics`; returns
 /// (tcp port, udp port, logferry, metrics address) once both listen.
@@ -55,7 +47,8 @@ fn start_tcp_and_udp(
     udp_extra: &str,
 ) -> (u16, u16, Logferry, String) {
     let (tcp, udp) = (free_port(), free_port());
-    let sources = syslog("tcp", "tcp", tcp, tcp_extra) + &syslog("udp", "udp", udp, udp_extra);
+    let sources =
+        syslog_source("tcp", "tcp", tcp, tcp_extra) + &syslog_source("udp", "udp", udp, udp_extra);
     let (lf, metrics) = start_with_metrics(&config(&sources, &["tcp", "udp"], &moto.endpoint()));
     lf.wait_listening(2);
     (tcp, udp, lf, metrics)
@@ -281,7 +274,8 @@ fn connection_flood_is_held_at_max_connections_while_others_flow() {
     let flooded = format!(
         "max_connections = {max_connections}\nidle_timeout = \"2s\"\nmax_frame_bytes = {max_frame}"
     );
-    let sources = syslog("flooded", "tcp", port, &flooded) + &syslog("other", "tcp", other, "");
+    let sources =
+        syslog_source("flooded", "tcp", port, &flooded) + &syslog_source("other", "tcp", other, "");
     let (lf, metrics) =
         start_with_metrics(&config(&sources, &["flooded", "other"], &moto.endpoint()));
     lf.wait_listening(2);
@@ -341,7 +335,7 @@ fn connection_flood_is_held_at_max_connections_while_others_flow() {
 fn slowloris_clients_are_closed_by_idle_timeout_while_others_flow() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
-    let source = syslog("in", "tcp", port, "idle_timeout = \"2s\"");
+    let source = syslog_source("in", "tcp", port, "idle_timeout = \"2s\"");
     let (lf, metrics) = start_with_metrics(&config(&source, &["in"], &moto.endpoint()));
     lf.wait_listening(1);
     let baseline = proc_status_kib(lf.pid(), "VmRSS");
@@ -388,7 +382,7 @@ fn a_300_mb_line_without_newline_costs_max_frame_bytes_not_its_size() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
     let max_frame = 64 * 1024u64;
-    let source = syslog("in", "tcp", port, &format!("max_frame_bytes = {max_frame}"));
+    let source = syslog_source("in", "tcp", port, &format!("max_frame_bytes = {max_frame}"));
     let (lf, metrics) = start_with_metrics(&config(&source, &["in"], &moto.endpoint()));
     lf.wait_listening(1);
     let baseline = proc_status_kib(lf.pid(), "VmRSS");

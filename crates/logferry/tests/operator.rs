@@ -12,22 +12,12 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(port: u16, endpoint: &str, group: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "5s"
-health_stuck_after = "2s"
-
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-
-{sink}"#,
-        sink = cw_sink(&["in"], group, "s", endpoint)
-            .format("message")
-            .batch_timeout("100ms")
-            .max_backoff("500ms"),
-    )
+    let sink = cw_sink(&["in"], group, "s", endpoint)
+        .format("message")
+        .batch_timeout("100ms")
+        .max_backoff("500ms");
+    let settings = "shutdown_grace = \"5s\"\nhealth_stuck_after = \"2s\"";
+    pipeline_with(settings, &syslog_source("in", "tcp", port, ""), &sink)
 }
 
 /// The value of the series `name{labels}` in `text`, which must be valid Prometheus text.

@@ -65,23 +65,13 @@ fn secret_env(cmd: &mut Command) {
 }
 
 fn config(port: u16, endpoint: &str, group: &str, auth: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "2s"
-health_stuck_after = "1s"
-
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-
-{sink}"#,
-        sink = cw_sink(&["in"], group, "s", endpoint)
-            .format("message")
-            .batch_timeout("100ms")
-            .max_backoff("300ms")
-            .line(auth),
-    )
+    let sink = cw_sink(&["in"], group, "s", endpoint)
+        .format("message")
+        .batch_timeout("100ms")
+        .max_backoff("300ms")
+        .line(auth);
+    let settings = "shutdown_grace = \"2s\"\nhealth_stuck_after = \"1s\"";
+    pipeline_with(settings, &syslog_source("in", "tcp", port, ""), &sink)
 }
 
 fn inline_auth(role: bool) -> String {

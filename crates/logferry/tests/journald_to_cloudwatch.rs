@@ -23,17 +23,11 @@ const WAIT: Duration = Duration::from_secs(120);
 /// A config with one journald source `j` reading `dir` and one sink `cw` writing to
 /// `GROUP`/`node` in `format`.
 fn config(dir: &str, endpoint: &str, source_extra: &str, format: &str) -> String {
-    let source = format!(
-        r#"
-[sources.j]
-type = "journald"
-directory = "{dir}"
-{source_extra}"#
-    );
+    let lines = format!("directory = \"{dir}\"\n{source_extra}");
     let sink = cw_sink(&["j"], GROUP, "node", endpoint)
         .max_backoff("1s")
         .format(format);
-    pipeline(&source, &sink)
+    pipeline(&source("j", "journald", &lines), &sink)
 }
 
 fn dir_of(jd: &Journald) -> String {

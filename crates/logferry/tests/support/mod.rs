@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub use cwl_testkit::{Moto, Proxy};
 // Every test binary compiles this module and uses a part of it (hence also `dead_code`).
 #[allow(unused_imports)]
-pub use sink::{cw_sink, pipeline, pipeline_with, syslog_source};
+pub use sink::{cw_sink, pipeline, pipeline_with, source, syslog_source};
 
 pub mod sink;
 

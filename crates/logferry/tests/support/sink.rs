@@ -43,12 +43,16 @@ pub fn pipeline_with(settings: &str, sources: &str, sink: &CwSink) -> String {
     format!("data_dir = \"@DATA@\"\n{settings}\n{sources}\n\n{sink}")
 }
 
+/// `[sources.NAME]` of type `kind` with `lines` (TOML, may be empty).
+pub fn source(name: &str, kind: &str, lines: &str) -> String {
+    format!("[sources.{name}]\ntype = \"{kind}\"\n{lines}\n")
+}
+
 /// `[sources.NAME]`, a syslog listener on 127.0.0.1:`port` over `transport` (`tcp`, `udp`)
 /// with `extra` lines (TOML, may be empty).
 pub fn syslog_source(name: &str, transport: &str, port: u16, extra: &str) -> String {
-    format!(
-        "[sources.{name}]\ntype = \"syslog\"\naddress = \"{transport}://127.0.0.1:{port}\"\n{extra}\n"
-    )
+    let address = format!("address = \"{transport}://127.0.0.1:{port}\"");
+    source(name, "syslog", &format!("{address}\n{extra}"))
 }
 
 impl CwSink {

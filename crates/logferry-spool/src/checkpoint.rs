@@ -1,5 +1,6 @@
 //! Durability in the background: the active segment's fsync (under [`FsyncPolicy::Interval`])
-//! and the acknowledgement checkpoint (`ack.ckpt`, replaced atomically), on a ticker thread;
+//! and the acknowledgement checkpoint (`ack.ckpt`, replaced atomically), on a thread that sleeps
+//! until an append or an ack gives it work;
 //! segments wholly below the persisted watermark are deleted after each checkpoint.
 
 use super::*;
@@ -53,6 +54,34 @@ impl Inner {
         drop(last);
         let limit = lock(&self.state).persisted_watermark;
         self.delete_acked_segments(limit)
+    }
+}
+
+/// The background thread sleeps without a timeout while it has nothing to make durable (an
+/// idle spool must cost nothing: it runs on every node), so whoever gives it work wakes it.
+pub(crate) struct Background {
+    pub(crate) stop: Mutex<bool>,
+    pub(crate) cv: Condvar,
+    /// Set by the thread (holding `stop`) before it sleeps with nothing due; whoever finds it
+    /// set clears it and notifies. Cheap on the hot path: one atomic swap per append or ack.
+    pub(crate) parked: std::sync::atomic::AtomicBool,
+}
+
+impl Background {
+    /// Called after a change that gives the thread work (an append to fsync, a watermark
+    /// to persist).
+    pub(crate) fn work_added(&self) {
+        if self.parked.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // Taking `stop` waits until the thread is really inside `wait` (it holds `stop`
+            // from before it set `parked`), so the notification cannot be lost.
+            let _g = lock(&self.stop);
+            self.cv.notify_one();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        *lock(&self.stop) = true;
+        self.cv.notify_all();
     }
 }
 

@@ -150,7 +150,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::acks::AckSet;
-use crate::checkpoint::background_loop;
+use crate::checkpoint::{background_loop, Background};
 pub use crate::error::{RecoveryEvent, SpoolError};
 use crate::format::{
     encode_checkpoint, parse_record, put_record, segment_file_name, Parsed, CHECKPOINT_FILE,
@@ -389,37 +389,9 @@ struct Inner {
     deleting: Mutex<()>,
     data_notify: Arc<Notify>,
     space_notify: Arc<Notify>,
-    /// Stops and wakes the background thread ([`checkpoint::background_loop`]).
+    /// Stops and wakes the background thread ([`background_loop`]).
     background: Arc<Background>,
     _lock: File,
-}
-
-/// The background thread sleeps without a timeout while it has nothing to make durable (an
-/// idle spool must cost nothing: it runs on every node), so whoever gives it work wakes it.
-struct Background {
-    stop: Mutex<bool>,
-    cv: Condvar,
-    /// Set by the thread (holding `stop`) before it sleeps with nothing due; whoever finds it
-    /// set clears it and notifies. Cheap on the hot path: one atomic swap per append or ack.
-    parked: std::sync::atomic::AtomicBool,
-}
-
-impl Background {
-    /// Called after a change that gives the thread work (an append to fsync, a watermark
-    /// to persist).
-    fn work_added(&self) {
-        if self.parked.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            // Taking `stop` waits until the thread is really inside `wait` (it holds `stop`
-            // from before it set `parked`), so the notification cannot be lost.
-            let _g = lock(&self.stop);
-            self.cv.notify_one();
-        }
-    }
-
-    fn stop(&self) {
-        *lock(&self.stop) = true;
-        self.cv.notify_all();
-    }
 }
 
 /// The spool. See the [crate documentation](crate).

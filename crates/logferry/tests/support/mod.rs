@@ -378,6 +378,17 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
 }
 
+/// Descriptors process `pid` holds on files under `dir`. Panics when the process is gone:
+/// reading 0 for a crashed logferry would pass every "released" check.
+pub fn fd_count_under(pid: u32, dir: &Path) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone (crashed?): {e}"));
+    fds.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .count()
+}
+
 /// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch (logferry's own formatter).
 pub fn rfc3339(ms: i64) -> String {
     let mut out = String::new();

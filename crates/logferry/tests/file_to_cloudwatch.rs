@@ -339,10 +339,11 @@ fn start_end_then_restart_resumes_from_saved_offsets() {
     assert!(lf.terminate().success());
     append(&app, "new", 500..800);
     append(&logs.path().join("second.log"), "late", 0..50);
-    lf.spawn(|_| {});
+    let metrics = respawn_with_metrics(&mut lf);
     let got = wait_count(&moto.endpoint(), "node", "new", 800);
     let dups = assert_all_arrived(&got, "new", 800, &lf.log());
     assert_eq!(dups, 0, "a clean restart resumes exactly where it stopped");
+    assert_nothing_reread(&metrics, &lf.log());
     let got = wait_count(&moto.endpoint(), "node", "late", 50);
     assert_all_arrived(&got, "late", 50, &lf.log());
     assert!(

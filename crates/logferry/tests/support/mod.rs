@@ -349,6 +349,36 @@ pub fn start_with_metrics(config: &str) -> (Logferry, String) {
     (lf, addr)
 }
 
+/// Starts `lf` again (same config and data dir) with `/metrics` on a free loopback port;
+/// returns that address.
+pub fn respawn_with_metrics(lf: &mut Logferry) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = addr.clone();
+    lf.spawn(move |cmd| {
+        cmd.env("LOGFERRY_METRICS_ADDRESS", &a);
+    });
+    addr
+}
+
+/// Asserts that the restarted logferry at `metrics` read nothing again that was delivered
+/// before: no sink skipped a re-read event as already delivered. The in-flight ledger
+/// acknowledges, without sending, events re-read from a position that was lost or reset, so
+/// "nothing was sent again" alone cannot tell a resumed position from a lost one.
+pub fn assert_nothing_reread(metrics: &str, log: &str) {
+    let name = "logferry_sink_events_skipped_delivered_total";
+    let mut skipped = None;
+    wait_until(Duration::from_secs(30), || {
+        skipped = metric(metrics, name, &[]);
+        skipped.is_some()
+    });
+    assert_eq!(
+        skipped,
+        Some(0.0),
+        "the restart read delivered events again (the ledger skipped them): the saved position \
+         was not resumed\n{log}"
+    );
+}
+
 /// The sum of every sample of metric `name` whose labels contain all of `labels` (e.g.
 /// `reason="peer_not_allowed"`); None when the endpoint does not answer. The exposition is
 /// parsed strictly ([`prometheus::Exposition`]): a malformed one fails the test.

@@ -605,7 +605,7 @@ fn throttling_and_server_errors_are_retried_until_delivered() {
     let lines: String = (0..n).map(|i| format!("faulty {i:05}\n")).collect();
     tcp_send(tcp, lines.as_bytes());
     let group = format!("/test/{}", hostname());
-    let got = wait_events(
+    let got = wait_distinct(
         &moto.endpoint(),
         &group,
         "node",

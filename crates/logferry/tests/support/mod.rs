@@ -304,6 +304,37 @@ pub fn wait_events(
     got
 }
 
+/// Like [`wait_events`], but counts distinct messages: a duplicate must not end the wait while
+/// other events are still on their way (the test would then report them lost, not the
+/// duplicate).
+pub fn wait_distinct(
+    endpoint: &str,
+    group: &str,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    wait_until(timeout, || {
+        got = events(endpoint, group, stream);
+        if tally(&got).len() < n {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let again = events(endpoint, group, stream);
+        let stable = again == got;
+        got = again;
+        stable
+    });
+    assert!(
+        tally(&got).len() >= n,
+        "{group}/{stream}: {} of {n} distinct events arrived within {timeout:?} ({} in all)",
+        tally(&got).len(),
+        got.len()
+    );
+    got
+}
+
 /// How many times each message arrived (a duplicate counts 2).
 pub fn tally(got: &[(i64, String)]) -> std::collections::BTreeMap<&str, usize> {
     let mut m = std::collections::BTreeMap::new();

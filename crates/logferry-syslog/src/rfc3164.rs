@@ -113,17 +113,13 @@ fn bare_timestamp(c: &mut Cursor<'_>, opts: &ParseOptions) -> Option<Option<i64>
 fn bsd_timestamp(c: &mut Cursor<'_>, now_unix_ms: i64, offset: i64) -> Option<Option<i64>> {
     let month = month_from_abbrev(c.bytes.get(c.pos..c.pos + 3)?)?;
     c.pos += 3;
-    if !c.eat(b' ') {
-        return None;
-    }
+    c.require(b' ')?;
     c.eat(b' ');
     let mut day = c.digits(1)?;
     if let Some(d) = c.digits(1) {
         day = day * 10 + d;
     }
-    if !c.eat(b' ') {
-        return None;
-    }
+    c.require(b' ')?;
     let mut year = None;
     let mut probe = *c;
     if let Some(y) = probe.digits(4) {

@@ -36,6 +36,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Steps over `b`, or `None` if something else is next: for the separators a
+    /// timestamp must have (`?` then gives up on the whole timestamp).
+    pub fn require(&mut self, b: u8) -> Option<()> {
+        self.eat(b).then_some(())
+    }
+
     /// Exactly `n` ASCII digits as a number.
     pub fn digits(&mut self, n: usize) -> Option<u32> {
         let end = self.pos.checked_add(n)?;
@@ -56,13 +62,9 @@ impl<'a> Cursor<'a> {
     /// well-formed but impossible time is recognised as a timestamp and reported as absent.
     pub fn time_of_day(&mut self) -> Option<TimeOfDay> {
         let hour = self.digits(2)?;
-        if !self.eat(b':') {
-            return None;
-        }
+        self.require(b':')?;
         let minute = self.digits(2)?;
-        if !self.eat(b':') {
-            return None;
-        }
+        self.require(b':')?;
         let second = self.digits(2)?;
         let mut millis = 0u32;
         if self.eat(b'.') {
@@ -127,13 +129,9 @@ impl<'a> Cursor<'a> {
 pub(crate) fn parse_rfc3339(cur: &mut Cursor<'_>, local_offset_secs: i64) -> Option<Option<i64>> {
     let mut c = *cur;
     let year = c.digits(4)?;
-    if !c.eat(b'-') {
-        return None;
-    }
+    c.require(b'-')?;
     let month = c.digits(2)?;
-    if !c.eat(b'-') {
-        return None;
-    }
+    c.require(b'-')?;
     let day = c.digits(2)?;
     if !(c.eat(b'T') || c.eat(b't')) {
         return None;

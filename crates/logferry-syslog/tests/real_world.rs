@@ -67,6 +67,32 @@ fn expected(e: &Expect) -> Fields {
     )
 }
 
+/// An RFC 3164 line with priority `priority` and a timestamp that reads as [`NOW`]: the
+/// fields most rows below share.
+fn rfc3164_now(priority: u8) -> Expect {
+    Expect {
+        format: Some(Format::Rfc3164),
+        priority: Some(priority),
+        ts: Some(NOW),
+        ..Expect::default()
+    }
+}
+
+/// RFC 5424 section 6.5's `evntslog` examples: one header, then `sd` and `msg`.
+fn evntslog(sd: &'static str, msg: &'static [u8]) -> Expect {
+    Expect {
+        format: Some(Format::Rfc5424),
+        priority: Some(165),
+        ts: Some(1_065_910_455_003),
+        host: Some("mymachine.example.com"),
+        app: Some("evntslog"),
+        msgid: Some("ID47"),
+        sd: Some(sd),
+        msg,
+        ..Expect::default()
+    }
+}
+
 /// A line with nothing recognisable: all of it is the message.
 fn raw(line: &'static [u8]) -> (&'static [u8], Expect) {
     let e = Expect {
@@ -88,6 +114,14 @@ fn priority_only(line: &'static [u8], priority: u8, msg: &'static [u8]) -> (&'st
 
 fn table() -> Vec<(&'static [u8], Expect)> {
     use Format::*;
+    // `host app: x` after a well-formed but impossible timestamp.
+    let impossible_timestamp = || Expect {
+        ts: None,
+        host: Some("host"),
+        app: Some("app"),
+        msg: b"x",
+        ..rfc3164_now(13)
+    };
     vec![
         // RFC 5424 section 6.5 examples.
         (
@@ -118,31 +152,11 @@ fn table() -> Vec<(&'static [u8], Expect)> {
         ),
         (
             b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"] \xEF\xBB\xBFAn application event log entry...",
-            Expect {
-                format: Some(Rfc5424),
-                priority: Some(165),
-                ts: Some(1_065_910_455_003),
-                host: Some("mymachine.example.com"),
-                app: Some("evntslog"),
-                msgid: Some("ID47"),
-                sd: Some("[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"]"),
-                msg: b"An application event log entry...",
-                ..Expect::default()
-            },
+            evntslog("[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"]", b"An application event log entry..."),
         ),
         (
             b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]",
-            Expect {
-                format: Some(Rfc5424),
-                priority: Some(165),
-                ts: Some(1_065_910_455_003),
-                host: Some("mymachine.example.com"),
-                app: Some("evntslog"),
-                msgid: Some("ID47"),
-                sd: Some("[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]"),
-                msg: b"",
-                ..Expect::default()
-            },
+            evntslog("[exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]", b""),
         ),
         // SD with every escape, a `]` and a `[` inside values, and a message that looks like SD.
         (
@@ -200,13 +214,10 @@ fn table() -> Vec<(&'static [u8], Expect)> {
         (
             b"<11>Nov 25 16:20:39 vm legacy: bsd style message",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(11),
-                ts: Some(NOW),
                 host: Some("vm"),
                 app: Some("legacy"),
                 msg: b"bsd style message",
-                ..Expect::default()
+                ..rfc3164_now(11)
             },
         ),
         // journalctl -o short | ncat: no PRI.
@@ -263,50 +274,38 @@ fn table() -> Vec<(&'static [u8], Expect)> {
         (
             b"<30>Nov 25 16:20:39 systemd[1]: Started Session 5 of user root.",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(30),
-                ts: Some(NOW),
                 app: Some("systemd"),
                 procid: Some("1"),
                 msg: b"Started Session 5 of user root.",
-                ..Expect::default()
+                ..rfc3164_now(30)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 app: msg",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 app: Some("app"),
                 msg: b"msg",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // tag[pid] without a colon, with and without hostname.
         (
             b"<13>Nov 25 16:20:39 app[77] msg without colon",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 app: Some("app"),
                 procid: Some("77"),
                 msg: b"msg without colon",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 host app[77] msg without colon",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 app: Some("app"),
                 procid: Some("77"),
                 msg: b"msg without colon",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // rsyslog RSYSLOG_ForwardFormat / high-precision file format.
@@ -352,72 +351,54 @@ fn table() -> Vec<(&'static [u8], Expect)> {
         (
             b"<13>Nov 25 16:20:39 ::1 app: msg",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("::1"),
                 app: Some("app"),
                 msg: b"msg",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 fe80::1 app[3]: msg",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("fe80::1"),
                 app: Some("app"),
                 procid: Some("3"),
                 msg: b"msg",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 2001:db8::5 app: msg",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("2001:db8::5"),
                 app: Some("app"),
                 msg: b"msg",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // Messages starting with `[`: after a tag, and with no tag at all.
         (
             b"<13>Nov 25 16:20:39 host app: [WARN] something",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 app: Some("app"),
                 msg: b"[WARN] something",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 host [12345.678] raw kernel text",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 msg: b"[12345.678] raw kernel text",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<6>Nov 25 16:20:39 [12345.678] raw kernel text",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(6),
-                ts: Some(NOW),
                 msg: b"[12345.678] raw kernel text",
-                ..Expect::default()
+                ..rfc3164_now(6)
             },
         ),
         // Cisco IOS: sequence number, `*` for an unsynchronised clock, colon after the time.
@@ -435,62 +416,47 @@ fn table() -> Vec<(&'static [u8], Expect)> {
         (
             b"<187>Nov 25 16:20:39 switch01 %LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(187),
-                ts: Some(NOW),
                 host: Some("switch01"),
                 app: Some("%LINK-3-UPDOWN"),
                 msg: b"Interface GigabitEthernet0/1, changed state to down",
-                ..Expect::default()
+                ..rfc3164_now(187)
             },
         ),
         // Tags with slashes, BOM after the tag, empty pid, a hostname with nothing after it.
         (
             b"<22>Nov 25 16:20:39 mx1 postfix/smtpd[1234]: connect from unknown[10.0.0.9]",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(22),
-                ts: Some(NOW),
                 host: Some("mx1"),
                 app: Some("postfix/smtpd"),
                 procid: Some("1234"),
                 msg: b"connect from unknown[10.0.0.9]",
-                ..Expect::default()
+                ..rfc3164_now(22)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 host app[]: \xEF\xBB\xBFhi",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 app: Some("app"),
                 msg: b"hi",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         (
             b"<13>Nov 25 16:20:39 host",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 msg: b"",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // No tag: the word after the host starts the message (colon inside, not at the end).
         (
             b"<13>Nov 25 16:20:39 host app:msg rest",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 host: Some("host"),
                 msg: b"app:msg rest",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // Header with a PRI and a tag but no timestamp.
@@ -505,39 +471,16 @@ fn table() -> Vec<(&'static [u8], Expect)> {
                 ..Expect::default()
             },
         ),
-        // Well-formed but impossible timestamp: recognised, reported as absent.
-        (
-            b"<13>Feb 30 16:20:39 host app: x",
-            Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                host: Some("host"),
-                app: Some("app"),
-                msg: b"x",
-                ..Expect::default()
-            },
-        ),
-        (
-            b"<13>Nov 25 25:20:39 host app: x",
-            Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                host: Some("host"),
-                app: Some("app"),
-                msg: b"x",
-                ..Expect::default()
-            },
-        ),
+        // Well-formed but impossible timestamps: recognised, reported as absent.
+        (b"<13>Feb 30 16:20:39 host app: x", impossible_timestamp()),
+        (b"<13>Nov 25 25:20:39 host app: x", impossible_timestamp()),
         // Invalid UTF-8 in a header field: that field is None, the rest survives.
         (
             b"<13>Nov 25 16:20:39 h\xffst app: x\xfe",
             Expect {
-                format: Some(Rfc3164),
-                priority: Some(13),
-                ts: Some(NOW),
                 app: Some("app"),
                 msg: b"x\xfe",
-                ..Expect::default()
+                ..rfc3164_now(13)
             },
         ),
         // Raw: nothing recognisable.
@@ -603,21 +546,22 @@ fn sd_iteration_unescapes_values() {
         br#"<13>1 - h a - - [meta@32473 q="say \"hi\" [x\] c:\\dir" n="2"][timeQuality tzKnown="1"] m"#,
         &OPTS,
     );
-    let elements: Vec<_> = m.sd_elements().collect();
-    assert_eq!(elements.len(), 2);
-    assert_eq!(elements[0].id, "meta@32473");
-    let params: Vec<_> = elements[0]
-        .params()
-        .map(|p| (p.name, p.value().into_owned()))
+    // Every parameter of every element, as (element, name, unescaped value).
+    let values: Vec<_> = m
+        .sd_elements()
+        .flat_map(|e| {
+            e.params()
+                .map(move |p| (e.id, p.name, p.value().into_owned()))
+        })
         .collect();
     assert_eq!(
-        params,
+        values,
         [
-            ("q", r#"say "hi" [x] c:\dir"#.to_owned()),
-            ("n", "2".to_owned())
+            ("meta@32473", "q", r#"say "hi" [x] c:\dir"#.to_owned()),
+            ("meta@32473", "n", "2".to_owned()),
+            ("timeQuality", "tzKnown", "1".to_owned()),
         ]
     );
-    assert_eq!(elements[1].id, "timeQuality");
     assert_eq!(m.message, b"m");
 }
 

@@ -240,16 +240,22 @@ impl<P> Watermark<P> {
 mod tests {
     use super::*;
 
+    /// A batch of two events handed out (the source's handle dropped), the first delivered:
+    /// the outcome now waits on the second event's `Ack` alone.
+    fn second_event_pending(batch_id: u64) -> (Ack, mpsc::UnboundedReceiver<BatchOutcome>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let batch = AckBatch::new(batch_id, &tx);
+        let (first, second) = (batch.ack(), batch.ack());
+        drop(batch);
+        first.resolve(AckStatus::Delivered);
+        (second, rx)
+    }
+
     #[test]
     fn outcome_is_worst_status_and_sent_once() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let batch = AckBatch::new(7, &tx);
-        let a = batch.ack();
-        let b = batch.ack();
-        drop(batch);
-        a.resolve(AckStatus::Delivered);
+        let (last, mut rx) = second_event_pending(7);
         assert!(rx.try_recv().is_err(), "outcome before all events resolved");
-        b.resolve(AckStatus::DeadLettered);
+        last.resolve(AckStatus::DeadLettered);
         let out = rx.try_recv().expect("outcome");
         assert_eq!(out.batch_id, 7);
         assert_eq!(out.status, AckStatus::DeadLettered);
@@ -258,13 +264,8 @@ mod tests {
 
     #[test]
     fn dropping_unresolved_fails_the_batch() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let batch = AckBatch::new(1, &tx);
-        let a = batch.ack();
-        let b = batch.ack();
-        drop(batch);
-        a.resolve(AckStatus::Delivered);
-        drop(b);
+        let (last, mut rx) = second_event_pending(1);
+        drop(last);
         assert_eq!(rx.try_recv().expect("outcome").status, AckStatus::Failed);
     }
 

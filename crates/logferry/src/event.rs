@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::ack::Ack;
 
-/// Names of the fields sources fill in and templates (`{identifier}`, `{unit}`) read.
+/// Names of the fields sources fill in and templates (`{identifier}`, `{unit}`, `{pod}`) read.
 pub mod names {
     /// The host the event was logged on (syslog HOSTNAME, journal `_HOSTNAME`).
     pub const HOSTNAME: &str = "hostname";
@@ -30,6 +30,23 @@ pub mod names {
     pub const PEER: &str = "peer";
     /// The systemd unit (journal `_SYSTEMD_UNIT`).
     pub const UNIT: &str = "unit";
+    /// The path a file source read the line from.
+    pub const FILE: &str = "file";
+    /// Kubernetes namespace.
+    pub const NAMESPACE: &str = "namespace";
+    /// Pod name.
+    pub const POD: &str = "pod";
+    /// Pod UID.
+    pub const POD_UID: &str = "pod_uid";
+    /// Container name.
+    pub const CONTAINER: &str = "container";
+    /// `stdout` or `stderr` (container logs).
+    pub const STREAM: &str = "stream";
+    /// The node (from `NODE_NAME`, as the DaemonSet sets it with the downward API, else the
+    /// pod's `spec.nodeName` from the Kubernetes API).
+    pub const NODE: &str = "node";
+    /// Prefix of pod label fields from the Kubernetes API: `label.app`, `label.team`, ...
+    pub const LABEL_PREFIX: &str = "label.";
 }
 
 /// A field name: a shared constant for well-known names, shared text for the rest.

@@ -110,24 +110,36 @@ pub fn check_name(name: &str, kind: TemplateKind) -> Result<(), String> {
     Ok(())
 }
 
+/// `text` cut at its first placeholder, `open` to the next `}`: the text before it, what stands
+/// inside, and the text after it. `Ok(None)` without an `open`; `Err(())` when no `}` closes
+/// it. (Templates use `{var}`, the config's environment references `${VAR}`.)
+pub(crate) fn first_placeholder<'a>(
+    text: &'a str,
+    open: &str,
+) -> Result<Option<(&'a str, &'a str, &'a str)>, ()> {
+    let Some(at) = text.find(open) else {
+        return Ok(None);
+    };
+    let after = &text[at + open.len()..];
+    let close = after.find('}').ok_or(())?;
+    Ok(Some((&text[..at], &after[..close], &after[close + 1..])))
+}
+
 impl Template {
     /// Parses `text`, checking variable names and literal characters.
     pub fn parse(text: &str, kind: TemplateKind) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            literal.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("`{text}`: `{{` without a closing `}}`"))?;
-            let var = &after[..close];
+        while let Some((before, var, after)) = first_placeholder(rest, "{")
+            .map_err(|()| format!("`{text}`: `{{` without a closing `}}`"))?
+        {
+            literal.push_str(before);
             if !literal.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
             parts.push(parse_var(var).map_err(|e| format!("`{text}`: {e}"))?);
-            rest = &after[close + 1..];
+            rest = after;
         }
         if rest.contains('}') {
             return Err(format!("`{text}`: `}}` without an opening `{{`"));

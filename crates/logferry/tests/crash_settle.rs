@@ -14,8 +14,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cwl_testkit::Journald;
@@ -134,46 +132,25 @@ spool = true
     let mut lf = Logferry::start_with(&pipeline(&sources, &sink), with_metrics);
 
     // The journal and the file are written continuously (about 1,000 lines/s each).
-    let stop = Arc::new(AtomicBool::new(false));
-    let journal_written = Arc::new(AtomicUsize::new(0));
-    let file_written = Arc::new(AtomicUsize::new(0));
-    let journal_writer = {
-        let (stop, written, s) = (stop.clone(), journal_written.clone(), jd.sender());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for k in i..i + 50 {
-                    s.send(&[
-                        ("MESSAGE", format!("jr {k:07} from the journal").as_bytes()),
-                        ("SYSLOG_IDENTIFIER", b"app"),
-                    ]);
-                }
-                i += 50;
-                written.store(i, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let file_writer = {
-        let (stop, written, path) = (stop.clone(), file_written.clone(), file_path.clone());
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .expect("open file");
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let mut buf = String::new();
-                for k in i..i + 50 {
-                    buf.push_str(&format!("fl {k:07} from the file\n"));
-                }
-                f.write_all(buf.as_bytes()).expect("append");
-                i += 50;
-                written.store(i, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let journal = jd.sender();
+    let journal_writer = Writer::start(move |range| {
+        for k in range {
+            journal.send(&[
+                ("MESSAGE", format!("jr {k:07} from the journal").as_bytes()),
+                ("SYSLOG_IDENTIFIER", b"app"),
+            ]);
+        }
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file_path)
+        .expect("open file");
+    let file_writer = Writer::start(move |range| {
+        let lines: String = range
+            .map(|k| format!("fl {k:07} from the file\n"))
+            .collect();
+        file.write_all(lines.as_bytes()).expect("append");
+    });
 
     let mut rng_state = test_seed(name) | 1; // xorshift needs a non-zero state
     let mut rand_ms = |lo: u64, hi: u64| {
@@ -211,9 +188,8 @@ spool = true
         lf.spawn(with_metrics);
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    journal_writer.join().expect("journal writer");
-    file_writer.join().expect("file writer");
+    let journal_written = journal_writer.stop();
+    let file_written = file_writer.stop();
     jd.sync();
 
     let endpoint = moto.endpoint();
@@ -228,8 +204,8 @@ spool = true
         settle_ms: Vec::new(),
     };
     for (stream, n) in [
-        ("jr", journal_written.load(Ordering::Relaxed)),
-        ("fl", file_written.load(Ordering::Relaxed)),
+        ("jr", journal_written),
+        ("fl", file_written),
         ("sl", syslog_sent),
     ] {
         let (lost, dups) = settle_count(&endpoint, stream, stream, n);

@@ -7,19 +7,42 @@ mod support;
 
 use std::time::Duration;
 
+use serde_json::json;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
 const GROUP: &str = "/faults/test";
 
+/// The syslog source `s` on `port`, shipping to `endpoint` with `sink_lines`.
 fn config(port: u16, endpoint: &str, sink_lines: &str) -> String {
+    config_with(port, endpoint, "", sink_lines)
+}
+
+/// [`config`], the source with `source_lines`.
+fn config_with(port: u16, endpoint: &str, source_lines: &str, sink_lines: &str) -> String {
     format!(
-        "data_dir = \"@DATA@\"\n[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\n{}",
+        "data_dir = \"@DATA@\"\n[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\n{source_lines}\n{}",
         cw_sink(&["s"], GROUP, "s", endpoint)
             .format("message")
             .max_backoff("500ms")
             .line(sink_lines)
     )
+}
+
+/// logferry with the syslog source `s` (with `source_lines`) on a free port, shipping straight
+/// to moto; returns the port once it listens.
+fn start_to_moto(moto: &Moto, source_lines: &str) -> (u16, Logferry) {
+    let port = free_port();
+    let lf = Logferry::start(&config_with(port, &moto.endpoint(), source_lines, ""));
+    lf.wait_listening(1);
+    (port, lf)
+}
+
+/// Waits for `n` events in the stream and asserts they are `n` distinct lines; `lost` says what
+/// a shortfall means.
+fn assert_distinct_lines_arrive(moto: &Moto, n: usize, lf: &Logferry, lost: &str) {
+    let got = wait_events(&moto.endpoint(), GROUP, "s", n, WAIT);
+    assert_eq!(tally(&got).len(), n, "{lost}\n{}", lf.log());
 }
 
 fn faults_of(stats: &serde_json::Value, kind: &str) -> u64 {
@@ -28,14 +51,10 @@ fn faults_of(stats: &serde_json::Value, kind: &str) -> u64 {
 
 #[test]
 fn a_stored_request_whose_answer_was_lost_is_resent_and_counted() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({
-            "reset_after_forward_pct": 25,
-            "operations": ["PutLogEvents"],
-        }))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({
+        "reset_after_forward_pct": 25,
+        "operations": ["PutLogEvents"],
+    }));
     let port = free_port();
     let (lf, metrics) =
         start_with_metrics(&config(port, &proxy.endpoint(), "max_batch_events = 100"));
@@ -83,8 +102,7 @@ fn a_stored_request_whose_answer_was_lost_is_resent_and_counted() {
 
 #[test]
 fn a_hung_connection_times_out_and_is_retried_without_loss() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
     let (lf, metrics) =
         start_with_metrics(&config(port, &proxy.endpoint(), "request_timeout = \"1s\""));
@@ -94,7 +112,7 @@ fn a_hung_connection_times_out_and_is_retried_without_loss() {
 
     // A black hole: every request is read and never answered for 20 s.
     proxy
-        .set_faults(&serde_json::json!({"outage": true, "outage_mode": "hang", "hang_ms": 20_000}))
+        .set_faults(&json!({"outage": true, "outage_mode": "hang", "hang_ms": 20_000}))
         .expect("faults");
     let lines: String = (0..50).map(|i| format!("hung {i:03}\n")).collect();
     tcp_send(port, lines.as_bytes());
@@ -132,9 +150,7 @@ fn wave(port: u16, moto: &Moto, tag: &str, n: usize, lf: &Logferry) {
 #[test]
 fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost() {
     let moto = Moto::start().expect("moto");
-    let port = free_port();
-    let lf = Logferry::start(&config(port, &moto.endpoint(), ""));
-    lf.wait_listening(1);
+    let (port, lf) = start_to_moto(&moto, "");
     wave(port, &moto, "first", 100, &lf);
 
     let deleted = |op: &str, body: serde_json::Value| {
@@ -143,22 +159,19 @@ fn a_stream_or_group_deleted_while_running_is_created_again_and_nothing_is_lost(
     };
     deleted(
         "DeleteLogStream",
-        serde_json::json!({"logGroupName": GROUP, "logStreamName": "s"}),
+        json!({"logGroupName": GROUP, "logStreamName": "s"}),
     );
     wave(port, &moto, "second", 100, &lf);
 
-    deleted("DeleteLogGroup", serde_json::json!({"logGroupName": GROUP}));
+    deleted("DeleteLogGroup", json!({"logGroupName": GROUP}));
     wave(port, &moto, "third", 100, &lf);
 }
 
 #[test]
 fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
     // Slow answers: requests are in flight when each reload comes.
-    proxy
-        .set_faults(&serde_json::json!({"latency_ms": 200, "operations": ["PutLogEvents"]}))
-        .expect("faults");
+    let (moto, proxy) =
+        moto_behind_faulty_proxy(json!({"latency_ms": 200, "operations": ["PutLogEvents"]}));
     let port = free_port();
     let lf = Logferry::start(&config(port, &proxy.endpoint(), "max_batch_events = 50"));
     lf.wait_listening(1);
@@ -215,12 +228,7 @@ fn sighup_under_load_changing_the_sink_loses_and_repeats_nothing() {
     );
     let counts = tally(&all);
     assert_eq!(counts.len(), n, "lost\n{}", lf.log());
-    let dups: Vec<_> = counts.iter().filter(|(_, k)| **k > 1).collect();
-    assert!(
-        dups.is_empty(),
-        "sent twice across reloads: {:?}",
-        &dups[..dups.len().min(10)]
-    );
+    assert_none_twice(&counts, "across reloads");
 }
 
 #[test]
@@ -280,18 +288,10 @@ fn https_endpoint_trusted_through_ssl_cert_file_and_a_wrong_ca_refused_without_l
 /// well over what the pipeline holds in memory (the sink's channel and builders, some 10,000
 /// events) plus 1 MiB, or the spool never fills.
 fn fill_the_spool(policy: &str, n: usize) -> (usize, usize, f64) {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"outage": true}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"outage": true}));
     let port = free_port();
-    let cfg = config(port, &proxy.endpoint(), "max_batch_events = 500").replace(
-        "type = \"syslog\"\n",
-        &format!(
-            "type = \"syslog\"\nspool_max_bytes = 1048576\nspool_full_policy = \"{policy}\"\n"
-        ),
-    );
+    let spool = format!("spool_max_bytes = 1048576\nspool_full_policy = \"{policy}\"");
+    let cfg = config_with(port, &proxy.endpoint(), &spool, "max_batch_events = 500");
     let (lf, metrics) = start_with_metrics(&cfg);
     lf.wait_listening(1);
     let pad = "p".repeat(230);
@@ -346,13 +346,7 @@ fn a_full_spool_that_drops_the_oldest_counts_every_line_it_drops() {
 #[test]
 fn a_connection_waiting_in_the_backlog_survives_a_reload() {
     let moto = Moto::start().expect("moto");
-    let port = free_port();
-    let cfg = config(port, &moto.endpoint(), "").replace(
-        "type = \"syslog\"\n",
-        "type = \"syslog\"\nmax_connections = 1\n",
-    );
-    let lf = Logferry::start(&cfg);
-    lf.wait_listening(1);
+    let (port, lf) = start_to_moto(&moto, "max_connections = 1");
     // The one connection slot is taken by an idle client, so the next connection is completed
     // by the kernel into the listen backlog and not accepted: exactly where a reload caught one.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -366,27 +360,15 @@ fn a_connection_waiting_in_the_backlog_survives_a_reload() {
     lf.sighup();
     lf.wait_listening(2);
     drop(idle);
-    let got = wait_events(&moto.endpoint(), GROUP, "s", 101, WAIT);
-    assert_eq!(
-        tally(&got).len(),
-        101,
-        "the queued connection was lost\n{}",
-        lf.log()
-    );
+    assert_distinct_lines_arrive(&moto, 101, &lf, "the queued connection was lost");
 }
 
 #[test]
 fn lines_a_client_already_sent_are_read_before_a_reload_closes_its_connection() {
     let moto = Moto::start().expect("moto");
-    let port = free_port();
     // Paced to 10 lines/s: most of what the client sends is still in the socket when the
     // reload comes (the client has sent everything and closed; it cannot send it again).
-    let cfg = config(port, &moto.endpoint(), "").replace(
-        "type = \"syslog\"\n",
-        "type = \"syslog\"\nmax_events_per_second = 10\n",
-    );
-    let lf = Logferry::start(&cfg);
-    lf.wait_listening(1);
+    let (port, lf) = start_to_moto(&moto, "max_events_per_second = 10");
     // 300 lines of ~1 KB: one 64 KiB read takes some 60, the pacing then holds the rest in
     // the socket for seconds.
     let pad = "x".repeat(1000);
@@ -395,11 +377,5 @@ fn lines_a_client_already_sent_are_read_before_a_reload_closes_its_connection() 
     wait_events(&moto.endpoint(), GROUP, "s", 1, WAIT);
     lf.sighup();
     lf.wait_listening(2);
-    let got = wait_events(&moto.endpoint(), GROUP, "s", 300, WAIT);
-    assert_eq!(
-        tally(&got).len(),
-        300,
-        "lines left in the socket were lost\n{}",
-        lf.log()
-    );
+    assert_distinct_lines_arrive(&moto, 300, &lf, "lines left in the socket were lost");
 }

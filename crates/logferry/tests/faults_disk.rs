@@ -35,21 +35,26 @@ fn saved_offset(checkpoint: &Path) -> Option<u64> {
     v["files"][0]["offset"].as_u64()
 }
 
-fn error_lines<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
-    log.lines().filter(|l| l.contains(needle)).collect()
+/// The line logferry logged with `needle`, asserted to be one (an error per episode, not per
+/// attempt) and at ERROR level.
+fn the_one_error(lf: &Logferry, needle: &str) -> String {
+    let text = lf.log();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error per episode, not per attempt\n{text}"
+    );
+    assert!(errors[0].contains("\"level\":\"ERROR\""), "{}", errors[0]);
+    errors[0].to_string()
 }
 
 #[test]
 fn a_full_data_dir_holds_the_file_checkpoint_back_and_it_is_saved_once_there_is_room() {
-    let Some(disk) = SmallDisk::mount("1m") else {
-        cwl_testkit::skipped(
-            "a_full_data_dir_holds_the_file_checkpoint_back",
-            "cannot mount a tmpfs (not root?)",
-        );
+    let Some(disk) = SmallDisk::mount("a_full_data_dir_holds_the_checkpoint_back", "1m") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let input = tempfile::tempdir().expect("tempdir");
     let log = input.path().join("app.log");
     append(&log, "before", 0..100);
@@ -87,15 +92,8 @@ fn a_full_data_dir_holds_the_file_checkpoint_back_and_it_is_saved_once_there_is_
     assert!(failing, "no failed save counted\n{}", lf.log());
     // The saved position is whole and behind: where it was before the disk filled.
     assert_eq!(saved_offset(&checkpoint), Some(before), "{}", lf.log());
-    let text = lf.log();
-    let errors = error_lines(&text, "cannot save the file positions");
-    assert_eq!(
-        errors.len(),
-        1,
-        "one error per episode, not per save\n{text}"
-    );
-    assert!(errors[0].contains("\"level\":\"ERROR\""), "{}", errors[0]);
-    assert!(errors[0].contains("No space left"), "{}", errors[0]);
+    let error = the_one_error(&lf, "cannot save the file positions");
+    assert!(error.contains("No space left"), "{error}");
 
     // Room again: the position is saved without waiting for new input.
     disk.free();
@@ -113,20 +111,15 @@ fn a_full_data_dir_holds_the_file_checkpoint_back_and_it_is_saved_once_there_is_
     assert_eq!(counts.len(), 250, "lost lines\n{}", lf.log());
     // Lines read again would have been sent before the new ones (one file, read in order).
     assert_eq!(got.len(), 250, "sent again after the restart\n{}", lf.log());
-    assert_eq!(proxy.stats().expect("stats")["violations"], 0);
+    assert_no_violations(&proxy);
 }
 
 #[test]
 fn a_dead_letter_file_on_a_full_disk_holds_the_spool_and_is_written_once_there_is_room() {
-    let Some(disk) = SmallDisk::mount("1m") else {
-        cwl_testkit::skipped(
-            "a_dead_letter_file_on_a_full_disk_holds_the_spool",
-            "cannot mount a tmpfs (not root?)",
-        );
+    let Some(disk) = SmallDisk::mount("a_full_dead_letter_disk_holds_the_spool", "1m") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
     let dead_letter = disk.path().join("dl/cw.jsonl");
     let sink = cw_sink(&["s"], GROUP, "s", &proxy.endpoint())
@@ -174,14 +167,7 @@ fn a_dead_letter_file_on_a_full_disk_holds_the_spool_and_is_written_once_there_i
         metric(&metrics, "logferry_sink_events_dead_lettered_total", &[]),
         Some(0.0)
     );
-    let text = lf.log();
-    let errors = error_lines(&text, "cannot write the dead-letter file");
-    assert_eq!(
-        errors.len(),
-        1,
-        "one error per episode, not per write\n{text}"
-    );
-    assert!(errors[0].contains("\"level\":\"ERROR\""), "{}", errors[0]);
+    the_one_error(&lf, "cannot write the dead-letter file");
 
     // Room again: written on the next try, acknowledged, the spool empties; no restart.
     disk.free();

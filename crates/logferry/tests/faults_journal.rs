@@ -84,15 +84,7 @@ fn wait_all(moto: &Moto, lf: &Logferry, tag: &str, want: &BTreeSet<usize>) {
 
 fn assert_no_duplicates(moto: &Moto) {
     for tag in ["a", "b", "v", "c", "d"] {
-        let dups: Vec<(usize, usize)> = arrived(moto, tag)
-            .into_iter()
-            .filter(|(_, k)| *k > 1)
-            .collect();
-        assert!(
-            dups.is_empty(),
-            "`{tag}` sent twice: {:?}",
-            &dups[..dups.len().min(10)]
-        );
+        assert_none_twice(&arrived(moto, tag), &format!("`{tag}`"));
     }
 }
 

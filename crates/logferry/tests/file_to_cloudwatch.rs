@@ -22,19 +22,13 @@ const WAIT: Duration = Duration::from_secs(120);
 /// One file source `f` with `source_extra`, one sink writing `message` text to
 /// `GROUP`/`stream`.
 fn config(endpoint: &str, include: &str, source_extra: &str, stream: &str) -> String {
-    let source = format!(
-        r#"
-[sources.f]
-type = "file"
-include = [{include}]
-rescan_interval = "500ms"
-rotate_wait = "1s"
-{source_extra}"#
+    let lines = format!(
+        "include = [{include}]\nrescan_interval = \"500ms\"\nrotate_wait = \"1s\"\n{source_extra}"
     );
     let sink = cw_sink(&["f"], GROUP, stream, endpoint)
         .max_backoff("1s")
         .format("message");
-    pipeline(&source, &sink)
+    pipeline(&source("f", "file", &lines), &sink)
 }
 
 fn quoted(p: &Path) -> String {

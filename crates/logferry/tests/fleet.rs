@@ -80,8 +80,7 @@ impl Figures {
 
 #[test]
 fn fleet_stays_inside_the_account_quota_and_loses_nothing() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     proxy
         .set_quota(&serde_json::json!({
             "PutLogEvents": {"per_second": PUT_PER_SECOND},

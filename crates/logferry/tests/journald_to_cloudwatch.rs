@@ -11,8 +11,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cwl_testkit::journald::{journalctl, JournalSender, JOURNAL_REMOTE};
@@ -25,21 +23,31 @@ const WAIT: Duration = Duration::from_secs(120);
 /// A config with one journald source `j` reading `dir` and one sink `cw` writing to
 /// `GROUP`/`node` in `format`.
 fn config(dir: &str, endpoint: &str, source_extra: &str, format: &str) -> String {
-    let source = format!(
-        r#"
-[sources.j]
-type = "journald"
-directory = "{dir}"
-{source_extra}"#
-    );
+    let lines = format!("directory = \"{dir}\"\n{source_extra}");
     let sink = cw_sink(&["j"], GROUP, "node", endpoint)
         .max_backoff("1s")
         .format(format);
-    pipeline(&source, &sink)
+    pipeline(&source("j", "journald", &lines), &sink)
 }
 
 fn dir_of(jd: &Journald) -> String {
     jd.log_dir().display().to_string()
+}
+
+/// A journald with `journald_conf` (None, the test skipped, where it cannot run) and a moto.
+fn journald_and_moto(journald_conf: &str) -> Option<(Journald, Moto)> {
+    let jd = Journald::start(journald_conf)?;
+    Some((jd, Moto::start().expect("moto")))
+}
+
+/// logferry following `jd` from its first entry into moto, as `message` lines.
+fn start_from_the_beginning(jd: &Journald, moto: &Moto) -> Logferry {
+    Logferry::start(&config(
+        &dir_of(jd),
+        &moto.endpoint(),
+        "start = \"beginning\"",
+        "message",
+    ))
 }
 
 /// Writes entries `range` tagged `tag`: identifiers, priorities and pids vary; the message is
@@ -129,7 +137,6 @@ fn wait_tagged(
 fn assert_exactly_once(texts: &[String], tag: &str, n: usize, lf: &Logferry) {
     let c = counts(texts.iter().map(String::as_str), tag);
     let missing: Vec<usize> = (0..n).filter(|i| !c.contains_key(i)).collect();
-    let dups: Vec<(&usize, &usize)> = c.iter().filter(|(_, k)| **k > 1).collect();
     assert!(
         missing.is_empty(),
         "{} of {n} `{tag}` entries lost (first {:?})\n{}",
@@ -137,12 +144,7 @@ fn assert_exactly_once(texts: &[String], tag: &str, n: usize, lf: &Logferry) {
         &missing[..missing.len().min(10)],
         tail(&lf.log())
     );
-    assert!(
-        dups.is_empty(),
-        "{} `{tag}` entries duplicated (first {:?})",
-        dups.len(),
-        &dups[..dups.len().min(10)]
-    );
+    assert_none_twice(&c, &format!("`{tag}` entries"));
     assert_eq!(c.len(), n, "unexpected `{tag}` indexes");
 }
 
@@ -187,10 +189,9 @@ fn wait_log(lf: &Logferry, needle: &str, n: usize) {
 
 #[test]
 fn entries_reach_cloudwatch_once_as_short_and_json() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let proxy = proxy(&moto.endpoint());
     let dir = dir_of(&jd);
     // One source feeding two sinks: `short` and `json` lines of the same entries.
@@ -316,25 +317,18 @@ fn entries_reach_cloudwatch_once_as_short_and_json() {
         multi["message"],
         "special 000000 multi\nline two\nline three"
     );
-    let stats = proxy.stats().expect("stats");
-    assert_eq!(stats["violations"], 0, "{stats:#}");
+    assert_no_violations(&proxy);
 }
 
 #[test]
 fn sigterm_then_restart_sends_only_new_entries_and_cursor_agrees_with_journalctl() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let s = jd.sender();
     write_entries(&s, "first", 0..2000);
     jd.sync();
-    let mut lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let mut lf = start_from_the_beginning(&jd, &moto);
     let got = wait_tagged(&moto.endpoint(), "node", "first", 2000, WAIT);
     assert_exactly_once(&got, "first", 2000, &lf);
     assert!(lf.terminate().success(), "{}", lf.log());
@@ -378,31 +372,13 @@ fn sigterm_then_restart_sends_only_new_entries_and_cursor_agrees_with_journalctl
 
 #[test]
 fn kill9_loop_while_writing_loses_nothing() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
-    let mut lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let mut lf = start_from_the_beginning(&jd, &moto);
     // A writer thread writes continuously (about 1,000 entries/s) while logferry is killed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let (stop, written, s) = (stop.clone(), written.clone(), jd.sender());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                write_entries(&s, "k9", i..i + 50);
-                i += 50;
-                written.store(i, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let s = jd.sender();
+    let writer = Writer::start(move |range| write_entries(&s, "k9", range));
     let mut rng_state = test_seed("journald kill -9") | 1; // xorshift needs a non-zero state
     let mut rand_ms = |lo: u64, hi: u64| {
         rng_state ^= rng_state << 13;
@@ -418,10 +394,8 @@ fn kill9_loop_while_writing_loses_nothing() {
         lf.spawn(|_| {});
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    let n = writer.stop();
     jd.sync();
-    let n = written.load(Ordering::Relaxed);
     let got = wait_tagged(&moto.endpoint(), "node", "k9", n, WAIT);
     let c = counts(got.iter().map(String::as_str), "k9");
     let lost = (0..n).filter(|i| !c.contains_key(i)).count();
@@ -456,14 +430,8 @@ fn rotation_while_following_loses_and_repeats_nothing() {
 /// A journald with `journald_conf` and 1 MiB files, logferry following it from the beginning
 /// into moto, and `n` `rot` entries written (in bursts of 1,000, ~400 bytes each on disk).
 fn follow_while_rotating(journald_conf: &str, n: usize) -> Option<(Journald, Moto, Logferry)> {
-    let mut jd = Journald::start(journald_conf)?;
-    let moto = Moto::start().expect("moto");
-    let lf = Logferry::start(&config(
-        &dir_of(&jd),
-        &moto.endpoint(),
-        "start = \"beginning\"",
-        "message",
-    ));
+    let (mut jd, moto) = journald_and_moto(journald_conf)?;
+    let lf = start_from_the_beginning(&jd, &moto);
     write_rotating(&jd.sender(), 0..n);
     jd.sync();
     Some((jd, moto, lf))
@@ -526,14 +494,9 @@ fn vacuum_while_following_repeats_nothing_and_misses_nothing_still_on_disk() {
         .into_iter()
         .map(|(_, m)| m)
         .collect();
-    let dups: Vec<(usize, usize)> = counts(got.iter().map(String::as_str), "rot")
-        .into_iter()
-        .filter(|(_, k)| *k > 1)
-        .collect();
-    assert!(
-        dups.is_empty(),
-        "sent twice: {:?}",
-        &dups[..dups.len().min(10)]
+    assert_none_twice(
+        &counts(got.iter().map(String::as_str), "rot"),
+        "`rot` entries",
     );
     eprintln!(
         "vacuum: {} of {n} entries left on disk, {} delivered",
@@ -544,10 +507,9 @@ fn vacuum_while_following_repeats_nothing_and_misses_nothing_still_on_disk() {
 
 #[test]
 fn filters_keep_exactly_what_they_should_and_the_cursor_moves_past_the_rest() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let dir = dir_of(&jd);
     let ep = moto.endpoint();
     // One logferry, four sources, each to its own stream.
@@ -723,10 +685,9 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
 
 #[test]
 fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let proxy = proxy(&moto.endpoint());
     // Default start ("end"): only entries written after logferry started; nothing was
     // delivered when it is killed, so this also checks that a restart resumes from the first
@@ -761,16 +722,14 @@ fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
         c.len()
     );
     assert_exactly_once(&got, "out", 3000, &lf);
-    let stats = proxy.stats().expect("stats");
-    assert_eq!(stats["violations"], 0, "{stats:#}");
+    assert_no_violations(&proxy);
 }
 
 #[test]
 fn bytes_that_are_not_utf8_in_fields_and_stream_names_are_shipped_not_fatal() {
-    let Some(mut jd) = Journald::start("") else {
+    let Some((mut jd, moto)) = journald_and_moto("") else {
         return;
     };
-    let moto = Moto::start().expect("moto");
     let source = format!(
         "[sources.j]\ntype = \"journald\"\ndirectory = \"{}\"\nstart = \"beginning\"\nfields = [\"EXTRA\"]",
         dir_of(&jd)

@@ -39,6 +39,17 @@ impl Rig {
             root,
         }
     }
+
+    /// logferry's config: the pods directory, moto, and the API reached through the kubeconfig
+    /// file `kubeconfig` (see [`FakeApi::kubeconfig`]) with `api_extra` lines.
+    fn config(&self, kubeconfig: &str, api_extra: &str) -> String {
+        config(
+            &self.pods,
+            &self.moto.endpoint(),
+            &self.api.kubeconfig(kubeconfig),
+            api_extra,
+        )
+    }
 }
 
 fn config(pods_dir: &Path, moto: &str, kubeconfig: &Path, api_extra: &str) -> String {
@@ -65,6 +76,11 @@ fn pod_events(moto: &str, ns: &str, pod: &str, n: usize) -> Vec<serde_json::Valu
         .iter()
         .map(|(_, t)| serde_json::from_str(t).expect("json event"))
         .collect()
+}
+
+/// The value of the label `key` an event carries, if it carries it.
+fn label<'a>(e: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    e[format!("label.{key}").as_str()].as_str()
 }
 
 fn labels_of(e: &serde_json::Value) -> BTreeMap<String, String> {
@@ -98,17 +114,9 @@ fn pod_labels_and_node_from_the_api() {
     write_pod_lines(&pods, "shop", "gone-1", "u-gone", "gone", 5);
     // db-0 was re-created: the API's db-0 has another uid; these logs are the old pod's.
     write_pod_lines(&pods, "shop", "db-0", "u-db-old", "db", 5);
-    let lf = Logferry::start_with(
-        &config(
-            &pods,
-            &moto.endpoint(),
-            &api.kubeconfig("kubeconfig"),
-            "wait = \"10s\"",
-        ),
-        |c| {
-            c.env_remove("NODE_NAME").env_remove("KUBECONFIG");
-        },
-    );
+    let lf = Logferry::start_with(&rig.config("kubeconfig", "wait = \"10s\""), |c| {
+        c.env_remove("NODE_NAME").env_remove("KUBECONFIG");
+    });
     let web = pod_events(&moto.endpoint(), "shop", "web-1", 300);
     assert_eq!(web.len(), 300, "{}", lf.log());
     let want: BTreeMap<String, String> = [("app", "web"), ("team", "shop")]
@@ -124,8 +132,7 @@ fn pod_labels_and_node_from_the_api() {
     write_pod_lines(&pods, "shop", "late-1", "u-late", "late", 50);
     let late = pod_events(&moto.endpoint(), "shop", "late-1", 50);
     assert!(
-        late.iter()
-            .all(|e| labels_of(e).get("app").map(String::as_str) == Some("late")),
+        late.iter().all(|e| label(e, "app") == Some("late")),
         "{late:?}"
     );
     for (pod, tag) in [("gone-1", "gone"), ("db-0", "db")] {
@@ -166,10 +173,8 @@ fn slow_api_holds_a_new_pod_only_for_wait() {
     });
     let rig = Rig::new(pods_json.clone());
     let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
-    let (lf, metrics) = start_with_metrics(&config(
-        &pods,
-        &moto.endpoint(),
-        &api.kubeconfig("kubeconfig"),
+    let (lf, metrics) = start_with_metrics(&rig.config(
+        "kubeconfig",
         "wait = \"1s\"\ntimeout = \"3s\"\ncache_ttl = \"1s\"",
     ));
     write_pod_lines(&pods, "ops", "slow-1", "u-slow", "slow", 20);
@@ -183,9 +188,7 @@ fn slow_api_holds_a_new_pod_only_for_wait() {
         "held until the API answered"
     );
     let fast = pod_events(&moto.endpoint(), "ops", "fast-1", 20);
-    assert!(fast
-        .iter()
-        .all(|e| labels_of(e).get("app").map(String::as_str) == Some("fast")));
+    assert!(fast.iter().all(|e| label(e, "app") == Some("fast")));
     let expired = wait_until(Duration::from_secs(30), || {
         metric(&metrics, "logferry_kubernetes_pod_wait_expired_total", &[]) >= Some(1.0)
     });
@@ -209,9 +212,7 @@ fn slow_api_holds_a_new_pod_only_for_wait() {
         write_pod_lines(&pods, "ops", "slow-1", "u-slow", "slow-again", 1);
         n += 1;
         let got = pod_events(&moto.endpoint(), "ops", "slow-1", n);
-        labelled = got
-            .iter()
-            .any(|e| labels_of(e).get("app").map(String::as_str) == Some("slow"));
+        labelled = got.iter().any(|e| label(e, "app") == Some("slow"));
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
@@ -237,12 +238,8 @@ fn api_down_loses_nothing() {
             100,
         );
     }
-    let (lf, metrics) = start_with_metrics(&config(
-        &pods,
-        &moto.endpoint(),
-        &api.kubeconfig("kubeconfig-down"),
-        "wait = \"2s\"\ntimeout = \"1s\"",
-    ));
+    let (lf, metrics) =
+        start_with_metrics(&rig.config("kubeconfig-down", "wait = \"2s\"\ntimeout = \"1s\""));
     for p in 0..5 {
         let got = pod_events(&moto.endpoint(), "batch", &format!("job-{p}"), 100);
         assert_eq!(got.len(), 100);
@@ -274,10 +271,10 @@ fn api_down_loses_nothing() {
 #[test]
 fn check_reports_api_access() {
     let rig = Rig::new(serde_json::json!({}));
-    let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
+    let (api, pods) = (&rig.api, rig.pods.clone());
     fs::create_dir_all(&pods).expect("mkdir");
     let check = |kubeconfig: &str| {
-        let text = config(&pods, &moto.endpoint(), &api.kubeconfig(kubeconfig), "");
+        let text = rig.config(kubeconfig, "");
         let path = write_config(rig.root.path(), &format!("{kubeconfig}.toml"), &text);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
         aws_env(&mut cmd);
@@ -319,12 +316,8 @@ fn hold_is_bounded_for_a_chatty_new_pod() {
         "ops/chatty-1": {"uid": "u-chatty", "labels": {"app": "chatty"}, "delay": 60},
     }));
     let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
-    let (lf, metrics) = start_with_metrics(&config(
-        &pods,
-        &moto.endpoint(),
-        &api.kubeconfig("kubeconfig"),
-        "wait = \"50s\"\ntimeout = \"55s\"",
-    ));
+    let (lf, metrics) =
+        start_with_metrics(&rig.config("kubeconfig", "wait = \"50s\"\ntimeout = \"55s\""));
     write_pod_lines(&pods, "ops", "chatty-1", "u-chatty", "chatty", 15_000);
     let got = pod_events(&moto.endpoint(), "ops", "chatty-1", 15_000);
     assert_eq!(got.len(), 15_000, "{}", lf.log());
@@ -349,17 +342,11 @@ fn relabelled_pod_is_followed_after_cache_ttl() {
     });
     let rig = Rig::new(pods_json.clone());
     let (moto, api, pods) = (&rig.moto, &rig.api, rig.pods.clone());
-    let lf = Logferry::start(&config(
-        &pods,
-        &moto.endpoint(),
-        &api.kubeconfig("kubeconfig"),
-        "cache_ttl = \"1s\"",
-    ));
+    let lf = Logferry::start(&rig.config("kubeconfig", "cache_ttl = \"1s\""));
     write_pod_lines(&pods, "web", "site-1", "u-site", "before", 10);
     let got = pod_events(&moto.endpoint(), "web", "site-1", 10);
     assert!(
-        got.iter()
-            .all(|e| labels_of(e).get("version").map(String::as_str) == Some("v1")),
+        got.iter().all(|e| label(e, "version") == Some("v1")),
         "{got:?}"
     );
     pods_json["web/site-1"]["labels"] = serde_json::json!({"app": "site", "version": "v2"});
@@ -373,7 +360,7 @@ fn relabelled_pod_is_followed_after_cache_ttl() {
         n += 1;
         relabelled = pod_events(&moto.endpoint(), "web", "site-1", n)
             .into_iter()
-            .find(|e| labels_of(e).get("version").map(String::as_str) == Some("v2"));
+            .find(|e| label(e, "version") == Some("v2"));
     }
     let e = relabelled.unwrap_or_else(|| panic!("the new labels never came\n{}", lf.log()));
     let want: BTreeMap<String, String> = [("app", "site"), ("version", "v2")]

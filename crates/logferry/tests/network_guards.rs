@@ -38,71 +38,92 @@ fn texts(endpoint: &str, stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until `stream` holds every line of `want`.
-fn wait_all(endpoint: &str, stream: &str, want: &[String]) -> bool {
-    wait_until(WAIT, || {
-        let got = texts(endpoint, stream);
+/// logferry with a TCP syslog source `tcp` and a UDP one `udp` on free ports, with `tcp_extra`
+/// and `udp_extra` lines, shipping to `moto` (a stream each) and serving `/metrics`; returns
+/// (tcp port, udp port, logferry, metrics address) once both listen.
+fn start_tcp_and_udp(
+    moto: &Moto,
+    tcp_extra: &str,
+    udp_extra: &str,
+) -> (u16, u16, Logferry, String) {
+    let (tcp, udp) = (free_port(), free_port());
+    let sources =
+        syslog_source("tcp", "tcp", tcp, tcp_extra) + &syslog_source("udp", "udp", udp, udp_extra);
+    let (lf, metrics) = start_with_metrics(&config(&sources, &["tcp", "udp"], &moto.endpoint()));
+    lf.wait_listening(2);
+    (tcp, udp, lf, metrics)
+}
+
+/// Asserts `stream` comes to hold every line of `want`.
+fn assert_all_arrive(moto: &Moto, stream: &str, want: &[String], lf: &Logferry) {
+    let arrived = wait_until(WAIT, || {
+        let got = texts(&moto.endpoint(), stream);
         want.iter().all(|w| got.contains(w))
-    })
+    });
+    assert!(arrived, "{stream}: not every line arrived\n{}", lf.log());
 }
 
 fn m(addr: &str, name: &str, labels: &[&str]) -> f64 {
     metric(addr, name, labels).unwrap_or(-1.0)
 }
 
-/// A connection that keeps sending a numbered line every 100 ms until `stop`, from before
-/// the abuse starts until after it ends; returns the lines it sent.
-fn steady_sender(
-    port: u16,
-    tag: &'static str,
+/// A connection that keeps sending a numbered line `steady NNNNN` every 100 ms, from before
+/// the abuse starts until [`Steady::stop`] after it ends.
+struct Steady {
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("steady connect");
-    std::thread::spawn(move || {
-        let mut sent = Vec::new();
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) || i < 10 {
-            let line = format!("{tag} {i:05}");
-            s.write_all(format!("{line}\n").as_bytes())
-                .expect("the steady connection was not dropped");
-            sent.push(line);
-            i += 1;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sent
-    })
+    sender: std::thread::JoinHandle<Vec<String>>,
 }
 
-fn report(test: &str, pid: u32, baseline: u64, bound: u64) -> u64 {
-    let hwm = proc_status_kib(pid, "VmHWM");
+impl Steady {
+    fn start(port: u16) -> Steady {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("steady connect");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sender = std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut i = 0;
+            while !stopped.load(Ordering::Relaxed) || i < 10 {
+                let line = format!("steady {i:05}");
+                s.write_all(format!("{line}\n").as_bytes())
+                    .expect("the steady connection was not dropped");
+                sent.push(line);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            sent
+        });
+        Steady { stop, sender }
+    }
+
+    /// Stops sending; returns the lines sent.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sender.join().expect("steady sender")
+    }
+}
+
+/// Asserts the peak resident memory (`VmHWM`) of `lf` stays within `bound` KiB; prints it with
+/// the `baseline` (VmRSS at start) for `test`.
+fn assert_peak_within(test: &str, lf: &Logferry, baseline: u64, bound: u64) {
+    let hwm = proc_status_kib(lf.pid(), "VmHWM");
     eprintln!(
         "{test}: VmRSS at start {} MiB, VmHWM {} MiB, bound {} MiB",
         baseline / MIB,
         hwm / MIB,
         bound / MIB
     );
-    hwm
+    assert!(hwm <= bound, "VmHWM {hwm} KiB over {bound} KiB");
 }
 
 #[test]
 fn allowed_peers_refuse_tcp_and_udp_from_elsewhere() {
     let moto = Moto::start().expect("moto");
-    let (tcp, udp) = (free_port(), free_port());
     // The whole of 127/8 is this host: 127.0.0.2 stands in for an allowed node.
-    let sources = format!(
-        r#"
-[sources.tcp]
-type = "syslog"
-address = "tcp://127.0.0.1:{tcp}"
-allowed_peers = ["127.0.0.2/32", "fd00::/8"]
-[sources.udp]
-type = "syslog"
-address = "udp://127.0.0.1:{udp}"
-allowed_peers = ["127.0.0.2"]
-"#
+    let (tcp_peers, udp_peers) = (
+        r#"allowed_peers = ["127.0.0.2/32", "fd00::/8"]"#,
+        r#"allowed_peers = ["127.0.0.2"]"#,
     );
-    let (lf, metrics) = start_with_metrics(&config(&sources, &["tcp", "udp"], &moto.endpoint()));
-    lf.wait_listening(2);
+    let (tcp, udp, lf, metrics) = start_tcp_and_udp(&moto, tcp_peers, udp_peers);
 
     // Refused: the connection is closed before anything is read.
     let mut refused = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
@@ -132,24 +153,12 @@ allowed_peers = ["127.0.0.2"]
     sock.send_to(b"from an allowed peer over udp", ("127.0.0.1", udp))
         .expect("send");
 
-    assert!(
-        wait_all(
-            &moto.endpoint(),
-            "tcp",
-            &["from an allowed peer over tcp".into()]
-        ),
-        "{}",
-        lf.log()
-    );
-    assert!(
-        wait_all(
-            &moto.endpoint(),
-            "udp",
-            &["from an allowed peer over udp".into()]
-        ),
-        "{}",
-        lf.log()
-    );
+    for (stream, line) in [
+        ("tcp", "from an allowed peer over tcp"),
+        ("udp", "from an allowed peer over udp"),
+    ] {
+        assert_all_arrive(&moto, stream, &[line.into()], &lf);
+    }
     let rejected = |src: &str| {
         m(
             &metrics,
@@ -171,21 +180,8 @@ allowed_peers = ["127.0.0.2"]
 #[test]
 fn rate_limit_pushes_tcp_back_without_loss_and_drops_udp_counted() {
     let moto = Moto::start().expect("moto");
-    let (tcp, udp) = (free_port(), free_port());
-    let sources = format!(
-        r#"
-[sources.tcp]
-type = "syslog"
-address = "tcp://127.0.0.1:{tcp}"
-max_events_per_second = 500
-[sources.udp]
-type = "syslog"
-address = "udp://127.0.0.1:{udp}"
-max_events_per_second = 100
-"#
-    );
-    let (lf, metrics) = start_with_metrics(&config(&sources, &["tcp", "udp"], &moto.endpoint()));
-    lf.wait_listening(2);
+    let (tcp_rate, udp_rate) = ("max_events_per_second = 500", "max_events_per_second = 100");
+    let (tcp, udp, lf, metrics) = start_tcp_and_udp(&moto, tcp_rate, udp_rate);
     let n = 3000;
     let lines: Vec<String> = (0..n).map(|i| format!("paced {i:05}")).collect();
     tcp_send(tcp, (lines.join("\n") + "\n").as_bytes());
@@ -294,25 +290,16 @@ fn connection_flood_is_held_at_max_connections_while_others_flow() {
     let (port, other) = (free_port(), free_port());
     let max_connections = 100u64;
     let max_frame = 64 * 1024u64;
-    let sources = format!(
-        r#"
-[sources.flooded]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-max_connections = {max_connections}
-idle_timeout = "2s"
-max_frame_bytes = {max_frame}
-[sources.other]
-type = "syslog"
-address = "tcp://127.0.0.1:{other}"
-"#
+    let flooded = format!(
+        "max_connections = {max_connections}\nidle_timeout = \"2s\"\nmax_frame_bytes = {max_frame}"
     );
+    let sources =
+        syslog_source("flooded", "tcp", port, &flooded) + &syslog_source("other", "tcp", other, "");
     let (lf, metrics) =
         start_with_metrics(&config(&sources, &["flooded", "other"], &moto.endpoint()));
     lf.wait_listening(2);
     let baseline = proc_status_kib(lf.pid(), "VmRSS");
-    let stop = Arc::new(AtomicBool::new(false));
-    let steady = steady_sender(port, "steady", stop.clone());
+    let steady = Steady::start(port);
 
     let conns = flood(port, 2000);
     let mut other_lines = Vec::new();
@@ -331,19 +318,10 @@ address = "tcp://127.0.0.1:{other}"
         ));
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop.store(true, Ordering::Relaxed);
-    let steady_lines = steady.join().expect("steady sender");
+    let steady_lines = steady.stop();
 
-    assert!(
-        wait_all(&moto.endpoint(), "other", &other_lines),
-        "{}",
-        lf.log()
-    );
-    assert!(
-        wait_all(&moto.endpoint(), "flooded", &steady_lines),
-        "{}",
-        lf.log()
-    );
+    assert_all_arrive(&moto, "other", &other_lines, &lf);
+    assert_all_arrive(&moto, "flooded", &steady_lines, &lf);
     assert!(
         max_open <= max_connections as f64,
         "{max_open} connections open"
@@ -368,13 +346,7 @@ address = "tcp://127.0.0.1:{other}"
     );
     // Per connection: the 64 KiB read buffer and at most one partial frame.
     let bound = baseline + max_connections * (64 + max_frame / 1024) + SLACK_KIB;
-    let hwm = report(
-        "connection flood (2000 against 100)",
-        lf.pid(),
-        baseline,
-        bound,
-    );
-    assert!(hwm <= bound, "VmHWM {hwm} KiB over {bound} KiB");
+    assert_peak_within("connection flood (2000 against 100)", &lf, baseline, bound);
     drop(conns);
 }
 
@@ -382,19 +354,11 @@ address = "tcp://127.0.0.1:{other}"
 fn slowloris_clients_are_closed_by_idle_timeout_while_others_flow() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
-    let sources = format!(
-        r#"
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-idle_timeout = "2s"
-"#
-    );
-    let (lf, metrics) = start_with_metrics(&config(&sources, &["in"], &moto.endpoint()));
+    let source = syslog_source("in", "tcp", port, "idle_timeout = \"2s\"");
+    let (lf, metrics) = start_with_metrics(&config(&source, &["in"], &moto.endpoint()));
     lf.wait_listening(1);
     let baseline = proc_status_kib(lf.pid(), "VmRSS");
-    let stop = Arc::new(AtomicBool::new(false));
-    let steady = steady_sender(port, "steady", stop.clone());
+    let steady = Steady::start(port);
     // 50 clients trickling one byte every 300 ms, never finishing a line: never idle in bytes,
     // always idle in frames.
     let clients: Vec<_> = (0..50)
@@ -424,18 +388,12 @@ idle_timeout = "2s"
         .map(|c| c.join().expect("client"))
         .filter(|&c| c)
         .count();
-    stop.store(true, Ordering::Relaxed);
-    let steady_lines = steady.join().expect("steady");
+    let steady_lines = steady.stop();
     assert_eq!(closed, 50, "slowloris clients still connected");
     assert_eq!(m(&metrics, "logferry_source_idle_closed_total", &[]), 50.0);
-    assert!(
-        wait_all(&moto.endpoint(), "in", &steady_lines),
-        "{}",
-        lf.log()
-    );
+    assert_all_arrive(&moto, "in", &steady_lines, &lf);
     let bound = baseline + 51 * (64 + 1024) + SLACK_KIB;
-    let hwm = report("slowloris (50 clients)", lf.pid(), baseline, bound);
-    assert!(hwm <= bound, "VmHWM {hwm} KiB over {bound} KiB");
+    assert_peak_within("slowloris (50 clients)", &lf, baseline, bound);
 }
 
 #[test]
@@ -443,19 +401,11 @@ fn a_300_mb_line_without_newline_costs_max_frame_bytes_not_its_size() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
     let max_frame = 64 * 1024u64;
-    let sources = format!(
-        r#"
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-max_frame_bytes = {max_frame}
-"#
-    );
-    let (lf, metrics) = start_with_metrics(&config(&sources, &["in"], &moto.endpoint()));
+    let source = syslog_source("in", "tcp", port, &format!("max_frame_bytes = {max_frame}"));
+    let (lf, metrics) = start_with_metrics(&config(&source, &["in"], &moto.endpoint()));
     lf.wait_listening(1);
     let baseline = proc_status_kib(lf.pid(), "VmRSS");
-    let stop = Arc::new(AtomicBool::new(false));
-    let steady = steady_sender(port, "steady", stop.clone());
+    let steady = Steady::start(port);
     let total: u64 = 300 << 20;
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let chunk = vec![b'x'; 1 << 20];
@@ -464,18 +414,9 @@ max_frame_bytes = {max_frame}
     }
     s.write_all(b"\nafter the huge line\n").expect("write");
     drop(s);
-    stop.store(true, Ordering::Relaxed);
-    let steady_lines = steady.join().expect("steady");
-    assert!(
-        wait_all(&moto.endpoint(), "in", &steady_lines),
-        "{}",
-        lf.log()
-    );
-    assert!(
-        wait_all(&moto.endpoint(), "in", &["after the huge line".into()]),
-        "{}",
-        lf.log()
-    );
+    let steady_lines = steady.stop();
+    assert_all_arrive(&moto, "in", &steady_lines, &lf);
+    assert_all_arrive(&moto, "in", &["after the huge line".into()], &lf);
     let got = texts(&moto.endpoint(), "in");
     let huge: Vec<&String> = got.iter().filter(|t| t.starts_with("xxxx")).collect();
     assert_eq!(huge.len(), 1, "one truncated event");
@@ -483,30 +424,15 @@ max_frame_bytes = {max_frame}
     assert_eq!(m(&metrics, "logferry_source_truncated_total", &[]), 1.0);
     // One connection's buffer and one frame, whatever the line's length.
     let bound = baseline + 2 * (64 + max_frame / 1024) + SLACK_KIB;
-    let hwm = report("300 MB line", lf.pid(), baseline, bound);
-    assert!(hwm <= bound, "VmHWM {hwm} KiB over {bound} KiB");
+    assert_peak_within("300 MB line", &lf, baseline, bound);
 }
 
 #[test]
 fn a_million_datagrams_are_dropped_counted_and_memory_stays_bounded() {
     let moto = Moto::start().expect("moto");
-    let (udp, tcp) = (free_port(), free_port());
-    let sources = format!(
-        r#"
-[sources.udp]
-type = "syslog"
-address = "udp://127.0.0.1:{udp}"
-max_events_per_second = 5000
-[sources.tcp]
-type = "syslog"
-address = "tcp://127.0.0.1:{tcp}"
-"#
-    );
-    let (lf, metrics) = start_with_metrics(&config(&sources, &["udp", "tcp"], &moto.endpoint()));
-    lf.wait_listening(2);
+    let (tcp, udp, lf, metrics) = start_tcp_and_udp(&moto, "", "max_events_per_second = 5000");
     let baseline = proc_status_kib(lf.pid(), "VmRSS");
-    let stop = Arc::new(AtomicBool::new(false));
-    let steady = steady_sender(tcp, "steady", stop.clone());
+    let steady = Steady::start(tcp);
     let n = 1_000_000u64;
     let started = Instant::now();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -515,13 +441,8 @@ address = "tcp://127.0.0.1:{tcp}"
         let _ = sock.send_to(format!("<13>tiny {i}").as_bytes(), ("127.0.0.1", udp));
     }
     let send_secs = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let steady_lines = steady.join().expect("steady");
-    assert!(
-        wait_all(&moto.endpoint(), "tcp", &steady_lines),
-        "{}",
-        lf.log()
-    );
+    let steady_lines = steady.stop();
+    assert_all_arrive(&moto, "tcp", &steady_lines, &lf);
     let read = m(
         &metrics,
         "logferry_source_events_total",
@@ -539,6 +460,5 @@ address = "tcp://127.0.0.1:{tcp}"
     assert!(dropped > 0.0 && read > 0.0 && read + dropped <= n as f64);
     // No per-datagram state is kept: the channel, the spool's tail and the socket buffer.
     let bound = baseline + SLACK_KIB;
-    let hwm = report("1M datagrams", lf.pid(), baseline, bound);
-    assert!(hwm <= bound, "VmHWM {hwm} KiB over {bound} KiB");
+    assert_peak_within("1M datagrams", &lf, baseline, bound);
 }

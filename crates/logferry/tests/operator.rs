@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -13,22 +12,12 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(port: u16, endpoint: &str, group: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "5s"
-health_stuck_after = "2s"
-
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-
-{sink}"#,
-        sink = cw_sink(&["in"], group, "s", endpoint)
-            .format("message")
-            .batch_timeout("100ms")
-            .max_backoff("500ms"),
-    )
+    let sink = cw_sink(&["in"], group, "s", endpoint)
+        .format("message")
+        .batch_timeout("100ms")
+        .max_backoff("500ms");
+    let settings = "shutdown_grace = \"5s\"\nhealth_stuck_after = \"2s\"";
+    pipeline_with(settings, &syslog_source("in", "tcp", port, ""), &sink)
 }
 
 /// The value of the series `name{labels}` in `text`, which must be valid Prometheus text.
@@ -38,21 +27,11 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .get(series)
 }
 
-fn with_metrics(addr: &str) -> impl FnOnce(&mut Command) + '_ {
-    move |cmd| {
-        cmd.env("LOGFERRY_METRICS_ADDRESS", addr);
-    }
-}
-
 #[test]
 fn metrics_count_what_was_shipped_and_billed() {
     let moto = Moto::start().expect("moto");
     let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(
-        &config(port, &moto.endpoint(), "/ops/metrics"),
-        with_metrics(&maddr),
-    );
+    let (lf, maddr) = start_with_metrics(&config(port, &moto.endpoint(), "/ops/metrics"));
     lf.wait_listening(1);
     let lines: Vec<String> = (0..100).map(|i| format!("metric line {i}")).collect();
     let billed: usize = lines.iter().map(|l| l.len() + 26).sum();
@@ -172,8 +151,7 @@ rescan_interval = "200ms"
         c = sink("cw_c", &["tcp_a", "tcp_b"]),
     );
     std::fs::write(logs.path().join("app.log"), "file line 1\nfile line 2\n").expect("log");
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(&config, with_metrics(&maddr));
+    let (lf, maddr) = start_with_metrics(&config);
     lf.wait_listening(3);
     tcp_send(tcp_a, b"a 1\na 2\n");
     tcp_send(tcp_b, b"b 1\n");
@@ -232,25 +210,15 @@ fn metrics_of_many_sources_and_sinks_are_well_formed() {
         Some(2.0)
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/install-deps.sh installs it)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = promtool.wait_with_output().expect("promtool");
+    let out = output_fed(
+        Command::new("promtool").args(["check", "metrics"]),
+        text.as_bytes(),
+    )
+    .expect("promtool (Debian package prometheus; scripts/install-deps.sh installs it)");
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "promtool check metrics: {}\n{text}",
+        printed(&out)
     );
 }
 
@@ -288,14 +256,9 @@ fn log_lines_carry_the_source_or_sink_they_come_from() {
 }
 #[test]
 fn health_notices_a_stuck_pipeline_and_says_why() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let lf = Logferry::start_with(
-        &config(port, &proxy.endpoint(), "/ops/health"),
-        with_metrics(&maddr),
-    );
+    let (lf, maddr) = start_with_metrics(&config(port, &proxy.endpoint(), "/ops/health"));
     lf.wait_listening(1);
     tcp_send(port, b"first\n");
     wait_events(&moto.endpoint(), "/ops/health", "s", 1, WAIT);
@@ -423,19 +386,10 @@ fn tail_prints_what_would_be_sent_and_sends_nothing() {
         .replace("format = \"message\"", "format = \"short\"");
     let path = write_config(dir.path(), "c.toml", &text);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    cmd.args(["tail", "--config"])
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args(["tail", "--config"]).arg(&path);
     aws_env(&mut cmd);
-    let mut child = cmd.spawn().expect("tail");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "<13>Nov 25 16:20:39 node-1 kubelet[7]: tailed line").expect("write");
-    }
-    let out = child.wait_with_output().expect("wait");
+    let line = b"<13>Nov 25 16:20:39 node-1 kubelet[7]: tailed line\n";
+    let out = output_fed(&mut cmd, line).expect("tail");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("/ops/kubelet s Nov 25 16:20:39 node-1 kubelet[7]: tailed line"),

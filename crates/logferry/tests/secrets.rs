@@ -65,23 +65,13 @@ fn secret_env(cmd: &mut Command) {
 }
 
 fn config(port: u16, endpoint: &str, group: &str, auth: &str) -> String {
-    format!(
-        r#"
-data_dir = "@DATA@"
-shutdown_grace = "2s"
-health_stuck_after = "1s"
-
-[sources.in]
-type = "syslog"
-address = "tcp://127.0.0.1:{port}"
-
-{sink}"#,
-        sink = cw_sink(&["in"], group, "s", endpoint)
-            .format("message")
-            .batch_timeout("100ms")
-            .max_backoff("300ms")
-            .line(auth),
-    )
+    let sink = cw_sink(&["in"], group, "s", endpoint)
+        .format("message")
+        .batch_timeout("100ms")
+        .max_backoff("300ms")
+        .line(auth);
+    let settings = "shutdown_grace = \"2s\"\nhealth_stuck_after = \"1s\"";
+    pipeline_with(settings, &syslog_source("in", "tcp", port, ""), &sink)
 }
 
 fn inline_auth(role: bool) -> String {
@@ -96,40 +86,78 @@ fn inline_auth(role: bool) -> String {
     t
 }
 
-/// `logferry run` with everything planted and metrics served on `maddr`; its stderr goes to
-/// its log (`Logferry::log`), its stdout (which support discards) to `stdout`.
-fn start(
-    config: &str,
-    maddr: &str,
-    stdout: &tempfile::NamedTempFile,
+/// A `logferry run` with everything planted, shipping from the syslog port `port` to `group`
+/// at `endpoint` (with `auth` in the sink), metrics served on `maddr`. Its stderr goes to its
+/// log (`Logferry::log`), its stdout (which support discards) to `stdout`.
+struct Run {
+    port: u16,
+    maddr: String,
+    stdout: tempfile::NamedTempFile,
+    lf: Logferry,
+}
+
+impl Run {
+    /// Starts it (`extra` adjusts the command) and waits until it listens.
+    fn start(endpoint: &str, group: &str, auth: &str, extra: impl FnOnce(&mut Command)) -> Run {
+        let port = free_port();
+        let maddr = format!("127.0.0.1:{}", free_port());
+        let stdout = tempfile::NamedTempFile::new().expect("tmp");
+        let out = stdout.reopen().expect("stdout file");
+        let lf = Logferry::start_with(&config(port, endpoint, group, auth), |cmd| {
+            secret_env(cmd);
+            cmd.env("LOGFERRY_METRICS_ADDRESS", &maddr).stdout(out);
+            extra(cmd);
+        });
+        lf.wait_listening(1);
+        Run {
+            port,
+            maddr,
+            stdout,
+            lf,
+        }
+    }
+
+    /// `/metrics`, `/health` and `/ready`, labelled.
+    fn scrape(&self) -> Vec<(String, String)> {
+        ["/metrics", "/health", "/ready"]
+            .iter()
+            .map(|p| {
+                let (status, body) = http_get(&self.maddr, p).unwrap_or_default();
+                (format!("GET {p} ({status})"), body)
+            })
+            .collect()
+    }
+
+    /// Stops it (SIGTERM); returns whether it exited 0, and its stderr and stdout.
+    fn stop(mut self) -> (bool, String) {
+        let ok = self.lf.terminate().success();
+        let printed = format!(
+            "{}{}",
+            self.lf.log(),
+            std::fs::read_to_string(self.stdout.path()).unwrap_or_default()
+        );
+        (ok, printed)
+    }
+}
+
+/// A run that ships `lines` from its syslog port to `group` in moto and stops cleanly; returns
+/// its `/metrics`, `/health` and `/ready` (scraped before the stop) and its output.
+fn ship(
+    moto: &Moto,
+    group: &str,
+    auth: &str,
     extra: impl FnOnce(&mut Command),
-) -> Logferry {
-    let out = stdout.reopen().expect("stdout file");
-    Logferry::start_with(config, |cmd| {
-        secret_env(cmd);
-        cmd.env("LOGFERRY_METRICS_ADDRESS", maddr).stdout(out);
-        extra(cmd);
-    })
-}
-
-/// The run's stderr and stdout.
-fn output(lf: &Logferry, stdout: &tempfile::NamedTempFile) -> String {
-    format!(
-        "{}{}",
-        lf.log(),
-        std::fs::read_to_string(stdout.path()).unwrap_or_default()
-    )
-}
-
-/// `/metrics`, `/health` and `/ready`, labelled.
-fn scrape(maddr: &str) -> Vec<(String, String)> {
-    ["/metrics", "/health", "/ready"]
-        .iter()
-        .map(|p| {
-            let (status, body) = http_get(maddr, p).unwrap_or_default();
-            (format!("GET {p} ({status})"), body)
-        })
-        .collect()
+    lines: &[&str],
+) -> (Vec<(String, String)>, String) {
+    let run = Run::start(&moto.endpoint(), group, auth, extra);
+    let data: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    tcp_send(run.port, data.as_bytes());
+    let got = wait_events(&moto.endpoint(), group, "s", lines.len(), WAIT);
+    assert_eq!(got.len(), lines.len(), "{}", run.lf.log());
+    let scraped = run.scrape();
+    let (ok, log) = run.stop();
+    assert!(ok, "{log}");
+    (scraped, log)
 }
 
 #[test]
@@ -138,26 +166,8 @@ fn shipping_at_trace_level_never_prints_a_secret() {
     let mut outputs: Vec<(String, String)> = Vec::new();
 
     // 1. Credentials from the environment (key, secret and session token, all signed with).
-    let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let stdout = tempfile::NamedTempFile::new().expect("tmp");
-    let mut lf = start(
-        &config(port, &moto.endpoint(), "/sec/env", ""),
-        &maddr,
-        &stdout,
-        |_| {},
-    );
-    lf.wait_listening(1);
-    tcp_send(port, b"env one\nenv two\n");
-    assert_eq!(
-        wait_events(&moto.endpoint(), "/sec/env", "s", 2, WAIT).len(),
-        2,
-        "{}",
-        lf.log()
-    );
-    outputs.extend(scrape(&maddr));
-    assert!(lf.terminate().success());
-    let log = output(&lf, &stdout);
+    let (scraped, log) = ship(&moto, "/sec/env", "", |_| {}, &["env one", "env two"]);
+    outputs.extend(scraped);
     // The test means something only if the SDK really logged at trace, and really had a
     // session token to sign with (the header is there, redacted by the SDK).
     assert!(log.contains("\"target\":\"aws_sigv4"), "no SDK trace logs");
@@ -170,29 +180,11 @@ fn shipping_at_trace_level_never_prints_a_secret() {
 
     // 2. Inline credentials assuming a role through STS (moto's): STS answers with fresh
     //    credentials, in a response body the SDK would log under LOG_SENSITIVE_BODIES.
-    let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
     let sts = |cmd: &mut Command| {
         cmd.env("AWS_ENDPOINT_URL_STS", moto.endpoint());
     };
-    let stdout = tempfile::NamedTempFile::new().expect("tmp");
-    let mut lf = start(
-        &config(port, &moto.endpoint(), "/sec/role", &inline_auth(true)),
-        &maddr,
-        &stdout,
-        sts,
-    );
-    lf.wait_listening(1);
-    tcp_send(port, b"role one\n");
-    assert_eq!(
-        wait_events(&moto.endpoint(), "/sec/role", "s", 1, WAIT).len(),
-        1,
-        "{}",
-        lf.log()
-    );
-    outputs.extend(scrape(&maddr));
-    assert!(lf.terminate().success());
-    let log = output(&lf, &stdout);
+    let (scraped, log) = ship(&moto, "/sec/role", &inline_auth(true), sts, &["role one"]);
+    outputs.extend(scraped);
     assert!(
         log.contains("obtained assumed credentials"),
         "STS was not used:\n{log}"
@@ -217,52 +209,27 @@ fn errors_at_trace_level_never_print_a_secret() {
     let dead = format!("http://127.0.0.1:{}", free_port());
 
     // 1. A dead CloudWatch endpoint, inline credentials: retried errors, then unready.
-    let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
-    let stdout = tempfile::NamedTempFile::new().expect("tmp");
-    let mut lf = start(
-        &config(port, &dead, "/sec/dead", &inline_auth(false)),
-        &maddr,
-        &stdout,
-        |_| {},
-    );
-    lf.wait_listening(1);
-    tcp_send(port, b"never delivered\n");
-    assert!(
-        wait_until(WAIT, || http_get(&maddr, "/ready")
-            .is_some_and(|r| r.0 == 503)),
-        "{}",
-        lf.log()
-    );
-    assert!(lf.log().contains("will retry"), "{}", lf.log());
-    outputs.extend(scrape(&maddr));
-    lf.terminate();
-    outputs.push(("run, dead endpoint".into(), output(&lf, &stdout)));
+    let run = Run::start(&dead, "/sec/dead", &inline_auth(false), |_| {});
+    tcp_send(run.port, b"never delivered\n");
+    let unready = wait_until(WAIT, || {
+        http_get(&run.maddr, "/ready").is_some_and(|r| r.0 == 503)
+    });
+    assert!(unready, "{}", run.lf.log());
+    assert!(run.lf.log().contains("will retry"), "{}", run.lf.log());
+    outputs.extend(run.scrape());
+    outputs.push(("run, dead endpoint".into(), run.stop().1));
 
     // 2. A credential error: the role cannot be assumed (STS is dead); the base credentials
     //    that would sign the STS call are the planted ones.
-    let port = free_port();
-    let maddr = format!("127.0.0.1:{}", free_port());
     let sts = |cmd: &mut Command| {
         cmd.env("AWS_ENDPOINT_URL_STS", &dead);
     };
-    let stdout = tempfile::NamedTempFile::new().expect("tmp");
-    let mut lf = start(
-        &config(port, &dead, "/sec/cred", &inline_auth(true)),
-        &maddr,
-        &stdout,
-        sts,
-    );
-    lf.wait_listening(1);
-    tcp_send(port, b"never delivered either\n");
-    assert!(
-        wait_until(WAIT, || lf.log().contains("loading credentials")),
-        "{}",
-        lf.log()
-    );
-    outputs.extend(scrape(&maddr));
-    lf.terminate();
-    outputs.push(("run, credential error".into(), output(&lf, &stdout)));
+    let run = Run::start(&dead, "/sec/cred", &inline_auth(true), sts);
+    tcp_send(run.port, b"never delivered either\n");
+    let refused = wait_until(WAIT, || run.lf.log().contains("loading credentials"));
+    assert!(refused, "{}", run.lf.log());
+    outputs.extend(run.scrape());
+    outputs.push(("run, credential error".into(), run.stop().1));
 
     // 3. Bad configs around a secret: `run` and `validate` refuse them, by key and line.
     let dir = tempfile::tempdir().expect("tmp");
@@ -330,46 +297,46 @@ fn check_and_validate_never_print_a_secret() {
     };
     let none = |_: &mut Command| {};
 
-    let env_cfg = config(free_port(), &moto.endpoint(), "/sec/check", "");
-    let (ok, out) = run(&["check", "--write"], &env_cfg, &none);
-    assert!(ok, "{out}");
-    assert!(
-        out.contains("credentials: found, supplied by EnvironmentVariable"),
-        "{out}"
-    );
-    outputs.push(("check --write, environment".into(), out));
-
-    let file_cfg = config(
-        free_port(),
-        &moto.endpoint(),
-        "/sec/check",
-        &inline_auth(false),
-    );
-    let (ok, out) = run(&["check", "--write"], &file_cfg, &none);
-    assert!(ok, "{out}");
-    assert!(
-        out.contains("credentials: found, supplied by LogferryConfigAuth"),
-        "{out}"
-    );
-    assert!(
-        out.contains("warn  config: ") && out.contains("mode 0644"),
-        "{out}"
-    );
-    outputs.push(("check --write, inline".into(), out));
-
-    let role_cfg = config(
-        free_port(),
-        &moto.endpoint(),
-        "/sec/check",
-        &inline_auth(true),
-    );
-    let (ok, out) = run(&["check", "--write"], &role_cfg, &with_sts);
-    assert!(ok, "{out}");
-    assert!(
-        out.contains("credentials: found, supplied by AssumeRoleProvider"),
-        "{out}"
-    );
-    outputs.push(("check --write, assume_role".into(), out));
+    // Where the credentials come from, what check says supplies them, and whether it warns
+    // that the config file (0644) holds them.
+    type Adjust<'a> = &'a dyn Fn(&mut Command);
+    let cases: [(&str, String, Adjust, &str, bool); 3] = [
+        (
+            "environment",
+            String::new(),
+            &none,
+            "EnvironmentVariable",
+            false,
+        ),
+        (
+            "inline",
+            inline_auth(false),
+            &none,
+            "LogferryConfigAuth",
+            true,
+        ),
+        (
+            "assume_role",
+            inline_auth(true),
+            &with_sts,
+            "AssumeRoleProvider",
+            false,
+        ),
+    ];
+    for (label, auth, extra, provider, warns) in cases {
+        let cfg = config(free_port(), &moto.endpoint(), "/sec/check", &auth);
+        let (ok, out) = run(&["check", "--write"], &cfg, extra);
+        assert!(ok, "{out}");
+        let found = format!("credentials: found, supplied by {provider}");
+        assert!(out.contains(&found), "{out}");
+        if warns {
+            assert!(
+                out.contains("warn  config: ") && out.contains("mode 0644"),
+                "{out}"
+            );
+        }
+        outputs.push((format!("check --write, {label}"), out));
+    }
 
     let dead = format!("http://127.0.0.1:{}", free_port());
     let dead_cfg = config(free_port(), &dead, "/sec/check", &inline_auth(true));
@@ -380,6 +347,12 @@ fn check_and_validate_never_print_a_secret() {
     assert!(out.contains("FAIL  sink cw credentials"), "{out}");
     outputs.push(("check, dead STS and endpoint".into(), out));
 
+    let role_cfg = config(
+        free_port(),
+        &moto.endpoint(),
+        "/sec/check",
+        &inline_auth(true),
+    );
     let (ok, out) = run(&["validate"], &role_cfg, &none);
     assert!(ok, "{out}");
     assert!(

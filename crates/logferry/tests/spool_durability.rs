@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 use support::*;
+
+const GROUP: &str = "/spool/test";
 
 fn config(port: u16, endpoint: &str) -> String {
     format!(
@@ -23,11 +26,16 @@ address = "tcp://127.0.0.1:{port}"
 spool = true
 
 {sink}"#,
-        sink = cw_sink(&["in"], "/spool/test", "s", endpoint)
+        sink = cw_sink(&["in"], GROUP, "s", endpoint)
             .format("message")
             .line("max_batch_events = 200")
             .max_backoff("1s"),
     )
+}
+
+/// The stream's events, once `n` have arrived (within `timeout`).
+fn wait_delivered(moto: &Moto, n: usize, timeout: Duration) -> Vec<(i64, String)> {
+    wait_events(&moto.endpoint(), GROUP, "s", n, timeout)
 }
 
 /// Sends `lines` over TCP, retrying the connection while logferry is restarting.
@@ -43,12 +51,8 @@ fn send_lines(port: u16, lines: &[String]) {
 
 #[test]
 fn kill9_during_delivery_loses_nothing_that_was_read() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
     // Slow CloudWatch: events sit in the spool and in flight when the kill comes.
-    proxy
-        .set_faults(&serde_json::json!({"latency_ms": 150}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"latency_ms": 150}));
     let port = free_port();
     let (mut lf, metrics) = start_with_metrics(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
@@ -82,13 +86,7 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
         });
         lf.wait_listening(round + 2);
     }
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        all.len(),
-        Duration::from_secs(180),
-    );
+    let got = wait_delivered(&moto, all.len(), Duration::from_secs(180));
     let counts = tally(&got);
     let lost: Vec<&String> = all
         .iter()
@@ -119,22 +117,19 @@ fn kill9_during_delivery_loses_nothing_that_was_read() {
         duplicates <= bound,
         "{duplicates} duplicates exceed the in-flight bound {bound}"
     );
-    assert_eq!(proxy.stats().expect("stats")["violations"], 0);
+    assert_no_violations(&proxy);
 }
 
 #[test]
 fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
+    let (moto, proxy) = moto_behind_proxy();
     let port = free_port();
     let mut lf = Logferry::start(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
     let first: Vec<String> = (0..2000).map(|i| format!("before-{i:05}")).collect();
     send_lines(port, &first);
     // CloudWatch goes away entirely (connections closed unanswered).
-    proxy
-        .set_faults(&serde_json::json!({"outage": true}))
-        .expect("faults");
+    proxy.set_faults(&json!({"outage": true})).expect("faults");
     let during: Vec<String> = (0..3000).map(|i| format!("during-{i:05}")).collect();
     send_lines(port, &during);
     std::thread::sleep(Duration::from_secs(2));
@@ -146,16 +141,10 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     // Then 30% throttling as it comes back.
     proxy
-        .set_faults(&serde_json::json!({"throttle_pct": 30}))
+        .set_faults(&json!({"throttle_pct": 30}))
         .expect("faults");
     let total = first.len() + during.len() + after_restart.len();
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        total,
-        Duration::from_secs(120),
-    );
+    let got = wait_delivered(&moto, total, Duration::from_secs(120));
     let counts = tally(&got);
     for line in first.iter().chain(&during).chain(&after_restart) {
         assert!(
@@ -175,11 +164,7 @@ fn cloudwatch_down_and_a_restart_during_the_outage_lose_nothing() {
 
 #[test]
 fn sigterm_with_cloudwatch_down_keeps_the_spool_for_the_next_run() {
-    let moto = Moto::start().expect("moto");
-    let proxy = proxy(&moto.endpoint());
-    proxy
-        .set_faults(&serde_json::json!({"outage": true}))
-        .expect("faults");
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({"outage": true}));
     let port = free_port();
     let mut lf = Logferry::start(&config(port, &proxy.endpoint()));
     lf.wait_listening(1);
@@ -189,16 +174,10 @@ fn sigterm_with_cloudwatch_down_keeps_the_spool_for_the_next_run() {
     // Grace period is 5 s: logferry gives up on the outage and exits, keeping the spool.
     let status = lf.terminate();
     assert!(status.success(), "{}", lf.log());
-    assert!(events(&moto.endpoint(), "/spool/test", "s").is_empty());
+    assert!(events(&moto.endpoint(), GROUP, "s").is_empty());
     proxy.clear_faults().expect("clear");
     lf.spawn(|_| {});
-    let got = wait_events(
-        &moto.endpoint(),
-        "/spool/test",
-        "s",
-        lines.len(),
-        Duration::from_secs(60),
-    );
+    let got = wait_delivered(&moto, lines.len(), Duration::from_secs(60));
     let counts = tally(&got);
     assert!(
         lines.iter().all(|l| counts.contains_key(l.as_str())),

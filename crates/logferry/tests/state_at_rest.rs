@@ -161,10 +161,7 @@ fn every_state_path_is_private_under_umask_000_and_022() {
 fn state_left_open_by_an_earlier_run_is_tightened_and_reported() {
     let moto = Moto::start().expect("moto");
     let tcp = free_port();
-    let cfg = format!(
-        "data_dir = \"@DATA@\"\n[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{tcp}\"\n{}",
-        cw_sink(&["s"], GROUP, "node", &moto.endpoint())
-    );
+    let cfg = syslog_config("", tcp, &cw_sink(&["s"], GROUP, "node", &moto.endpoint()));
     // First run under umask 022 ... of a logferry that honoured it: make it look that way.
     let mut lf = Logferry::start(&cfg);
     lf.wait_listening(1);
@@ -178,7 +175,7 @@ fn state_left_open_by_an_earlier_run_is_tightened_and_reported() {
     let opened: Vec<PathBuf> = modes_under(&data).into_iter().map(|(p, _, _)| p).collect();
     for p in &opened {
         let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        chmod(p, mode);
     }
 
     lf.spawn(|_| {});
@@ -203,9 +200,10 @@ fn state_left_open_by_an_earlier_run_is_tightened_and_reported() {
     );
 }
 
-/// A config with one syslog source and one sink whose data_dir is `data_dir` (logferry must
-/// refuse it or report on it before reaching the sink).
-fn config_file(data_dir: &Path) -> (tempfile::TempDir, PathBuf) {
+/// `logferry SUBCOMMAND` on a config with one syslog source and one sink whose data_dir is
+/// `data_dir` (logferry must refuse it or report on it before reaching the sink). The TempDir
+/// holds the config: keep it until the command has run.
+fn logferry_on(data_dir: &Path, subcommand: &str) -> (tempfile::TempDir, Command) {
     let t = tempfile::tempdir().expect("tmp");
     let cfg = t.path().join("logferry.toml");
     std::fs::write(
@@ -219,16 +217,37 @@ fn config_file(data_dir: &Path) -> (tempfile::TempDir, PathBuf) {
         ),
     )
     .expect("config");
-    (t, cfg)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    cmd.arg(subcommand).arg("--config").arg(&cfg);
+    aws_env(&mut cmd);
+    (t, cmd)
 }
 
-/// Runs `logferry run` on a config whose data_dir is `data_dir`; returns its exit code and
-/// stderr once it exits (it must refuse to start).
-fn refused(data_dir: &Path) -> (Option<i32>, String) {
-    let (_t, cfg) = config_file(data_dir);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    cmd.arg("run").arg("--config").arg(&cfg);
-    aws_env(&mut cmd);
+/// A config with the syslog source `s` on `tcp` feeding `sink`, `settings` (top-level lines)
+/// after the harness's data_dir.
+fn syslog_config(settings: &str, tcp: u16, sink: &sink::CwSink) -> String {
+    format!(
+        "data_dir = \"@DATA@\"\n{settings}\n[sources.s]\ntype = \"syslog\"\n\
+         address = \"tcp://127.0.0.1:{tcp}\"\n{sink}"
+    )
+}
+
+/// Sets `path`'s permission bits, whatever the umask.
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Creates the directory `path` with `mode`; returns its path.
+fn mkdir(path: PathBuf, mode: u32) -> PathBuf {
+    std::fs::create_dir(&path).expect("mkdir");
+    chmod(&path, mode);
+    path
+}
+
+/// Runs `logferry run` on a config whose data_dir is `data_dir`, which it must refuse to start
+/// on: asserts its exit code is not zero; returns its stderr.
+fn refused(data_dir: &Path) -> String {
+    let (_config, mut cmd) = logferry_on(data_dir, "run");
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -241,21 +260,24 @@ fn refused(data_dir: &Path) -> (Option<i32>, String) {
         let _ = child.kill();
     }
     let out = child.wait_with_output().expect("output");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    err
+}
+
+/// `logferry check`'s report lines for a config whose data_dir is `data_dir`.
+fn check_output(data_dir: &Path) -> String {
+    let (_config, mut cmd) = logferry_on(data_dir, "check");
+    let out = cmd.output().expect("run check");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn a_data_dir_others_could_read_or_swap_is_refused_with_the_reason() {
     let t = tempfile::tempdir().expect("tmp");
 
-    let open = t.path().join("open");
-    std::fs::create_dir(&open).expect("dir");
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let (code, err) = refused(&open);
-    assert_ne!(code, Some(0), "{err}");
+    let open = mkdir(t.path().join("open"), 0o777);
+    let err = refused(&open);
     assert!(
         err.contains("writable by other users") && err.contains(&open.display().to_string()),
         "{err}"
@@ -266,16 +288,14 @@ fn a_data_dir_others_could_read_or_swap_is_refused_with_the_reason() {
     std::fs::create_dir(&real).expect("dir");
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&real, &link).expect("link");
-    let (code, err) = refused(&link);
-    assert_ne!(code, Some(0), "{err}");
+    let err = refused(&link);
     assert!(err.contains("symbolic link"), "{err}");
     assert!(!real.join("spool").exists(), "wrote through the link");
 
     let foreign = t.path().join("foreign");
     std::fs::create_dir(&foreign).expect("dir");
     std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown (needs root)");
-    let (code, err) = refused(&foreign);
-    assert_ne!(code, Some(0), "{err}");
+    let err = refused(&foreign);
     assert!(err.contains("uid 65534"), "{err}");
 
     // A link planted in place of a spool segment: refused before anything is read or written.
@@ -285,8 +305,7 @@ fn a_data_dir_others_could_read_or_swap_is_refused_with_the_reason() {
     std::fs::write(&victim, b"secret\n").expect("victim");
     std::os::unix::fs::symlink(&victim, planted.join("spool/s/00000000000000000000.seg"))
         .expect("link");
-    let (code, err) = refused(&planted);
-    assert_ne!(code, Some(0), "{err}");
+    let err = refused(&planted);
     assert!(
         err.contains("symbolic link") && err.contains(".seg"),
         "{err}"
@@ -298,10 +317,8 @@ fn a_data_dir_others_could_read_or_swap_is_refused_with_the_reason() {
 fn a_link_planted_as_the_dead_letter_file_is_never_written_through_and_nothing_is_lost() {
     let moto = Moto::start().expect("moto");
     let tcp = free_port();
-    let cfg = format!(
-        "data_dir = \"@DATA@\"\n[sources.s]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{tcp}\"\n{}",
-        cw_sink(&["s"], GROUP, "node", &moto.endpoint()).format("message")
-    );
+    let sink = cw_sink(&["s"], GROUP, "node", &moto.endpoint()).format("message");
+    let cfg = syslog_config("", tcp, &sink);
     let mut lf = Logferry::start(&cfg);
     lf.wait_listening(1);
     let data = lf.data_dir();
@@ -346,22 +363,10 @@ fn a_link_planted_as_the_dead_letter_file_is_never_written_through_and_nothing_i
     assert_eq!(m.mode() & 0o7777, 0o600);
 }
 
-/// `logferry check`'s report lines for a config whose data_dir is `data_dir`.
-fn check_output(data_dir: &Path) -> String {
-    let (_t, cfg) = config_file(data_dir);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    cmd.arg("check").arg("--config").arg(&cfg);
-    aws_env(&mut cmd);
-    let out = cmd.output().expect("run check");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn check_reports_the_data_dir_owner_and_mode_and_what_is_wrong() {
     let t = tempfile::tempdir().expect("tmp");
-    let dir = t.path().join("data");
-    std::fs::create_dir(&dir).expect("dir");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let dir = mkdir(t.path().join("data"), 0o700);
     let out = check_output(&dir);
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -372,9 +377,7 @@ fn check_reports_the_data_dir_owner_and_mode_and_what_is_wrong() {
         "{out}"
     );
 
-    std::fs::create_dir(dir.join("spool")).expect("dir");
-    std::fs::set_permissions(dir.join("spool"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    mkdir(dir.join("spool"), 0o755);
     let out = check_output(&dir);
     assert!(
         out.lines().any(|l| l.starts_with("warn")
@@ -383,7 +386,7 @@ fn check_reports_the_data_dir_owner_and_mode_and_what_is_wrong() {
         "{out}"
     );
 
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    chmod(&dir, 0o777);
     let out = check_output(&dir);
     assert!(
         out.lines()
@@ -397,10 +400,10 @@ fn data_dir_group_may_read_the_state_and_never_write_it() {
     let moto = Moto::start().expect("moto");
     let tcp = free_port();
     let gid = 4; // any gid: a number need not name a group
-    let cfg = format!(
-        "data_dir = \"@DATA@\"\ndata_dir_group = \"{gid}\"\n[sources.s]\ntype = \"syslog\"\n\
-         address = \"tcp://127.0.0.1:{tcp}\"\n{}",
-        cw_sink(&["s"], GROUP, "node", &moto.endpoint())
+    let cfg = syslog_config(
+        &format!("data_dir_group = \"{gid}\""),
+        tcp,
+        &cw_sink(&["s"], GROUP, "node", &moto.endpoint()),
     );
     let mut lf = Logferry::start_with(&cfg, |cmd| with_umask(cmd, 0o077));
     lf.wait_listening(1);

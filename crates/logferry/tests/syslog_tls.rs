@@ -111,6 +111,23 @@ key = "{key}"
     pipeline(&source, &sink)
 }
 
+/// logferry with a TLS syslog source `in` on a free port, serving a new [`Pki`]'s server
+/// certificate, checking clients against its CA with `client_auth` and `tls_extra` lines;
+/// shipping to moto and serving `/metrics`. Returns (moto, pki, port, logferry, metrics
+/// address) once it listens.
+fn start_tls(client_auth: &str, tls_extra: &str) -> (Moto, Pki, u16, Logferry, String) {
+    let moto = Moto::start().expect("moto");
+    let pki = Pki::new();
+    let port = free_port();
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"{client_auth}\"\n{tls_extra}",
+        pki.p("ca.pem")
+    );
+    let (lf, metrics) = start_with_metrics(&config(port, &pki, &extra, &moto.endpoint()));
+    lf.wait_listening(1);
+    (moto, pki, port, lf, metrics)
+}
+
 /// `socat` as a TLS client: sends `data` and closes. `client` is (cert, key) file names.
 fn socat_send(port: u16, pki: &Pki, client: Option<(&str, &str)>, data: &[u8]) -> bool {
     let mut addr = format!(
@@ -146,15 +163,11 @@ fn served_cert(port: u16, pki: &Pki) -> String {
         .stderr(Stdio::null())
         .output()
         .expect("openssl s_client");
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-subject"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl x509");
-    let _ = x509.stdin.take().expect("stdin").write_all(&out.stdout);
-    let out = x509.wait_with_output().expect("x509");
+    let out = output_fed(
+        Command::new("openssl").args(["x509", "-noout", "-serial", "-subject"]),
+        &out.stdout,
+    )
+    .expect("openssl x509");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -167,15 +180,7 @@ fn texts(endpoint: &str) -> Vec<String> {
 
 #[test]
 fn tls_delivers_refuses_strangers_and_reloads_certificates_without_dropping_connections() {
-    let moto = Moto::start().expect("moto");
-    let pki = Pki::new();
-    let port = free_port();
-    let extra = format!(
-        "client_ca = \"{}\"\nclient_auth = \"required\"\nreload_interval = \"300ms\"",
-        pki.p("ca.pem")
-    );
-    let (lf, metrics) = start_with_metrics(&config(port, &pki, &extra, &moto.endpoint()));
-    lf.wait_listening(1);
+    let (moto, pki, port, lf, metrics) = start_tls("required", "reload_interval = \"300ms\"");
     assert!(served_cert(port, &pki).contains("serial=1001"));
 
     // A long-lived connection, open across the certificate change below.
@@ -316,16 +321,9 @@ fn tls_delivers_refuses_strangers_and_reloads_certificates_without_dropping_conn
 
 #[test]
 fn sighup_rereads_certificates_optional_client_auth_and_handshake_timeout() {
-    let moto = Moto::start().expect("moto");
-    let pki = Pki::new();
-    let port = free_port();
     // Polling is effectively off: only SIGHUP can bring the new certificate in.
-    let extra = format!(
-        "client_ca = \"{}\"\nclient_auth = \"optional\"\nreload_interval = \"1h\"\nhandshake_timeout = \"1s\"",
-        pki.p("ca.pem")
-    );
-    let (lf, metrics) = start_with_metrics(&config(port, &pki, &extra, &moto.endpoint()));
-    lf.wait_listening(1);
+    let tls_extra = "reload_interval = \"1h\"\nhandshake_timeout = \"1s\"";
+    let (moto, pki, port, lf, metrics) = start_tls("optional", tls_extra);
 
     // Optional client auth: no certificate is fine, a rogue one is not.
     assert!(socat_send(port, &pki, None, b"anonymous client\n"));

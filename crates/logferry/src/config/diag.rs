@@ -92,6 +92,22 @@ impl<'a> Ctx<'a> {
         value
     }
 
+    /// `value` where the setting applies; where it does not (`applies` false), a value that
+    /// is set anyway is an error saying why (`reason`) and is dropped.
+    pub(super) fn only_where<T>(
+        &mut self,
+        applies: bool,
+        path: &[&str],
+        value: Option<T>,
+        reason: &str,
+    ) -> Option<T> {
+        if value.is_some() && !applies {
+            self.error(path, reason);
+            return None;
+        }
+        value
+    }
+
     /// The line of the deepest key of `path` that exists in the document.
     fn line_of(&self, path: &[&str]) -> usize {
         let Some(doc) = &self.doc else { return 1 };

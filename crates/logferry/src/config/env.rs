@@ -4,6 +4,8 @@
 //! can never break the syntax or shift the line numbers errors name. A reference inside a
 //! sink's `auth` table is reported without quoting the text around it: that text may be a key.
 
+use crate::template::first_placeholder;
+
 /// Replaces `${VAR}` (and `${VAR:-default}`) in every string of `value`.
 pub(super) fn expand_env(
     value: &mut toml::Value,
@@ -47,13 +49,10 @@ pub(super) fn in_auth_table(path: &[String]) -> bool {
 fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
-        let spec = &after[..end];
+    while let Some((before, spec, after)) =
+        first_placeholder(rest, "${").map_err(|()| format!("unterminated `${{` in `{s}`"))?
+    {
+        out.push_str(before);
         let (name, default) = match spec.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (spec, None),
@@ -72,7 +71,7 @@ fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 ))
             }
         }
-        rest = &after[end + 1..];
+        rest = after;
     }
     out.push_str(rest);
     Ok(out)

@@ -226,16 +226,14 @@ pub(super) fn file_config(
                 }
             },
         );
-    let kubernetes_api = match raw.kubernetes_api {
-        None => None,
-        Some(_) if !kubernetes => {
-            ctx.error(
-                &key("kubernetes_api"),
-                "only a `kubernetes_logs` source has pods to look up",
-            );
-            None
-        }
-        Some(k) => {
+    let kubernetes_api = ctx
+        .only_where(
+            kubernetes,
+            &key("kubernetes_api"),
+            raw.kubernetes_api,
+            "only a `kubernetes_logs` source has pods to look up",
+        )
+        .map(|k| {
             let api_key = |k: &'static str| ["sources", name, "kubernetes_api", k];
             if let Some(p) = k.kubeconfig.as_ref().filter(|p| !p.is_absolute()) {
                 ctx.error(
@@ -254,14 +252,13 @@ pub(super) fn file_config(
                     "at most 60s: a new pod's lines are held in memory while they wait",
                 );
             }
-            Some(KubernetesApiSettings {
+            KubernetesApiSettings {
                 kubeconfig: k.kubeconfig,
                 timeout,
                 cache_ttl: k.cache_ttl.unwrap_or(Duration::from_secs(300)),
                 wait,
-            })
-        }
-    };
+            }
+        });
     if ctx.errors.len() != before {
         return None;
     }

@@ -66,6 +66,18 @@ impl ListenAddress {
     }
 }
 
+impl std::fmt::Display for ListenAddress {
+    /// As it is written in the config: `tcp://HOST:PORT`, `unix:///path`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddress::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddress::UnixStream(p) => write!(f, "unix://{}", p.display()),
+            ListenAddress::UnixDatagram(p) => write!(f, "unixgram://{}", p.display()),
+        }
+    }
+}
+
 /// `[sources.NAME] type = "syslog"`
 #[derive(Debug, Clone)]
 pub struct SyslogSourceConfig {
@@ -152,16 +164,14 @@ pub(super) fn syslog_config(ctx: &mut Ctx<'_>, name: &str, raw: RawSyslog) -> Op
     let is_stream = is_tcp || matches!(address, ListenAddress::UnixStream(_));
 
     let has_tls = raw.tls.is_some();
-    let tls = match raw.tls {
-        None => None,
-        Some(_) if !is_tcp => {
-            ctx.error(
-                &key("tls"),
-                "TLS is for tcp:// listeners only (RFC 5425); unix sockets are protected by file permissions",
-            );
-            None
-        }
-        Some(t) => {
+    let tls = ctx
+        .only_where(
+            is_tcp,
+            &key("tls"),
+            raw.tls,
+            "TLS is for tcp:// listeners only (RFC 5425); unix sockets are protected by file permissions",
+        )
+        .map(|t| {
             let client_auth = match (&t.client_ca, t.client_auth) {
                 (None, Some(_)) => {
                     ctx.error(
@@ -193,9 +203,8 @@ pub(super) fn syslog_config(ctx: &mut Ctx<'_>, name: &str, raw: RawSyslog) -> Op
             if let Err(e) = crate::tls::load(&settings) {
                 ctx.error(&["sources", name, "tls", "cert"], format!("{e:#}"));
             }
-            Some(settings)
-        }
-    };
+            settings
+        });
 
     if let ListenAddress::Tcp(hp) | ListenAddress::Udp(hp) = &address {
         if !has_tls && !is_loopback_host(hp) && raw.allow_insecure_remote != Some(true) {

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::exposition::{label_value, Exposition, Kind, Spec};
+use super::exposition::{label_value, Exposition, Family, Kind, Spec};
 use super::{Registry, SourceEntry};
 use crate::event::now_ms;
 use crate::sink::stats::{SinkStats, EVENTS_PER_REQUEST_BUCKETS, LATENCY_BUCKETS};
@@ -41,6 +41,37 @@ fn one_sample_per_source(
             family.sample(&source_labels(e), get(&e.stats).load(Ordering::Relaxed));
         }
     }
+}
+
+/// Samples of `family` split by one more label: `labels,label="VALUE"`, each from its counter.
+fn by_label(family: &mut Family, labels: &str, label: &str, counters: &[(&str, &AtomicU64)]) {
+    for (value, c) in counters {
+        family.sample(
+            &format!("{labels},{label}=\"{value}\""),
+            c.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// A histogram's samples: a cumulative `_bucket` per bound and `+Inf`, `_sum` and `_count`.
+fn histogram(
+    family: &mut Family,
+    labels: &str,
+    bounds: &[f64],
+    buckets: &[AtomicU64],
+    count: u64,
+    sum: impl std::fmt::Display,
+) {
+    for (bound, bucket) in bounds.iter().zip(buckets) {
+        family.suffixed(
+            "_bucket",
+            &format!("{labels},le=\"{bound}\""),
+            bucket.load(Ordering::Relaxed),
+        );
+    }
+    family.suffixed("_bucket", &format!("{labels},le=\"+Inf\""), count);
+    family.suffixed("_sum", labels, sum);
+    family.suffixed("_count", labels, count);
 }
 
 /// The whole exposition.
@@ -89,21 +120,20 @@ fn every_source(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
     ];
     one_sample_per_source(x, &all, &counters);
     for e in sources {
-        let l = source_labels(e);
         let dropped = x.counter(
             "logferry_source_dropped_total",
             "Events a source dropped, by reason (only by configured policy).",
         );
-        for (reason, c) in [
-            ("spool_full", &e.stats.dropped_spool_full),
-            ("spool_drop_oldest", &e.stats.dropped_spool_oldest),
-            ("rate_limited", &e.stats.dropped_rate_limited),
-        ] {
-            dropped.sample(
-                &format!("{l},reason=\"{reason}\""),
-                c.load(Ordering::Relaxed),
-            );
-        }
+        by_label(
+            dropped,
+            &source_labels(e),
+            "reason",
+            &[
+                ("spool_full", &e.stats.dropped_spool_full),
+                ("spool_drop_oldest", &e.stats.dropped_spool_oldest),
+                ("rate_limited", &e.stats.dropped_rate_limited),
+            ],
+        );
     }
     let lag = x.gauge(
         "logferry_source_lag_seconds",
@@ -164,16 +194,16 @@ fn listeners(x: &mut Exposition, sources: &[SourceEntry]) {
         "Connections (TCP) or datagrams (UDP) refused before any event was read, by reason.",
     );
     for e in &listening {
-        for (reason, c) in [
-            ("peer_not_allowed", &e.stats.rejected_peer),
-            ("tls_handshake_failed", &e.stats.rejected_tls_handshake),
-            ("tls_handshake_timeout", &e.stats.rejected_tls_timeout),
-        ] {
-            rejected.sample(
-                &format!("{},reason=\"{reason}\"", source_labels(e)),
-                c.load(Ordering::Relaxed),
-            );
-        }
+        by_label(
+            rejected,
+            &source_labels(e),
+            "reason",
+            &[
+                ("peer_not_allowed", &e.stats.rejected_peer),
+                ("tls_handshake_failed", &e.stats.rejected_tls_handshake),
+                ("tls_handshake_timeout", &e.stats.rejected_tls_timeout),
+            ],
+        );
     }
     let throttled = x.counter(
         "logferry_source_throttled_seconds_total",
@@ -236,16 +266,16 @@ fn kubernetes_api(x: &mut Exposition, sources: &[SourceEntry]) {
             "logferry_kubernetes_api_requests_total",
             "Pod lookups sent to the Kubernetes API, by outcome (found, not_found, failed).",
         );
-        for (outcome, c) in [
-            ("found", &api.found),
-            ("not_found", &api.not_found),
-            ("failed", &api.failed),
-        ] {
-            requests.sample(
-                &format!("{l},outcome=\"{outcome}\""),
-                c.load(Ordering::Relaxed),
-            );
-        }
+        by_label(
+            requests,
+            &l,
+            "outcome",
+            &[
+                ("found", &api.found),
+                ("not_found", &api.not_found),
+                ("failed", &api.failed),
+            ],
+        );
         x.counter(
             "logferry_kubernetes_pod_wait_expired_total",
             "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",
@@ -388,51 +418,45 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
     }
     for (sink, s) in sinks {
         let l = format!("sink=\"{}\"", label_value(sink));
-        let dead = x.declare(DEAD_LETTERED);
-        for (reason, c) in [
-            ("too_old", &s.dead_too_old),
-            ("too_new", &s.dead_too_new),
-            ("expired", &s.dead_expired),
-            ("invalid_parameter", &s.dead_invalid),
-        ] {
-            dead.sample(
-                &format!("{l},reason=\"{reason}\""),
-                c.load(Ordering::Relaxed),
-            );
-        }
+        by_label(
+            x.declare(DEAD_LETTERED),
+            &l,
+            "reason",
+            &[
+                ("too_old", &s.dead_too_old),
+                ("too_new", &s.dead_too_new),
+                ("expired", &s.dead_expired),
+                ("invalid_parameter", &s.dead_invalid),
+            ],
+        );
         x.declare(SINK_DROPPED).sample(
             &format!("{l},reason=\"empty_message\""),
             s.dropped_empty.load(Ordering::Relaxed),
         );
-        let settled = x.declare(IN_FLIGHT_SETTLED);
-        for (outcome, c) in [
-            ("settled", &s.settle_settled),
-            ("resent", &s.settle_resent),
-            ("unknown", &s.settle_unknown),
-        ] {
-            settled.sample(
-                &format!("{l},outcome=\"{outcome}\""),
-                c.load(Ordering::Relaxed),
-            );
-        }
+        by_label(
+            x.declare(IN_FLIGHT_SETTLED),
+            &l,
+            "outcome",
+            &[
+                ("settled", &s.settle_settled),
+                ("resent", &s.settle_resent),
+                ("unknown", &s.settle_unknown),
+            ],
+        );
         let oldest_ms = s.oldest_held_age_ms.load(Ordering::Relaxed);
         x.declare(OLDEST_UNSENT)
             .sample(&l, seconds(i64::try_from(oldest_ms).unwrap_or(i64::MAX)));
         x.declare(AUTH_FAILING)
             .sample(&l, u64::from(s.auth.is_failing()));
-        let latency = x.declare(PUT_LATENCY);
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            latency.suffixed(
-                "_bucket",
-                &format!("{l},le=\"{bound}\""),
-                s.latency_buckets[i].load(Ordering::Relaxed),
-            );
-        }
-        let count = s.latency_count.load(Ordering::Relaxed);
-        latency.suffixed("_bucket", &format!("{l},le=\"+Inf\""), count);
         let sum_us = s.latency_sum_us.load(Ordering::Relaxed);
-        latency.suffixed("_sum", &l, format!("{:.6}", sum_us as f64 / 1e6));
-        latency.suffixed("_count", &l, count);
+        histogram(
+            x.declare(PUT_LATENCY),
+            &l,
+            &LATENCY_BUCKETS,
+            &s.latency_buckets,
+            s.latency_count.load(Ordering::Relaxed),
+            format!("{:.6}", sum_us as f64 / 1e6),
+        );
         governors(x, &l, s);
     }
 }
@@ -472,18 +496,14 @@ fn governors(x: &mut Exposition, l: &str, s: &SinkStats) {
             s.budget_wait_us.load(Ordering::Relaxed) as f64 / 1e6
         ),
     );
-    let epr = x.declare(EVENTS_PER_REQUEST);
-    for (i, bound) in EVENTS_PER_REQUEST_BUCKETS.iter().enumerate() {
-        epr.suffixed(
-            "_bucket",
-            &format!("{l},le=\"{bound}\""),
-            s.events_per_request_buckets[i].load(Ordering::Relaxed),
-        );
-    }
-    let count = s.events_per_request_count.load(Ordering::Relaxed);
-    epr.suffixed("_bucket", &format!("{l},le=\"+Inf\""), count);
-    epr.suffixed("_sum", l, s.events_per_request_sum.load(Ordering::Relaxed));
-    epr.suffixed("_count", l, count);
+    histogram(
+        x.declare(EVENTS_PER_REQUEST),
+        l,
+        &EVENTS_PER_REQUEST_BUCKETS,
+        &s.events_per_request_buckets,
+        s.events_per_request_count.load(Ordering::Relaxed),
+        s.events_per_request_sum.load(Ordering::Relaxed),
+    );
 }
 
 const CALLS_THROTTLED: Spec = (

@@ -197,6 +197,16 @@ pub struct CloudWatchSink {
     started: Instant,
 }
 
+/// A request or control task that did not finish (it panicked: nothing cancels them while the
+/// sink runs). Its slot in `puts_in_flight` and its stream's in-flight mark would never be
+/// released, so the sink would stall with events held; stopping the process instead lets the
+/// supervisor restart it, and everything unacknowledged is read again. Release builds abort on
+/// panic anyway (`panic = "abort"`); this makes debug builds, which the tests run, do the same.
+fn task_failed(e: tokio::task::JoinError) -> ! {
+    tracing::error!(error = %e, "a CloudWatch request task failed; stopping so that nothing stays held");
+    std::process::abort()
+}
+
 /// How long after start re-read events may be skipped (a source re-reads from its saved
 /// position at once; this only bounds the memory).
 const SKIP_FOR: Duration = Duration::from_secs(600);
@@ -277,8 +287,9 @@ impl CloudWatchSink {
             tokio::select! {
                 biased;
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    if let Ok(done) = done {
-                        self.finished(done);
+                    match done {
+                        Ok(done) => self.finished(done),
+                        Err(e) => task_failed(e),
                     }
                 }
                 chunk = rx.recv(), if intake => match chunk {

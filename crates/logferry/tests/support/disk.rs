@@ -15,8 +15,8 @@ pub struct SmallDisk {
 
 impl SmallDisk {
     /// Mounts a tmpfs of `size` (mount's syntax: "1m"); `None` when mounting is refused (not
-    /// root): the caller reports it with `cwl_testkit::skipped`.
-    pub fn mount(size: &str) -> Option<SmallDisk> {
+    /// root), reported as `test` skipped (`cwl_testkit::skipped`).
+    pub fn mount(test: &str, size: &str) -> Option<SmallDisk> {
         let base = tempfile::tempdir().expect("tempdir");
         let mnt = base.path().join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");
@@ -31,7 +31,11 @@ impl SmallDisk {
             .arg(&mnt)
             .stderr(Stdio::null())
             .status();
-        matches!(mounted, Ok(s) if s.success()).then_some(SmallDisk { _base: base, mnt })
+        if !matches!(mounted, Ok(s) if s.success()) {
+            cwl_testkit::skipped(test, "cannot mount a tmpfs (not root?)");
+            return None;
+        }
+        Some(SmallDisk { _base: base, mnt })
     }
 
     pub fn path(&self) -> &Path {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub use cwl_testkit::{Moto, Proxy};
 // Every test binary compiles this module and uses a part of it (hence also `dead_code`).
 #[allow(unused_imports)]
-pub use sink::{cw_sink, pipeline};
+pub use sink::{cw_sink, pipeline, pipeline_with, source, syslog_source};
 
 pub mod sink;
 
@@ -44,6 +44,31 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Starts the proxy binary built alongside the tests.
 pub fn proxy(upstream: &str) -> Proxy {
     Proxy::start(upstream).expect("start cwl-proxy (cargo build --workspace --bins first)")
+}
+
+/// A moto_server behind a `cwl-proxy`: logferry is pointed at the proxy (which checks every
+/// request against CloudWatch's limits and injects faults on demand), the test reads back from
+/// moto.
+pub fn moto_behind_proxy() -> (Moto, Proxy) {
+    let moto = Moto::start().expect("moto");
+    let proxy = proxy(&moto.endpoint());
+    (moto, proxy)
+}
+
+/// [`moto_behind_proxy`], the proxy injecting `faults` (its fault settings) from the start.
+pub fn moto_behind_faulty_proxy(faults: serde_json::Value) -> (Moto, Proxy) {
+    let (moto, proxy) = moto_behind_proxy();
+    proxy.set_faults(&faults).expect("faults");
+    (moto, proxy)
+}
+
+/// Asserts the proxy saw no request that breaks a PutLogEvents limit.
+pub fn assert_no_violations(proxy: &Proxy) {
+    let stats = proxy.stats().expect("proxy stats");
+    assert_eq!(
+        stats["violations"], 0,
+        "PutLogEvents limit violations: {stats:#}"
+    );
 }
 
 /// A running logferry process with its own data dir and log file.
@@ -218,6 +243,36 @@ impl Drop for Logferry {
     }
 }
 
+/// A thread writing numbered lines all the time, as a busy host's sources are written: it calls
+/// `write(i..i + 50)` every 50 ms (about 1,000 lines/s), `i` from 0 up, until [`Writer::stop`].
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Writer {
+    pub fn start(mut write: impl FnMut(std::ops::Range<usize>) + Send + 'static) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                write(i..i + 50);
+                i += 50;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            i
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops writing; returns how many lines were written (`0..n`).
+    pub fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("writer")
+    }
+}
+
 /// Sends `data` over one TCP connection and closes it.
 pub fn tcp_send(port: u16, data: &[u8]) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -255,6 +310,18 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((status, body))
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed); returns what it printed and how it
+/// exited. For commands that print little: their output is read once the input is written.
+pub fn output_fed(cmd: &mut Command, input: &[u8]) -> std::io::Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("stdin").write_all(input)?;
+    child.wait_with_output()
 }
 
 /// Runs a command, asserting success.
@@ -342,6 +409,21 @@ pub fn tally(got: &[(i64, String)]) -> std::collections::BTreeMap<&str, usize> {
         *m.entry(line.as_str()).or_default() += 1;
     }
     m
+}
+
+/// Asserts nothing arrived twice: `counts` holds how many times each message (or index) arrived.
+/// Names the first ten that arrived more than once, after `what`.
+pub fn assert_none_twice<K: std::fmt::Debug>(
+    counts: &std::collections::BTreeMap<K, usize>,
+    what: &str,
+) {
+    let twice: Vec<(&K, &usize)> = counts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{what}: {} sent twice (first {:?})",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
 }
 
 /// Dead-letter lines written by the sink named `sink`.

@@ -34,7 +34,25 @@ pub fn cw_sink(inputs: &[&str], group: &str, stream: &str, endpoint: &str) -> Cw
 /// A whole test config: the harness's `data_dir`, a 20 s shutdown grace, `sources` (TOML
 /// tables) and `sink`.
 pub fn pipeline(sources: &str, sink: &CwSink) -> String {
-    format!("data_dir = \"@DATA@\"\nshutdown_grace = \"20s\"\n{sources}\n\n{sink}")
+    pipeline_with("shutdown_grace = \"20s\"", sources, sink)
+}
+
+/// [`pipeline`] with the top-level `settings` (a `shutdown_grace` among them) in place of the
+/// 20 s grace.
+pub fn pipeline_with(settings: &str, sources: &str, sink: &CwSink) -> String {
+    format!("data_dir = \"@DATA@\"\n{settings}\n{sources}\n\n{sink}")
+}
+
+/// `[sources.NAME]` of type `kind` with `lines` (TOML, may be empty).
+pub fn source(name: &str, kind: &str, lines: &str) -> String {
+    format!("[sources.{name}]\ntype = \"{kind}\"\n{lines}\n")
+}
+
+/// `[sources.NAME]`, a syslog listener on 127.0.0.1:`port` over `transport` (`tcp`, `udp`)
+/// with `extra` lines (TOML, may be empty).
+pub fn syslog_source(name: &str, transport: &str, port: u16, extra: &str) -> String {
+    let address = format!("address = \"{transport}://127.0.0.1:{port}\"");
+    source(name, "syslog", &format!("{address}\n{extra}"))
 }
 
 impl CwSink {

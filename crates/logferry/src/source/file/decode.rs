@@ -14,8 +14,7 @@ use logferry_tail::multiline::{Aggregated, Multiline, MultilineOptions};
 use logferry_tail::tailer::Line;
 use logferry_tail::timestamp::TimestampParser;
 
-use super::fields;
-use crate::event::FieldName;
+use crate::event::{names, FieldName};
 
 /// One decoded event before it gets its acknowledgement.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ impl Pending {
             timestamp_ms: j.timestamp_ms,
             message: j.message,
             extra: Some((
-                FieldName::Static(fields::STREAM),
+                FieldName::Static(names::STREAM),
                 Bytes::from_static(j.stream.as_str().as_bytes()),
             )),
             truncated_bytes: j.truncated_bytes,

@@ -57,27 +57,6 @@ use reader::Reader;
 /// crash.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 
-/// Field names of file events (templates read them as `{namespace}`, `{pod}`, ...).
-pub mod fields {
-    /// The path the line was read from.
-    pub const FILE: &str = "file";
-    /// Kubernetes namespace.
-    pub const NAMESPACE: &str = "namespace";
-    /// Pod name.
-    pub const POD: &str = "pod";
-    /// Pod UID.
-    pub const POD_UID: &str = "pod_uid";
-    /// Container name.
-    pub const CONTAINER: &str = "container";
-    /// `stdout` or `stderr`.
-    pub const STREAM: &str = "stream";
-    /// The node (from `NODE_NAME`, as the DaemonSet sets it with the downward API, else the
-    /// pod's `spec.nodeName` from the Kubernetes API).
-    pub const NODE: &str = "node";
-    /// Prefix of pod label fields from the Kubernetes API: `label.app`, `label.team`, ...
-    pub const LABEL_PREFIX: &str = "label.";
-}
-
 /// Runs the source until shutdown.
 pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let path = checkpoint_path(&data_dir, &ctx.name);

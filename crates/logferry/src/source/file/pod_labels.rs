@@ -21,8 +21,7 @@ use bytes::Bytes;
 use logferry_kubernetes::{Lookup, PodMeta, PodRef};
 
 use super::decode::Pending;
-use super::fields;
-use crate::event::FieldName;
+use crate::event::{names, FieldName};
 
 /// Events one file may hold while its pod's labels are looked up, and message bytes all files
 /// together may hold: past either, the file stops waiting and sends without labels. A new pod
@@ -246,13 +245,13 @@ impl Labels {
 fn add_pod_fields(out: &mut Vec<(FieldName, Bytes)>, meta: &PodMeta, want_node: bool) {
     for (k, v) in &meta.labels {
         out.push((
-            FieldName::Owned(format!("{}{k}", fields::LABEL_PREFIX).into()),
+            FieldName::Owned(format!("{}{k}", names::LABEL_PREFIX).into()),
             Bytes::from(v.clone()),
         ));
     }
     // `want_node` is false exactly when NODE_NAME put a node among the path's fields.
     if let Some(node) = meta.node_name.as_ref().filter(|_| want_node) {
-        out.push((FieldName::Static(fields::NODE), Bytes::from(node.clone())));
+        out.push((FieldName::Static(names::NODE), Bytes::from(node.clone())));
     }
 }
 
@@ -276,7 +275,7 @@ mod tests {
     }
 
     fn labels() -> Labels {
-        let path = vec![(FieldName::Static(fields::POD), Bytes::from_static(b"web"))];
+        let path = vec![(FieldName::Static(names::POD), Bytes::from_static(b"web"))];
         Labels::new(path, Some(pod()), true)
     }
 

@@ -18,11 +18,10 @@ use tokio::sync::mpsc;
 
 use super::books::Registration;
 use super::decode::{Decoder, Pending};
-use super::fields;
 use super::pod_labels::{Labels, PodAnswer};
 use crate::ack::{AckBatch, BatchOutcome};
 use crate::config::FileSourceConfig;
-use crate::event::{now_ms, Event, FieldName};
+use crate::event::{names, now_ms, Event, FieldName};
 use crate::source::{Chunk, SourceContext, CHUNK_EVENTS};
 
 /// Longest sleep of the reader when nothing happens (it also checks for shutdown).
@@ -187,7 +186,7 @@ impl Reader {
 
     fn open(&mut self, file: FileId, path: &Path, offset: u64, origin_seed: [u8; 24]) {
         let mut fields = vec![(
-            FieldName::Static(fields::FILE),
+            FieldName::Static(names::FILE),
             Bytes::from(path.to_string_lossy().into_owned()),
         )];
         let mut pod_ref = None;
@@ -204,15 +203,15 @@ impl Reader {
                     name: pod.clone(),
                     uid: pod_uid.clone(),
                 });
-                fields.push((FieldName::Static(fields::NAMESPACE), Bytes::from(namespace)));
-                fields.push((FieldName::Static(fields::POD), Bytes::from(pod)));
+                fields.push((FieldName::Static(names::NAMESPACE), Bytes::from(namespace)));
+                fields.push((FieldName::Static(names::POD), Bytes::from(pod)));
                 if !pod_uid.is_empty() {
-                    fields.push((FieldName::Static(fields::POD_UID), Bytes::from(pod_uid)));
+                    fields.push((FieldName::Static(names::POD_UID), Bytes::from(pod_uid)));
                 }
-                fields.push((FieldName::Static(fields::CONTAINER), Bytes::from(container)));
+                fields.push((FieldName::Static(names::CONTAINER), Bytes::from(container)));
             }
             if let Some(n) = &self.node {
-                fields.push((FieldName::Static(fields::NODE), n.clone()));
+                fields.push((FieldName::Static(names::NODE), n.clone()));
             }
         }
         let labels = Labels::new(fields, pod_ref, self.pods.is_some());

@@ -61,7 +61,8 @@ fn follows_across_rotation_and_crash() {
     });
     let seqs = follow(&mut j, "f", n, Duration::from_secs(120));
     let jd = writer.join().unwrap();
-    assert_eq!(seqs.len(), n, "missing entries");
+    // More than n is an entry delivered twice (the loop reads all that is there), fewer a loss.
+    assert_eq!(seqs.len(), n, "entries missing or delivered twice");
     assert!(
         seqs.iter().enumerate().all(|(i, &s)| i == s),
         "entries out of order or duplicated"

@@ -359,10 +359,11 @@ fn sigterm_then_restart_sends_only_new_entries_and_cursor_agrees_with_journalctl
         after.iter().find(|l| !l.starts_with("second "))
     );
 
-    lf.spawn(|_| {});
+    let metrics = respawn_with_metrics(&mut lf);
     let got = wait_tagged(&moto.endpoint(), "node", "second", 1500, WAIT);
     assert_exactly_once(&got, "second", 1500, &lf);
     assert_exactly_once(&got, "first", 2000, &lf);
+    assert_nothing_reread(&metrics, tail(&lf.log()));
     assert!(lf.terminate().success(), "{}", lf.log());
     let cursor2 = cursor_file(&lf);
     assert_ne!(cursor, cursor2, "the cursor moved");
@@ -582,7 +583,7 @@ fn filters_keep_exactly_what_they_should_and_the_cursor_moves_past_the_rest() {
         v
     };
     let before: Vec<Vec<String>> = streams.iter().map(|st| old_texts(st)).collect();
-    lf.spawn(|_| {});
+    let metrics = respawn_with_metrics(&mut lf);
     write_entries(&s, "g", 0..100);
     jd.sync();
     let g = wait_tagged(&ep, "j", "g", 40, WAIT);
@@ -598,6 +599,7 @@ fn filters_keep_exactly_what_they_should_and_the_cursor_moves_past_the_rest() {
             "stream {st}: entries from before the restart sent again"
         );
     }
+    assert_nothing_reread(&metrics, tail(&lf.log()));
 }
 
 #[test]
@@ -670,7 +672,7 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
     assert_eq!(v["hostname"], "remote-host", "{v}");
     // Restart: nothing again, once the new process has opened the journal at its cursor.
     assert!(lf.terminate().success());
-    lf.spawn(|_| {});
+    let metrics = respawn_with_metrics(&mut lf);
     wait_log(&lf, "journal opened", 2);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -678,6 +680,7 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
         got.len(),
         "sent again after restart"
     );
+    assert_nothing_reread(&metrics, tail(&lf.log()));
 }
 
 #[test]

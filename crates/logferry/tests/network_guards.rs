@@ -235,6 +235,25 @@ fn rate_limit_pushes_tcp_back_without_loss_and_drops_udp_counted() {
     );
 }
 
+/// The kernel's own drops are read, not assumed to be 0: a socket nobody reads overflows, and
+/// `udp_kernel_drops` sees it (the rate-limit test's sum would otherwise hide a real loss or
+/// fail on a kernel drop).
+#[test]
+fn kernel_drops_are_read_from_proc_net_udp() {
+    let unread = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = unread.local_addr().expect("addr").port();
+    assert_eq!(udp_kernel_drops(port), 0);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..2000 {
+        sock.send_to(&[b'x'; 1024], ("127.0.0.1", port))
+            .expect("send");
+    }
+    assert!(
+        udp_kernel_drops(port) > 0,
+        "2,000 unread datagrams, no drop read"
+    );
+}
+
 /// Datagrams the kernel dropped on the UDP socket bound to 127.0.0.1:`port` (the `drops`
 /// column of /proc/net/udp). Panics if there is no such socket.
 fn udp_kernel_drops(port: u16) -> u64 {

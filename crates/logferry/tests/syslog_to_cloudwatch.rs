@@ -513,7 +513,15 @@ fn throttling_and_server_errors_are_retried_until_delivered() {
     let n = 10_000;
     let lines: String = (0..n).map(|i| format!("faulty {i:05}\n")).collect();
     tcp_send(tcp, lines.as_bytes());
-    let got = wait_shipped(&moto, n, Duration::from_secs(120));
+    // Distinct lines: a request sent twice must not end the wait while others are still on
+    // their way (they would be reported lost, not the duplicate).
+    let got = wait_distinct(
+        &moto.endpoint(),
+        &group(),
+        "node",
+        n,
+        Duration::from_secs(120),
+    );
     let unique: BTreeSet<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(unique.len(), n, "lost events\n{}", lf.log());
     // None of these faults forwards the request, so a resend can never duplicate: bounded at 0.

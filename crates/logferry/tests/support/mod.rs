@@ -371,6 +371,37 @@ pub fn wait_events(
     got
 }
 
+/// Like [`wait_events`], but counts distinct messages: a duplicate must not end the wait while
+/// other events are still on their way (the test would then report them lost, not the
+/// duplicate).
+pub fn wait_distinct(
+    endpoint: &str,
+    group: &str,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    wait_until(timeout, || {
+        got = events(endpoint, group, stream);
+        if tally(&got).len() < n {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let again = events(endpoint, group, stream);
+        let stable = again == got;
+        got = again;
+        stable
+    });
+    assert!(
+        tally(&got).len() >= n,
+        "{group}/{stream}: {} of {n} distinct events arrived within {timeout:?} ({} in all)",
+        tally(&got).len(),
+        got.len()
+    );
+    got
+}
+
 /// How many times each message arrived (a duplicate counts 2).
 pub fn tally(got: &[(i64, String)]) -> std::collections::BTreeMap<&str, usize> {
     let mut m = std::collections::BTreeMap::new();
@@ -431,6 +462,36 @@ pub fn start_with_metrics(config: &str) -> (Logferry, String) {
     (lf, addr)
 }
 
+/// Starts `lf` again (same config and data dir) with `/metrics` on a free loopback port;
+/// returns that address.
+pub fn respawn_with_metrics(lf: &mut Logferry) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = addr.clone();
+    lf.spawn(move |cmd| {
+        cmd.env("LOGFERRY_METRICS_ADDRESS", &a);
+    });
+    addr
+}
+
+/// Asserts that the restarted logferry at `metrics` read nothing again that was delivered
+/// before: no sink skipped a re-read event as already delivered. The in-flight ledger
+/// acknowledges, without sending, events re-read from a position that was lost or reset, so
+/// "nothing was sent again" alone cannot tell a resumed position from a lost one.
+pub fn assert_nothing_reread(metrics: &str, log: &str) {
+    let name = "logferry_sink_events_skipped_delivered_total";
+    let mut skipped = None;
+    wait_until(Duration::from_secs(30), || {
+        skipped = metric(metrics, name, &[]);
+        skipped.is_some()
+    });
+    assert_eq!(
+        skipped,
+        Some(0.0),
+        "the restart read delivered events again (the ledger skipped them): the saved position \
+         was not resumed\n{log}"
+    );
+}
+
 /// The sum of every sample of metric `name` whose labels contain all of `labels` (e.g.
 /// `reason="peer_not_allowed"`); None when the endpoint does not answer. The exposition is
 /// parsed strictly ([`prometheus::Exposition`]): a malformed one fails the test.
@@ -458,6 +519,17 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
+}
+
+/// Descriptors process `pid` holds on files under `dir`. Panics when the process is gone:
+/// reading 0 for a crashed logferry would pass every "released" check.
+pub fn fd_count_under(pid: u32, dir: &Path) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone (crashed?): {e}"));
+    fds.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .count()
 }
 
 /// `2026-12-02T14:00:00.123Z` for a time in ms since the epoch (logferry's own formatter).

@@ -3,11 +3,15 @@
 //!
 //! # Rules
 //!
-//! The file's lines are cut into events by one regular expression, `start_pattern` (for
-//! instance `^\d{4}-\d{2}-\d{2}` when every record starts with a date):
+//! The file's lines are cut into events by a [`JoinRule`]: one regular expression,
+//! `start_pattern` (for instance `^\d{4}-\d{2}-\d{2}` when every record starts with a date), or
+//! a language's [`Preset`] (see [`preset`] for its rules):
 //!
 //! - A line that matches `start_pattern` starts a new event; the event held so far is finished.
 //! - Any other line is a continuation: it is appended to the held event with a `\n` between.
+//! - A preset may call a blank line a continuation only if more of the trace follows: it is
+//!   counted in the held event (its lines and end offset) but written to the message only
+//!   when a continuation comes after it.
 //!   A continuation with no event held (the first line of a file, or after a flush) starts
 //!   one: a line is never dropped because its start was not seen.
 //! - `max_lines`: when an event reaches that many lines it is finished at once, and the next
@@ -33,11 +37,24 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub mod preset;
+
+pub use preset::Preset;
+use preset::{TraceState, Verdict};
+
+/// Where events start.
+#[derive(Debug, Clone)]
+pub enum JoinRule {
+    /// A line that matches starts a new event; any other line continues the held one.
+    StartPattern(regex::bytes::Regex),
+    /// A language's stack traces are joined; every other line is an event of its own.
+    Preset(Preset),
+}
+
 /// How lines are joined; see the module doc for the rules.
 #[derive(Debug, Clone)]
 pub struct MultilineOptions {
-    /// A line that matches starts a new event.
-    pub start_pattern: regex::bytes::Regex,
+    pub rule: JoinRule,
     /// A held event is finished when its last line is this old.
     pub timeout: Duration,
     /// An event is finished when it has this many lines (`0` is taken as `1`).
@@ -63,6 +80,8 @@ pub struct Aggregated {
 pub struct Multiline {
     opts: MultilineOptions,
     held: Option<Held>,
+    /// Where a preset is in a trace (unused by `start_pattern`).
+    trace: TraceState,
 }
 
 struct Held {
@@ -73,10 +92,29 @@ struct Held {
     truncated_bytes: u64,
     /// `max_bytes` was reached: everything until the next start line is only counted.
     capped: bool,
+    /// Blank lines counted in the event but not yet in the message, each with its `\n`; never
+    /// more than the message has room for (plus one byte, so that writing them caps it).
+    pending_blank: Vec<u8>,
+    /// Bytes of those blank lines beyond that room: truncated if a continuation follows.
+    pending_overflow: u64,
     last_line_at: Instant,
 }
 
 impl Held {
+    /// A blank line that belongs to the event only if more of it follows.
+    fn hold_blank(&mut self, line: &[u8], max_bytes: usize) {
+        let len = 1 + line.len() as u64;
+        if self.capped {
+            self.truncated_bytes += len;
+            return;
+        }
+        let room = (max_bytes + 1).saturating_sub(self.message.len() + self.pending_blank.len());
+        let keep = (len as usize).min(room);
+        let blank = std::iter::once(&b'\n').chain(line).take(keep);
+        self.pending_blank.extend(blank);
+        self.pending_overflow += len - keep as u64;
+    }
+
     fn finish(self) -> Aggregated {
         Aggregated {
             message: Bytes::from(self.message),
@@ -89,7 +127,19 @@ impl Held {
 
 impl Multiline {
     pub fn new(opts: MultilineOptions) -> Self {
-        Self { opts, held: None }
+        Self {
+            opts,
+            held: None,
+            trace: TraceState::default(),
+        }
+    }
+
+    fn classify(&mut self, line: &[u8]) -> Verdict {
+        match &self.opts.rule {
+            JoinRule::StartPattern(p) if p.is_match(line) => Verdict::Start,
+            JoinRule::StartPattern(_) => Verdict::Continue,
+            JoinRule::Preset(preset) => preset.classify(&mut self.trace, line),
+        }
     }
 
     fn max_lines(&self) -> usize {
@@ -107,20 +157,28 @@ impl Multiline {
         now: Instant,
     ) -> Option<Aggregated> {
         let max_lines = self.max_lines();
-        let is_start = self.opts.start_pattern.is_match(line);
-        if !is_start {
+        let verdict = self.classify(line);
+        if verdict != Verdict::Start {
             if let Some(held) = self.held.as_mut() {
                 // A held event already at max_lines (only possible with max_lines == 1, when a
                 // start line could not be returned together with the event it finished) is
                 // finished here instead; the line then starts the next event.
                 if held.capped || held.lines < max_lines {
-                    held.truncated_bytes += append_capped(
-                        &mut held.message,
-                        &mut held.capped,
-                        self.opts.max_bytes,
-                        b"\n",
-                        line,
-                    );
+                    if verdict == Verdict::ContinueIfMore {
+                        held.hold_blank(line, self.opts.max_bytes);
+                    } else {
+                        // The blank lines before this one are its separator: written only
+                        // if some of the line follows them.
+                        let mut sep = std::mem::take(&mut held.pending_blank);
+                        sep.push(b'\n');
+                        held.truncated_bytes += append_capped(
+                            &mut held.message,
+                            &mut held.capped,
+                            self.opts.max_bytes,
+                            &sep,
+                            line,
+                        ) + std::mem::take(&mut held.pending_overflow);
+                    }
                     held.lines += 1;
                     held.end_offset = end_offset;
                     held.last_line_at = now;
@@ -140,6 +198,8 @@ impl Multiline {
             lines: 1,
             truncated_bytes: 0,
             capped: false,
+            pending_blank: Vec::new(),
+            pending_overflow: 0,
             last_line_at: now,
         };
         held.truncated_bytes = append_capped(
@@ -251,7 +311,7 @@ mod tests {
 
     fn opts(pattern: &str, max_lines: usize, max_bytes: usize) -> MultilineOptions {
         MultilineOptions {
-            start_pattern: regex::bytes::Regex::new(pattern).expect("test pattern"),
+            rule: JoinRule::StartPattern(regex::bytes::Regex::new(pattern).expect("test pattern")),
             timeout: Duration::from_secs(5),
             max_lines,
             max_bytes,
@@ -452,6 +512,37 @@ ValueError: bad value
         assert_eq!(ml.deadline(), None);
         assert_eq!(ml.flush_due(now), None);
         assert!(ml.flush().is_some());
+    }
+
+    #[test]
+    fn blank_lines_held_for_a_trace_are_bounded_by_max_bytes_and_counted() {
+        let mut ml = Multiline::new(MultilineOptions {
+            rule: JoinRule::Preset(Preset::Go),
+            timeout: Duration::from_secs(5),
+            max_lines: 100_000,
+            max_bytes: 64,
+        });
+        let now = Instant::now();
+        let blank = " ".repeat(100);
+        ml.push(b"panic: x", 0, 9, now);
+        for _ in 0..10_000 {
+            ml.push(blank.as_bytes(), 0, 0, now);
+        }
+        let held = ml.held.as_ref().expect("held");
+        assert!(
+            held.pending_blank.len() <= 65,
+            "{}",
+            held.pending_blank.len()
+        );
+        ml.push(b"goroutine 1 [running]:", 0, 0, now);
+        let ev = ml.flush().expect("held");
+        // The blank lines do not fit with the line after them: neither is kept, both counted.
+        assert_eq!(&ev.message[..], b"panic: x");
+        assert_eq!(
+            ev.message.len() as u64 + ev.truncated_bytes,
+            (8 + 10_000 * 101 + 1 + 22) as u64
+        );
+        assert_eq!(ev.lines, 10_002);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use logferry_tail::multiline::{JoinRule, Preset};
 use logferry_tail::tailer::TailerOptions;
 
 use super::{de_duration_opt, Ctx};
@@ -42,8 +43,9 @@ pub struct FileSourceConfig {
 /// `[sources.NAME.multiline]`
 #[derive(Debug, Clone)]
 pub struct MultilineSettings {
-    /// A line matching this starts a new event; others continue the current one.
-    pub start_pattern: regex::bytes::Regex,
+    /// `start_pattern` (a line matching it starts a new event; others continue the current
+    /// one) or `preset` (a language's stack traces are joined).
+    pub rule: JoinRule,
     /// A held event is sent after this long without a new line.
     pub timeout: Duration,
     /// Most lines in one event.
@@ -112,7 +114,8 @@ struct RawKubernetesApi {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMultiline {
-    start_pattern: String,
+    start_pattern: Option<String>,
+    preset: Option<String>,
     #[serde(default, deserialize_with = "de_duration_opt")]
     timeout: Option<Duration>,
     max_lines: Option<usize>,
@@ -189,18 +192,46 @@ pub(super) fn file_config(
         16..=65536,
     );
     let multiline = raw.multiline.and_then(|m| {
-        let pattern = match regex::bytes::Regex::new(&m.start_pattern) {
-            Ok(r) => r,
-            Err(e) => {
+        let ml_key = |k: &'static str| ["sources", name, "multiline", k];
+        let rule = match (m.start_pattern, m.preset) {
+            (Some(_), Some(_)) => {
+                // Both would decide where events start; which one wins would be a guess.
                 ctx.error(
-                    &["sources", name, "multiline", "start_pattern"],
-                    format!("not a valid regular expression: {e}"),
+                    &ml_key("preset"),
+                    "cannot be combined with start_pattern: use one or the other",
                 );
                 return None;
             }
+            (None, None) => {
+                ctx.error(
+                    &["sources", name, "multiline"],
+                    "needs start_pattern or preset (\"java\", \"python\", \"go\")",
+                );
+                return None;
+            }
+            (Some(pattern), None) => match regex::bytes::Regex::new(&pattern) {
+                Ok(r) => JoinRule::StartPattern(r),
+                Err(e) => {
+                    ctx.error(
+                        &ml_key("start_pattern"),
+                        format!("not a valid regular expression: {e}"),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(preset)) => match Preset::from_name(&preset) {
+                Some(p) => JoinRule::Preset(p),
+                None => {
+                    ctx.error(
+                        &ml_key("preset"),
+                        format!("`{preset}` is not a preset: use \"java\", \"python\" or \"go\""),
+                    );
+                    return None;
+                }
+            },
         };
         Some(MultilineSettings {
-            start_pattern: pattern,
+            rule,
             timeout: m.timeout.unwrap_or(Duration::from_secs(1)),
             max_lines: m.max_lines.unwrap_or(500).max(1),
             max_bytes: m.max_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES).max(64),
@@ -285,6 +316,7 @@ pub(super) fn file_config(
 #[cfg(test)]
 mod tests {
     use crate::config::{parse, SourceConfig};
+    use logferry_tail::multiline::{JoinRule, Preset};
     use std::path::Path;
 
     fn with_source(source: &str) -> Result<SourceConfig, Vec<String>> {
@@ -388,7 +420,42 @@ mod tests {
         assert_eq!(f.tail.encoding, encoding_rs::WINDOWS_1252);
         assert!(f.tail.start_at_end);
         let m = f.multiline.expect("multiline");
-        assert!(m.start_pattern.is_match(b"2026"));
+        let JoinRule::StartPattern(p) = m.rule else {
+            panic!("start_pattern");
+        };
+        assert!(p.is_match(b"2026"));
         assert_eq!(m.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn multiline_preset_is_read_and_never_combined_with_start_pattern() {
+        let Ok(SourceConfig::File(f)) = with_source(
+            "type = \"kubernetes_logs\"\n[sources.f.multiline]\npreset = \"python\"\nmax_lines = 9",
+        ) else {
+            panic!("valid");
+        };
+        let m = f.multiline.expect("multiline");
+        assert!(matches!(m.rule, JoinRule::Preset(Preset::Python)), "{m:?}");
+        assert_eq!(m.max_lines, 9);
+        let all = errors_of(
+            "type = \"kubernetes_logs\"\n[sources.f.multiline]\nstart_pattern = '^\\d'\n\
+             preset = \"java\"",
+        );
+        assert!(
+            all.contains(
+                "c.toml:6: sources.f.multiline.preset: cannot be combined with start_pattern"
+            ),
+            "{all}"
+        );
+        let all = errors_of("type = \"kubernetes_logs\"\n[sources.f.multiline]\npreset = \"rust\"");
+        assert!(
+            all.contains("c.toml:5: sources.f.multiline.preset: `rust` is not a preset"),
+            "{all}"
+        );
+        let all = errors_of("type = \"kubernetes_logs\"\n[sources.f.multiline]\ntimeout = \"1s\"");
+        assert!(
+            all.contains("c.toml:4: sources.f.multiline: needs start_pattern or preset"),
+            "{all}"
+        );
     }
 }

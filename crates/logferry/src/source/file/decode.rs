@@ -1,6 +1,6 @@
 //! A file's lines to events: Kubernetes CRI/Docker lines decoded and their partial (`P`)
-//! records joined, `multiline.start_pattern` joining stack traces, a timestamp read from the
-//! line.
+//! records joined, `multiline` (`start_pattern` or a language `preset`) joining stack traces
+//! (per stream in container logs), a timestamp read from the line.
 //!
 //! What a [`Decoder`] holds (a partial line, an unfinished multiline event) has been read but
 //! not sent: [`Decoder::safe_offset`] is never past its first byte, so a saved position never
@@ -34,10 +34,7 @@ impl Pending {
         Pending {
             timestamp_ms: j.timestamp_ms,
             message: j.message,
-            extra: Some((
-                FieldName::Static(names::STREAM),
-                Bytes::from_static(j.stream.as_str().as_bytes()),
-            )),
+            extra: Some(stream_field(j.stream)),
             truncated_bytes: j.truncated_bytes,
             origin: 0,
         }
@@ -60,9 +57,90 @@ impl Pending {
 pub(super) struct Decoder {
     /// Offset just past the last line taken from the tailer.
     consumed: u64,
-    multiline: Option<Multiline>,
+    /// Plain files: one joiner. Container logs: one per stream (stdout, then stderr): the two
+    /// streams' records interleave in one file, and a trace on stderr must not take in the
+    /// stdout lines written between its lines.
+    multiline: Vec<StreamJoiner>,
     /// Container logs only.
     joiner: Option<PartialJoiner>,
+}
+
+/// The multiline joiner of one stream.
+struct StreamJoiner {
+    multiline: Multiline,
+    /// Container logs: the time of the held event's first record (the event's time).
+    first_ms: i64,
+}
+
+impl StreamJoiner {
+    /// A container record (joined from its parts) that starts at `first_part` into the joiner;
+    /// the event it finished, if any, with the time of that event's first record.
+    fn push(
+        &mut self,
+        j: &container::Joined,
+        first_part: u64,
+        end: u64,
+        now: Instant,
+    ) -> Option<Pending> {
+        let held_before = self.multiline.held_from().is_some();
+        let finished = self.multiline.push(&j.message, first_part, end, now);
+        let finished_ms = if held_before {
+            self.first_ms
+        } else {
+            j.timestamp_ms
+        };
+        if self.multiline.held_from() == Some(first_part) {
+            // This record started the held event.
+            self.first_ms = j.timestamp_ms;
+        }
+        finished.map(|a| self.container_event(a, finished_ms, j.stream))
+    }
+
+    fn container_event(
+        &self,
+        a: Aggregated,
+        timestamp_ms: i64,
+        stream: container::Stream,
+    ) -> Pending {
+        Pending {
+            timestamp_ms,
+            message: a.message,
+            extra: Some(stream_field(stream)),
+            truncated_bytes: a.truncated_bytes,
+            origin: 0,
+        }
+    }
+
+    /// The held event, as a container event of `stream` or (`None`) a plain file's.
+    fn finish(
+        &self,
+        a: Aggregated,
+        stream: Option<container::Stream>,
+        timestamps: Option<&TimestampParser>,
+        now_ms: i64,
+    ) -> Pending {
+        match stream {
+            Some(s) => self.container_event(a, self.first_ms, s),
+            None => Pending::timestamped(timestamps, a, now_ms),
+        }
+    }
+}
+
+fn stream_field(stream: container::Stream) -> (FieldName, Bytes) {
+    (
+        FieldName::Static(names::STREAM),
+        Bytes::from_static(stream.as_str().as_bytes()),
+    )
+}
+
+/// The container streams in the order of [`Decoder::multiline`].
+const STREAMS: [container::Stream; 2] = [container::Stream::Stdout, container::Stream::Stderr];
+
+fn stream_index(stream: container::Stream) -> usize {
+    match stream {
+        container::Stream::Stdout => 0,
+        container::Stream::Stderr => 1,
+    }
 }
 
 impl Decoder {
@@ -74,11 +152,27 @@ impl Decoder {
         max_line_bytes: usize,
         multiline: Option<MultilineOptions>,
     ) -> Self {
+        let streams = if container { STREAMS.len() } else { 1 };
+        let multiline = multiline
+            .map(|opts| {
+                (0..streams)
+                    .map(|_| StreamJoiner {
+                        multiline: Multiline::new(opts.clone()),
+                        first_ms: 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Decoder {
             consumed: offset,
-            multiline: multiline.map(Multiline::new),
+            multiline,
             joiner: container.then(|| PartialJoiner::new(max_line_bytes)),
         }
+    }
+
+    /// The stream a joiner belongs to: `None` for a plain file's.
+    fn stream_of(&self, index: usize) -> Option<container::Stream> {
+        self.joiner.is_some().then(|| STREAMS[index])
     }
 
     /// One line through the decoders; finished events land in `out`. A container line that
@@ -95,16 +189,18 @@ impl Decoder {
         let start_offset = self.consumed;
         self.consumed = line.end_offset;
         let Some(joiner) = self.joiner.as_mut() else {
-            let ts = timestamps.and_then(|p| p.parse(&line.bytes, now_ms));
-            match self.multiline.as_mut() {
+            match self.multiline.first_mut() {
                 None => out.push(Pending {
-                    timestamp_ms: ts.unwrap_or(now_ms),
+                    timestamp_ms: timestamps
+                        .and_then(|p| p.parse(&line.bytes, now_ms))
+                        .unwrap_or(now_ms),
                     message: line.bytes.clone(),
                     extra: None,
                     truncated_bytes: line.truncated_bytes,
                     origin: 0,
                 }),
-                Some(m) => {
+                Some(sj) => {
+                    let m = &mut sj.multiline;
                     if let Some(a) = m.push(&line.bytes, start_offset, line.end_offset, now) {
                         out.push(Pending::timestamped(timestamps, a, now_ms));
                     }
@@ -129,62 +225,75 @@ impl Decoder {
         let first_part = joiner
             .held_from()
             .map_or(start_offset, |h| h.min(start_offset));
-        if let Some(j) = joiner.push(parsed, start_offset, line.end_offset) {
-            let mut pending = Pending::from_joined(j);
-            pending.truncated_bytes += line.truncated_bytes;
-            match self.multiline.as_mut() {
-                None => out.push(pending),
-                Some(m) => {
-                    if let Some(a) = m.push(&pending.message, first_part, line.end_offset, now) {
-                        out.push(Pending {
-                            timestamp_ms: pending.timestamp_ms,
-                            message: a.message,
-                            extra: pending.extra,
-                            truncated_bytes: a.truncated_bytes,
-                            origin: 0,
-                        });
-                    }
-                }
+        if let Some(mut j) = joiner.push(parsed, start_offset, line.end_offset) {
+            j.truncated_bytes += line.truncated_bytes;
+            match self.multiline.get_mut(stream_index(j.stream)) {
+                None => out.push(Pending::from_joined(j)),
+                Some(sj) => out.extend(sj.push(&j, first_part, line.end_offset, now)),
             }
         }
         Ok(())
     }
 
-    /// Everything still held, for a file that is closed: partial container lines, then the
-    /// unfinished multiline event.
+    /// Everything still held, for a file that is closed: partial container lines (through
+    /// their stream's multiline joiner), then the unfinished multiline events.
     pub fn flush(&mut self, timestamps: Option<&TimestampParser>, now_ms: i64) -> Vec<Pending> {
         let mut out = Vec::new();
-        if let Some(j) = self.joiner.as_mut() {
-            out.extend(j.flush().into_iter().map(Pending::from_joined));
+        let partials = self
+            .joiner
+            .as_mut()
+            .map(PartialJoiner::flush)
+            .unwrap_or_default();
+        let now = Instant::now();
+        for j in partials {
+            match self.multiline.get_mut(stream_index(j.stream)) {
+                None => out.push(Pending::from_joined(j)),
+                // Offsets no longer matter: nothing is saved past a closed file's end.
+                Some(sj) => out.extend(sj.push(&j, self.consumed, self.consumed, now)),
+            }
         }
-        if let Some(a) = self.multiline.as_mut().and_then(Multiline::flush) {
-            out.push(Pending::timestamped(timestamps, a, now_ms));
+        for i in 0..self.multiline.len() {
+            let stream = self.stream_of(i);
+            let sj = &mut self.multiline[i];
+            if let Some(a) = sj.multiline.flush() {
+                out.push(sj.finish(a, stream, timestamps, now_ms));
+            }
         }
         out
     }
 
-    /// The multiline event whose timeout passed, if any.
+    /// The multiline events whose timeout passed.
     pub fn flush_due(
         &mut self,
         now: Instant,
         timestamps: Option<&TimestampParser>,
         now_ms: i64,
-    ) -> Option<Pending> {
-        let a = self.multiline.as_mut()?.flush_due(now)?;
-        Some(Pending::timestamped(timestamps, a, now_ms))
+    ) -> Vec<Pending> {
+        let mut out = Vec::new();
+        for i in 0..self.multiline.len() {
+            let stream = self.stream_of(i);
+            let sj = &mut self.multiline[i];
+            if let Some(a) = sj.multiline.flush_due(now) {
+                out.push(sj.finish(a, stream, timestamps, now_ms));
+            }
+        }
+        out
     }
 
-    /// When the held multiline event times out.
+    /// When the first held multiline event times out.
     pub fn deadline(&self) -> Option<Instant> {
-        self.multiline.as_ref().and_then(Multiline::deadline)
+        self.multiline
+            .iter()
+            .filter_map(|sj| sj.multiline.deadline())
+            .min()
     }
 
     /// The file was truncated: it is read again from 0, and what was held belongs to content
     /// that is gone.
     pub fn truncated(&mut self) {
         self.consumed = 0;
-        if let Some(m) = self.multiline.as_mut() {
-            let _ = m.flush();
+        for sj in &mut self.multiline {
+            let _ = sj.multiline.flush();
         }
         if let Some(j) = self.joiner.as_mut() {
             let _ = j.flush();
@@ -194,20 +303,19 @@ impl Decoder {
     /// The furthest position that may be saved: past every consumed line, but never past the
     /// start of something still held.
     pub fn safe_offset(&self) -> u64 {
-        let mut at = self.consumed;
-        if let Some(h) = self.multiline.as_ref().and_then(Multiline::held_from) {
-            at = at.min(h);
-        }
-        if let Some(h) = self.joiner.as_ref().and_then(PartialJoiner::held_from) {
-            at = at.min(h);
-        }
-        at
+        let held = self
+            .multiline
+            .iter()
+            .filter_map(|sj| sj.multiline.held_from())
+            .chain(self.joiner.as_ref().and_then(PartialJoiner::held_from));
+        held.fold(self.consumed, u64::min)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use logferry_tail::multiline::JoinRule;
     use std::time::Duration;
 
     /// Feeds `lines` (each followed by `\n`) from `offset`; the events' messages.
@@ -230,7 +338,7 @@ mod tests {
 
     fn multiline() -> MultilineOptions {
         MultilineOptions {
-            start_pattern: regex::bytes::Regex::new("^[^ ]").expect("regex"),
+            rule: JoinRule::StartPattern(regex::bytes::Regex::new("^[^ ]").expect("regex")),
             timeout: Duration::from_secs(60),
             max_lines: 100,
             max_bytes: 1 << 20,
@@ -274,6 +382,76 @@ mod tests {
         assert_eq!(flushed.len(), 1);
         assert_eq!(&flushed[0].message[..], b"next");
         assert_eq!(d.safe_offset(), at);
+    }
+
+    #[test]
+    fn a_preset_joins_each_container_stream_apart_across_partial_lines() {
+        let java = MultilineOptions {
+            rule: JoinRule::Preset(logferry_tail::multiline::Preset::Java),
+            ..multiline()
+        };
+        let mut d = Decoder::new(0, true, 1024, Some(java));
+        let mut at = 0;
+        let mut out = Vec::new();
+        let lines = [
+            "2026-11-25T10:00:00.100Z stdout F INFO start",
+            "2026-11-25T10:00:00.200Z stderr F java.lang.IllegalStateException: boom",
+            "2026-11-25T10:00:00.300Z stdout F INFO between",
+            "2026-11-25T10:00:00.400Z stderr P \tat com.example.A",
+            "2026-11-25T10:00:00.500Z stdout F INFO while split",
+            "2026-11-25T10:00:00.600Z stderr F .b(A.java:1)",
+            "2026-11-25T10:00:00.700Z stderr F \t... 3 more",
+            "2026-11-25T10:00:00.800Z stdout F INFO after",
+        ];
+        let mut trace_start = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if i == 1 {
+                trace_start = at;
+            }
+            at += l.len() as u64 + 1;
+            let line = Line {
+                file: 1,
+                bytes: Bytes::copy_from_slice(l.as_bytes()),
+                end_offset: at,
+                truncated_bytes: 0,
+            };
+            d.line(&line, None, 7, Instant::now(), &mut out)
+                .expect("cri");
+        }
+        assert_eq!(
+            d.safe_offset(),
+            trace_start,
+            "the held trace is not skipped"
+        );
+        out.extend(d.flush(None, 7));
+        let got: Vec<(String, &[u8], i64)> = out
+            .iter()
+            .map(|p| {
+                let stream = &p.extra.as_ref().expect("stream").1[..];
+                (
+                    String::from_utf8_lossy(&p.message).into_owned(),
+                    stream,
+                    p.timestamp_ms,
+                )
+            })
+            .collect();
+        let ms = |m: i64| 1_795_600_800_000 + m;
+        assert_eq!(
+            got,
+            [
+                ("INFO start".to_string(), &b"stdout"[..], ms(100)),
+                ("INFO between".to_string(), b"stdout", ms(300)),
+                ("INFO while split".to_string(), b"stdout", ms(500)),
+                // Flushed at close: stdout's held event, then stderr's.
+                ("INFO after".to_string(), b"stdout", ms(800)),
+                (
+                    "java.lang.IllegalStateException: boom\n\tat com.example.A.b(A.java:1)\n\t... 3 more"
+                        .to_string(),
+                    b"stderr",
+                    ms(200)
+                ),
+            ]
+        );
     }
 
     #[test]

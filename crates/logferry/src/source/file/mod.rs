@@ -10,7 +10,8 @@
 //!   it is delivered, then the chunk is sent, blocking while the sink's channel is full: the
 //!   files wait on disk.
 //! - `decode.rs`: **per-file decoding state**: Kubernetes CRI/Docker lines are decoded and
-//!   partial (`P`) lines joined; `multiline.start_pattern` joins stack traces.
+//!   partial (`P`) lines joined; `multiline` (`start_pattern` or a `preset`) joins stack
+//!   traces, per container stream.
 //! - `pod_labels.rs`: **pod labels** (`kubernetes_api`): a pod seen for the first time is looked
 //!   up by `logferry-kubernetes` in the background; its file's events are held (in memory, not
 //!   past their position: a crash re-reads them) for at most `kubernetes_api.wait`, then sent

@@ -218,7 +218,7 @@ impl Reader {
         }
         let labels = Labels::new(fields, pod_ref, self.pods.is_some());
         let multiline = self.cfg.multiline.as_ref().map(|m| MultilineOptions {
-            start_pattern: m.start_pattern.clone(),
+            rule: m.rule.clone(),
             timeout: m.timeout,
             max_lines: m.max_lines,
             max_bytes: m.max_bytes,
@@ -389,12 +389,13 @@ impl Reader {
         let now_ms = now_ms();
         for file in due {
             let timestamps = self.timestamps.as_ref();
-            let due = self
+            let mut due = self
                 .files
                 .get_mut(&file)
-                .and_then(|st| st.decoder.flush_due(now, timestamps, now_ms));
-            if let Some(p) = due {
-                self.emit(file, &mut vec![p], chunk);
+                .map(|st| st.decoder.flush_due(now, timestamps, now_ms))
+                .unwrap_or_default();
+            if !due.is_empty() {
+                self.emit(file, &mut due, chunk);
             }
         }
     }

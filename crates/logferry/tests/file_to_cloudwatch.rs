@@ -551,6 +551,148 @@ include = ["{}/*/*/*.log"]
     assert_eq!(dns[0].0, 1_795_600_801_500);
 }
 
+/// A container's log in CRI form: ordinary lines on stdout and stderr, and `trace` on stderr
+/// with a stdout line after every third of its lines and its second line split by the runtime
+/// into a `P` and an `F` part with a stdout line between them. The messages of the events
+/// that must arrive (stream, message), in order within each stream, and the file.
+fn cri_with_trace(trace: &str) -> (Vec<(&'static str, String)>, String) {
+    type Records = Vec<(&'static str, &'static str, String)>;
+    type Want = Vec<(&'static str, String)>;
+    let mut records: Records = Vec::new();
+    let mut want: Want = Vec::new();
+    let plain = |stream: &'static str, message: &str, records: &mut Records, want: &mut Want| {
+        records.push((stream, "F", message.to_string()));
+        want.push((stream, message.to_string()));
+    };
+    plain(
+        "stdout",
+        "INFO serving POST /orders",
+        &mut records,
+        &mut want,
+    );
+    plain(
+        "stderr",
+        "WARN slow query (1200 ms)",
+        &mut records,
+        &mut want,
+    );
+    for (i, line) in trace.lines().enumerate() {
+        if i == 1 {
+            let (head, tail) = line.split_at(line.len() / 2);
+            records.push(("stderr", "P", head.to_string()));
+            plain("stdout", "INFO between the parts", &mut records, &mut want);
+            records.push(("stderr", "F", tail.to_string()));
+        } else {
+            records.push(("stderr", "F", line.to_string()));
+        }
+        if i % 3 == 2 {
+            plain("stdout", &format!("INFO tick {i}"), &mut records, &mut want);
+        }
+    }
+    want.push(("stderr", trace.trim_end().to_string()));
+    plain(
+        "stderr",
+        "WARN retrying order 4711",
+        &mut records,
+        &mut want,
+    );
+    plain(
+        "stdout",
+        "INFO order 4712 accepted",
+        &mut records,
+        &mut want,
+    );
+    let file = records
+        .iter()
+        .enumerate()
+        .map(|(ms, (stream, tag, message))| {
+            format!("2026-11-25T10:00:00.{ms:03}Z {stream} {tag} {message}\n")
+        })
+        .collect();
+    (want, file)
+}
+
+/// `multiline.preset` on `kubernetes_logs`: a real Java, Python and Go trace each arrive as one
+/// event with its stream (stderr), though the container's stdout lines interleave with it and
+/// one of its lines was split into partial records; the lines around it stay events of their
+/// own.
+#[test]
+fn kubernetes_multiline_presets_join_traces_per_stream() {
+    const TRACES: [(&str, &str); 3] = [
+        (
+            "java",
+            include_str!("../../logferry-tail/testdata/traces/java.txt"),
+        ),
+        (
+            "python",
+            include_str!("../../logferry-tail/testdata/traces/python.txt"),
+        ),
+        (
+            "go",
+            include_str!("../../logferry-tail/testdata/traces/go.txt"),
+        ),
+    ];
+    let moto = Moto::start().expect("moto");
+    let root = tempfile::tempdir().expect("tmp");
+    let pods = root.path().join("var/log/pods");
+    let mut sources = String::new();
+    let mut wanted = Vec::new();
+    for (preset, trace) in TRACES {
+        let log = pods.join(format!(
+            "shop_{preset}-app_0b5e1c1e-1111-2222-3333-44445555666{}/app/0.log",
+            preset.len()
+        ));
+        fs::create_dir_all(log.parent().expect("dir")).expect("mkdir");
+        let (want, file) = cri_with_trace(trace);
+        fs::write(&log, file).expect("cri");
+        wanted.push((preset, want));
+        sources.push_str(&format!(
+            "[sources.{preset}]\ntype = \"kubernetes_logs\"\n\
+             include = [\"{}/shop_{preset}-app_*/*/*.log\"]\n\
+             [sources.{preset}.multiline]\npreset = \"{preset}\"\ntimeout = \"300ms\"\n",
+            pods.display()
+        ));
+    }
+    let lf = Logferry::start(&format!(
+        "data_dir = \"@DATA@\"\n{sources}{}",
+        cw_sink(
+            &["java", "python", "go"],
+            "/k8s/traces",
+            "{pod}",
+            &moto.endpoint()
+        )
+        .max_backoff("1s")
+        .format("json"),
+    ));
+    for (preset, want) in wanted {
+        let pod = format!("{preset}-app");
+        let got = wait_events(&moto.endpoint(), "/k8s/traces", &pod, want.len(), WAIT);
+        let got: Vec<(String, String)> = got
+            .iter()
+            .map(|(_, t)| {
+                let v: serde_json::Value = serde_json::from_str(t).expect("json");
+                let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                (field("stream"), field("message"))
+            })
+            .collect();
+        for stream in ["stdout", "stderr"] {
+            let of = |events: Vec<(&str, &str)>| -> Vec<String> {
+                events
+                    .into_iter()
+                    .filter(|(s, _)| *s == stream)
+                    .map(|(_, m)| m.to_string())
+                    .collect()
+            };
+            assert_eq!(
+                of(got.iter().map(|(s, m)| (s.as_str(), m.as_str())).collect()),
+                of(want.iter().map(|(s, m)| (*s, m.as_str())).collect()),
+                "{preset} {stream}\n{}",
+                lf.log()
+            );
+        }
+    }
+}
+
 /// 10,000 files in 1,000 directories matched by one glob: every line arrives.
 #[test]
 fn ten_thousand_files_glob() {

@@ -255,12 +255,36 @@ pub struct PodInfo {
 /// Reads the pod and container from a kubelet log path (see the module doc for the layouts).
 /// `None` if the path matches neither.
 pub fn pod_info_from_path(path: &Path) -> Option<PodInfo> {
+    let p = pod_path(path)?;
+    Some(PodInfo {
+        namespace: p.namespace.to_owned(),
+        pod: p.pod.to_owned(),
+        pod_uid: p.pod_uid.to_owned(),
+        container: p.container.to_owned(),
+    })
+}
+
+/// The namespace a kubelet log path names, borrowed from the path (no allocation: discovery
+/// asks it of every matched file at every rescan).
+pub fn namespace_from_path(path: &Path) -> Option<&str> {
+    pod_path(path).map(|p| p.namespace)
+}
+
+/// [`PodInfo`], borrowed from the path.
+struct PodPath<'a> {
+    namespace: &'a str,
+    pod: &'a str,
+    pod_uid: &'a str,
+    container: &'a str,
+}
+
+fn pod_path(path: &Path) -> Option<PodPath<'_>> {
     let file = path.file_name()?.to_str()?;
     from_containers_name(file).or_else(|| from_pods_layout(path, file))
 }
 
 /// `<pod>_<namespace>_<container>-<64 hex>.log`
-fn from_containers_name(file: &str) -> Option<PodInfo> {
+fn from_containers_name(file: &str) -> Option<PodPath<'_>> {
     let stem = file.strip_suffix(".log")?;
     let split = stem.len().checked_sub(64)?;
     let (head, id) = (stem.get(..split)?, stem.get(split..)?);
@@ -272,16 +296,16 @@ fn from_containers_name(file: &str) -> Option<PodInfo> {
     if parts.next().is_some() || [pod, namespace, container].iter().any(|p| p.is_empty()) {
         return None;
     }
-    Some(PodInfo {
-        namespace: namespace.to_owned(),
-        pod: pod.to_owned(),
-        pod_uid: String::new(),
-        container: container.to_owned(),
+    Some(PodPath {
+        namespace,
+        pod,
+        pod_uid: "",
+        container,
     })
 }
 
 /// `<namespace>_<pod>_<uid>/<container>/<n>.log[.<rotation suffix>]`
-fn from_pods_layout(path: &Path, file: &str) -> Option<PodInfo> {
+fn from_pods_layout<'a>(path: &'a Path, file: &str) -> Option<PodPath<'a>> {
     let after_digits = file.trim_start_matches(|c: char| c.is_ascii_digit());
     if after_digits.len() == file.len() {
         return None;
@@ -302,12 +326,53 @@ fn from_pods_layout(path: &Path, file: &str) -> Option<PodInfo> {
     {
         return None;
     }
-    Some(PodInfo {
-        namespace: namespace.to_owned(),
-        pod: pod.to_owned(),
-        pod_uid: uid.to_owned(),
-        container: container.to_owned(),
+    Some(PodPath {
+        namespace,
+        pod,
+        pod_uid: uid,
+        container,
     })
+}
+
+/// `include_namespaces` / `exclude_namespaces`: globs matched against the namespace a log
+/// path names ([`namespace_from_path`]), so a pod's files are kept or left alone without
+/// asking the Kubernetes API. Discovery treats a file this filter refuses like one an exclude
+/// pattern matches: it is never opened.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFilter {
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+}
+
+impl NamespaceFilter {
+    /// Compiles the globs; the first that does not parse is the error (`pattern`, reason).
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, (String, String)> {
+        let compile = |raw: &[String]| {
+            raw.iter()
+                .map(|p| glob::Pattern::new(p).map_err(|e| (p.clone(), e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(NamespaceFilter {
+            include: compile(include)?,
+            exclude: compile(exclude)?,
+        })
+    }
+
+    /// Whether the file at `path` is read: its namespace matches an include glob (when there
+    /// are any) and no exclude glob. A path that names no namespace is refused once include
+    /// globs are given (it cannot be shown to be in one of them) and kept otherwise.
+    pub fn admits(&self, path: &Path) -> bool {
+        if self.include.is_empty() && self.exclude.is_empty() {
+            return true;
+        }
+        match namespace_from_path(path) {
+            Some(ns) => {
+                (self.include.is_empty() || self.include.iter().any(|g| g.matches(ns)))
+                    && !self.exclude.iter().any(|g| g.matches(ns))
+            }
+            None => self.include.is_empty(),
+        }
+    }
 }
 
 /// A rejoined record: a full line, or partial parts and the full part that ended them.
@@ -655,6 +720,48 @@ mod tests {
             pod_uid: uid.into(),
             container: container.into(),
         })
+    }
+
+    #[test]
+    fn namespace_globs_keep_or_refuse_a_pods_files() {
+        let pods = |ns: &str| PathBuf::from(format!("/var/log/pods/{ns}_web-0_u1/nginx/0.log"));
+        let link = |ns: &str| {
+            PathBuf::from(format!(
+                "/var/log/containers/web-0_{ns}_nginx-{}.log",
+                "a".repeat(64)
+            ))
+        };
+        let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let exclude = NamespaceFilter::new(&[], &s(&["kube-*", "monitoring"])).expect("globs");
+        for (ns, kept) in [
+            ("kube-system", false),
+            ("kube-public", false),
+            ("monitoring", false),
+            ("default", true),
+            ("my-kube-app", true),
+        ] {
+            assert_eq!(exclude.admits(&pods(ns)), kept, "{ns}");
+            assert_eq!(exclude.admits(&link(ns)), kept, "{ns} (containers link)");
+        }
+        assert!(
+            exclude.admits(Path::new("/var/log/app.log")),
+            "no namespace"
+        );
+        let include = NamespaceFilter::new(&s(&["team-*"]), &s(&["team-b"])).expect("globs");
+        assert!(include.admits(&pods("team-a")));
+        assert!(!include.admits(&pods("team-b")), "exclude wins");
+        assert!(!include.admits(&pods("default")));
+        assert!(
+            !include.admits(Path::new("/var/log/app.log")),
+            "cannot be shown to be included"
+        );
+        assert!(NamespaceFilter::default().admits(Path::new("/var/log/app.log")));
+        assert_eq!(
+            NamespaceFilter::new(&[], &s(&["[a"]))
+                .expect_err("bad glob")
+                .0,
+            "[a"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! `/var/log/containers/*.log` are links into `/var/log/pods`.
 //!
 //! Exclude patterns are matched against the full path with `glob`'s default options, in which
-//! `*` also matches `/`: `*.gz` excludes every gzip file wherever it is.
+//! `*` also matches `/`: `*.gz` excludes every gzip file wherever it is. A
+//! [`NamespaceFilter`] (Kubernetes `include_namespaces` / `exclude_namespaces`) excludes the
+//! same way, by the namespace the path names.
 //!
 //! [`DirWatcher`] is the inotify side: one watch per directory, never per file, since a
 //! directory watch reports IN_MODIFY, IN_CREATE, IN_MOVED_* and IN_DELETE for the files in it.
@@ -28,6 +30,8 @@ use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+
+use crate::container::NamespaceFilter;
 
 /// A pattern that does not parse, or is not absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +85,7 @@ pub struct Scan {
 pub struct Discovery {
     includes: Vec<Include>,
     excludes: Vec<glob::Pattern>,
+    namespaces: NamespaceFilter,
 }
 
 fn has_wildcard(s: &str) -> bool {
@@ -146,12 +151,21 @@ impl Discovery {
             .iter()
             .map(|raw| glob::Pattern::new(raw).map_err(|e| bad(raw, e.to_string())))
             .collect::<Result<_, _>>()?;
-        Ok(Discovery { includes, excludes })
+        Ok(Discovery {
+            includes,
+            excludes,
+            namespaces: NamespaceFilter::default(),
+        })
     }
 
-    /// Whether an exclude pattern matches `path`.
+    /// Also excludes the files of pods whose namespace `namespaces` refuses.
+    pub fn with_namespaces(self, namespaces: NamespaceFilter) -> Discovery {
+        Discovery { namespaces, ..self }
+    }
+
+    /// Whether an exclude pattern matches `path`, or its namespace is filtered out.
     pub fn is_excluded(&self, path: &Path) -> bool {
-        self.excludes.iter().any(|p| p.matches_path(path))
+        self.excludes.iter().any(|p| p.matches_path(path)) || !self.namespaces.admits(path)
     }
 
     /// Whether `path` matches an include pattern (exclusions not considered).

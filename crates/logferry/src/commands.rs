@@ -116,7 +116,8 @@ fn matching_files(
     cfg: &crate::config::FileSourceConfig,
 ) -> Result<(Vec<PathBuf>, Vec<String>), String> {
     let discovery = Discovery::new(&cfg.tail.include, &cfg.tail.exclude)
-        .map_err(|e| format!("`{}`: {}", e.pattern, e.reason))?;
+        .map_err(|e| format!("`{}`: {}", e.pattern, e.reason))?
+        .with_namespaces(cfg.tail.namespaces.clone());
     let (mut matched, mut unreadable) = (Vec::new(), Vec::new());
     for found in discovery.scan().files {
         // Special files and dangling symlinks are skipped by the tailer too.

@@ -93,6 +93,10 @@ pub struct Event {
     /// (`sink::ledger`). Include whatever makes a position unique for good: a skipped event is
     /// acknowledged without being sent.
     pub origin: u64,
+    /// The message is a JSON object whose keys are the event's (`merge_json`): `json` format
+    /// renders its keys top-level, with the fields above nested under one object
+    /// ([`crate::json_merge`]).
+    pub merged: Option<crate::json_merge::Merged>,
 }
 
 impl Event {

@@ -9,7 +9,9 @@
 //!   the old rsyslog + awslogs chain keep working. Times are UTC. An event with neither a host
 //!   nor an identifier (a plain text line) is sent as its text alone rather than with a header
 //!   logferry would have to invent.
-//! - `json` is one object per event with its fields, for CloudWatch Logs Insights.
+//! - `json` is one object per event with its fields, for CloudWatch Logs Insights; a
+//!   `merge_json` event is the app's own object with logferry's fields nested in one key
+//!   ([`crate::json_merge`]).
 //! - `message` is the message text alone.
 //!
 //! Truncated events say so in the text (`short`, `message`) or in a `truncated_bytes` field
@@ -17,8 +19,11 @@
 
 use std::fmt::Write as _;
 
+use bytes::Bytes;
+
 use crate::config::MessageFormat;
-use crate::event::{names, Event, FACILITY_NAMES, SEVERITY_NAMES};
+use crate::event::{names, Event, FieldName, FACILITY_NAMES, SEVERITY_NAMES};
+use crate::json_merge::Merged;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -209,6 +214,9 @@ fn push_json_bytes(out: &mut String, v: &[u8]) {
 }
 
 fn format_json(event: &Event, out: &mut String) {
+    if let Some(merged) = event.merged {
+        return format_merged_json(event, merged, out);
+    }
     out.reserve(event.message.len() + 128 + event.fields.len() * 24);
     out.push_str("{\"timestamp\":\"");
     rfc3339_ms(event.timestamp_ms, out);
@@ -224,37 +232,7 @@ fn format_json(event: &Event, out: &mut String) {
             out.push('"');
         }
     }
-    // Repeated names become arrays, so no value is lost and the object stays valid JSON.
-    let mut seen: Vec<&str> = Vec::with_capacity(event.fields.len());
-    for (i, (name, _)) in event.fields.iter().enumerate() {
-        let n = name.as_str();
-        if seen.contains(&n) {
-            continue;
-        }
-        seen.push(n);
-        out.push(',');
-        push_json_str(out, n);
-        out.push(':');
-        let repeats = event.fields[i + 1..]
-            .iter()
-            .any(|(other, _)| other.as_str() == n);
-        if repeats {
-            out.push('[');
-            let mut first = true;
-            for (other, v) in &event.fields[i..] {
-                if other.as_str() == n {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    push_json_bytes(out, v);
-                }
-            }
-            out.push(']');
-        } else {
-            push_json_bytes(out, &event.fields[i].1);
-        }
-    }
+    push_members(out, &event.fields, Some, false);
     out.push_str(",\"source\":");
     push_json_str(out, &event.source);
     if event.truncated_bytes > 0 {
@@ -263,12 +241,113 @@ fn format_json(event: &Event, out: &mut String) {
     out.push('}');
 }
 
+/// Appends `fields` as object members, each named `key(name)` and skipped where that is
+/// `None`; a comma before each unless `first`. Returns whether nothing was written (and
+/// `first` held). Repeated names become arrays, so no value is lost and the object stays valid
+/// JSON.
+fn push_members<'a>(
+    out: &mut String,
+    fields: &'a [(FieldName, Bytes)],
+    key: impl Fn(&'a str) -> Option<&'a str>,
+    mut first: bool,
+) -> bool {
+    let mut seen: Vec<&str> = Vec::with_capacity(fields.len());
+    for (i, (name, _)) in fields.iter().enumerate() {
+        let Some(n) = key(name.as_str()) else {
+            continue;
+        };
+        if seen.contains(&n) {
+            continue;
+        }
+        seen.push(n);
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(out, n);
+        out.push(':');
+        let mut values = fields[i..]
+            .iter()
+            .filter(|(other, _)| key(other.as_str()) == Some(n))
+            .map(|(_, v)| v);
+        let one = values.next().map(|v| &v[..]).unwrap_or_default();
+        match values.next() {
+            None => push_json_bytes(out, one),
+            Some(second) => {
+                out.push('[');
+                push_json_bytes(out, one);
+                for v in std::iter::once(second).chain(values) {
+                    out.push(',');
+                    push_json_bytes(out, v);
+                }
+                out.push(']');
+            }
+        }
+    }
+    first
+}
+
+/// A pod label field's name without its `label.` prefix (nested under `labels`).
+fn label(name: &str) -> Option<&str> {
+    name.strip_prefix(names::LABEL_PREFIX)
+}
+
+/// Any other field's name.
+fn unlabelled(name: &str) -> Option<&str> {
+    (!name.starts_with(names::LABEL_PREFIX)).then_some(name)
+}
+
+/// A `merge_json` event: the app's object as it was written, then what logferry adds where the
+/// app has no key of that name (the rule and its reasons: [`crate::json_merge`]).
+fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
+    let object = event.message.trim_ascii();
+    out.reserve(object.len() + 96 + event.fields.len() * 32);
+    // Inspected as one valid object: it ends with its closing brace.
+    push_lossy(out, object.strip_suffix(b"}").unwrap_or(object));
+    let mut first = merged.empty;
+    let mut comma = |out: &mut String| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+    };
+    if !merged.has_meta() {
+        comma(out);
+        push_json_str(out, merged.meta_key);
+        out.push_str(":{");
+        let none = push_members(out, &event.fields, unlabelled, true);
+        if event
+            .fields
+            .iter()
+            .any(|(n, _)| label(n.as_str()).is_some())
+        {
+            if !none {
+                out.push(',');
+            }
+            out.push_str("\"labels\":{");
+            push_members(out, &event.fields, label, true);
+            out.push('}');
+        }
+        out.push('}');
+    }
+    if !merged.has_timestamp() {
+        comma(out);
+        out.push_str("\"timestamp\":\"");
+        rfc3339_ms(event.timestamp_ms, out);
+        out.push('"');
+    }
+    if !merged.has_source() {
+        comma(out);
+        out.push_str("\"source\":");
+        push_json_str(out, &event.source);
+    }
+    out.push('}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ack::Ack;
-    use crate::event::FieldName;
-    use bytes::Bytes;
 
     fn ev(fields: &[(&'static str, &str)], msg: &[u8]) -> Event {
         Event {
@@ -283,6 +362,7 @@ mod tests {
             truncated_bytes: 0,
             ack: Ack::none(),
             origin: 0,
+            merged: None,
         }
     }
 

@@ -353,6 +353,7 @@ mod tests {
             truncated_bytes: 0,
             ack: Ack::none(),
             origin: 0,
+            merged: None,
         }
     }
 

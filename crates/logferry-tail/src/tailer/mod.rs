@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::container::NamespaceFilter;
 use crate::discovery::{DirEvent, DirWatcher, Discovery};
 use crate::identity::{FileKey, Fingerprint};
 use crate::lines::{LineSplitter, SplitLine};
@@ -71,6 +72,9 @@ pub struct TailerOptions {
     pub include: Vec<String>,
     /// Glob patterns matched against the full path (`*` also matches `/`).
     pub exclude: Vec<String>,
+    /// Kubernetes namespaces whose pods' files are excluded like `exclude` excludes: never
+    /// opened.
+    pub namespaces: NamespaceFilter,
     /// Files present at the first scan with no saved position start at their end; files
     /// appearing later always start at 0.
     pub start_at_end: bool,
@@ -94,6 +98,7 @@ impl Default for TailerOptions {
         TailerOptions {
             include: Vec::new(),
             exclude: Vec::new(),
+            namespaces: NamespaceFilter::default(),
             start_at_end: false,
             max_line_bytes: 256 * 1024,
             encoding: encoding_rs::UTF_8,
@@ -263,11 +268,12 @@ impl Tailer {
         saved: Vec<SavedPosition>,
         inotify: bool,
     ) -> Result<Tailer, TailError> {
-        let discovery =
-            Discovery::new(&opts.include, &opts.exclude).map_err(|e| TailError::Pattern {
+        let discovery = Discovery::new(&opts.include, &opts.exclude)
+            .map_err(|e| TailError::Pattern {
                 pattern: e.pattern,
                 reason: e.reason,
-            })?;
+            })?
+            .with_namespaces(opts.namespaces.clone());
         let now = Instant::now();
         let mut notices = Vec::new();
         let watcher = match DirWatcher::new().and_then(|w| {

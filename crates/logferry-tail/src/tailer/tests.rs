@@ -617,6 +617,30 @@ fn excluded_files_are_not_read() {
 }
 
 #[test]
+fn files_of_a_filtered_namespace_are_never_opened() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for ns in ["default", "kube-system"] {
+        let dir = d.path().join(format!("pods/{ns}_web-0_u1/c"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        append(&dir.join("0.log"), format!("from {ns}\n").as_bytes());
+    }
+    let mut o = opts(d.path(), "pods/*/*/*.log");
+    o.namespaces = crate::container::NamespaceFilter::new(&[], &["kube-*".into()]).expect("glob");
+    let mut t = Tailer::new(o, vec![]).expect("tailer");
+    let mut seen = Seen::default();
+    pump(&mut t, &mut seen, n_lines(1));
+    settle(&mut t, &mut seen, Duration::from_millis(100));
+    assert_eq!(seen.texts(), ["from default"]);
+    let opened: Vec<PathBuf> = seen.opened().into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(
+        opened[0].to_string_lossy().contains("/default_"),
+        "{opened:?}"
+    );
+    assert_eq!(t.open_files(), 1);
+}
+
+#[test]
 fn new_directory_and_file_are_found_through_inotify_alone() {
     let d = tempfile::tempdir().expect("tempdir");
     let mut t = Tailer::new(opts(d.path(), "pods/*/*.log"), vec![]).expect("tailer");

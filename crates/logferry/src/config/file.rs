@@ -36,6 +36,8 @@ pub struct FileSourceConfig {
     pub kubernetes: bool,
     /// Add pod labels (and the node) from the Kubernetes API (`kubernetes_logs` only).
     pub kubernetes_api: Option<KubernetesApiSettings>,
+    /// A line that is a JSON object becomes the event's fields (`merge_json`).
+    pub merge_json: bool,
     /// Never save positions (`logferry tail`).
     pub dry_run: bool,
 }
@@ -97,6 +99,10 @@ pub(super) struct RawFile {
     timestamp_format: Option<String>,
     timezone: Option<String>,
     kubernetes_api: Option<RawKubernetesApi>,
+    include_namespaces: Option<Vec<String>>,
+    exclude_namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    merge_json: bool,
 }
 
 #[derive(Deserialize)]
@@ -290,13 +296,35 @@ pub(super) fn file_config(
                 wait,
             }
         });
+    let mut namespace_globs = |k: &'static str, globs: Option<Vec<String>>| {
+        let globs = ctx.only_where(
+            kubernetes,
+            &key(k),
+            globs,
+            "only a `kubernetes_logs` source reads pods' files",
+        )?;
+        for g in &globs {
+            if let Err(e) = glob::Pattern::new(g) {
+                ctx.error(&key(k), format!("`{g}` is not a valid glob pattern: {e}"));
+            }
+        }
+        Some(globs)
+    };
+    let include_namespaces = namespace_globs("include_namespaces", raw.include_namespaces);
+    let exclude_namespaces = namespace_globs("exclude_namespaces", raw.exclude_namespaces);
     if ctx.errors.len() != before {
         return None;
     }
+    let namespaces = logferry_tail::container::NamespaceFilter::new(
+        &include_namespaces.unwrap_or_default(),
+        &exclude_namespaces.unwrap_or_default(),
+    )
+    .ok()?;
     Some(FileSourceConfig {
         tail: TailerOptions {
             include,
             exclude: raw.exclude,
+            namespaces,
             start_at_end,
             max_line_bytes,
             encoding,
@@ -309,6 +337,7 @@ pub(super) fn file_config(
         timestamp,
         kubernetes,
         kubernetes_api,
+        merge_json: raw.merge_json,
         dry_run: false,
     })
 }
@@ -407,6 +436,57 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
+    }
+
+    #[test]
+    fn namespace_filters_are_for_pods_only_and_checked() {
+        let Ok(SourceConfig::File(f)) = with_source(
+            "type = \"kubernetes_logs\"\ninclude_namespaces = [\"team-*\"]\n\
+             exclude_namespaces = [\"team-b\"]\nmerge_json = true",
+        ) else {
+            panic!("valid");
+        };
+        assert!(f.merge_json);
+        let pods = |ns: &str| format!("/var/log/pods/{ns}_web-0_u/c/0.log");
+        assert!(f.tail.namespaces.admits(Path::new(&pods("team-a"))));
+        assert!(!f.tail.namespaces.admits(Path::new(&pods("team-b"))));
+        assert!(!f.tail.namespaces.admits(Path::new(&pods("default"))));
+        let all = errors_of(
+            "type = \"kubernetes_logs\"\ninclude_namespaces = [\"ok\", \"[bad\"]\n\
+             exclude_namespaces = [\"x[\"]",
+        );
+        for want in [
+            "c.toml:4: sources.f.include_namespaces: `[bad` is not a valid glob pattern",
+            "c.toml:5: sources.f.exclude_namespaces: `x[` is not a valid glob pattern",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        let all = errors_of(
+            "type = \"file\"\ninclude = [\"/a\"]\nexclude_namespaces = [\"kube-*\"]\n\
+             include_namespaces = []",
+        );
+        for want in [
+            "c.toml:5: sources.f.exclude_namespaces: only a `kubernetes_logs` source",
+            "c.toml:6: sources.f.include_namespaces: only a `kubernetes_logs` source",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn merge_json_is_off_unless_asked_and_allowed_on_files() {
+        let Ok(SourceConfig::File(f)) = with_source("type = \"kubernetes_logs\"") else {
+            panic!("valid");
+        };
+        assert!(!f.merge_json);
+        let Ok(SourceConfig::File(f)) =
+            with_source("type = \"file\"\ninclude = [\"/a\"]\nmerge_json = true")
+        else {
+            panic!("valid");
+        };
+        assert!(f.merge_json);
+        let all = errors_of("type = \"file\"\ninclude = [\"/a\"]\nmerge_json = \"yes\"");
+        assert!(all.contains("c.toml:5: sources.f.merge_json"), "{all}");
     }
 
     #[test]

@@ -221,7 +221,7 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
     if files.is_empty() {
         return;
     }
-    let families: [(&'static str, Kind, &'static str, SourceCounter); 4] = [
+    let families: [(&'static str, Kind, &'static str, SourceCounter); 5] = [
         (
             "logferry_file_open_files",
             Kind::Gauge,
@@ -245,6 +245,12 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
             Kind::Counter,
             "Container log lines in neither CRI nor Docker format (sent as they are).",
             |s| &s.unparsed,
+        ),
+        (
+            "logferry_file_json_merge_failures_total",
+            Kind::Counter,
+            "Lines starting with `{` that merge_json did not merge: invalid JSON, nested too deep, or too long (sent as they are).",
+            |s| &s.json_merge_failures,
         ),
     ];
     one_sample_per_source(x, &files, &families);

@@ -354,6 +354,7 @@ impl ChunkBuilder {
                 truncated_bytes: 0,
                 ack: p.ack,
                 origin: p.origin,
+                merged: None,
             })
             .collect();
         self.spans.clear();

@@ -100,6 +100,7 @@ fn fork_event(e: &Event) -> Event {
         truncated_bytes: e.truncated_bytes,
         ack: e.ack.fork(),
         origin: e.origin,
+        merged: e.merged,
     }
 }
 
@@ -148,6 +149,7 @@ pub fn syslog_event(
         truncated_bytes: frame.truncated_bytes,
         ack,
         origin: 0,
+        merged: None,
     }
 }
 

@@ -91,6 +91,9 @@ pub struct SourceStats {
     pub files_missing: AtomicU64,
     /// Kubernetes sources: lines that were neither CRI nor Docker json-file (sent as they are).
     pub unparsed: AtomicU64,
+    /// File sources with `merge_json`: lines starting with `{` that were not merged (invalid,
+    /// too deep, too large; sent as they are).
+    pub json_merge_failures: AtomicU64,
     /// Datagrams dropped by `max_events_per_second` / `max_bytes_per_second`.
     pub dropped_rate_limited: AtomicU64,
     /// Time stream connections spent paused by the rate limit, in microseconds.

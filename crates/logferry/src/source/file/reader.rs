@@ -22,6 +22,7 @@ use super::pod_labels::{Labels, PodAnswer};
 use crate::ack::{AckBatch, BatchOutcome};
 use crate::config::FileSourceConfig;
 use crate::event::{names, now_ms, Event, FieldName};
+use crate::json_merge::{self, Inspection};
 use crate::source::{Chunk, SourceContext, CHUNK_EVENTS};
 
 /// Longest sleep of the reader when nothing happens (it also checks for shutdown, so this is
@@ -67,6 +68,8 @@ pub(super) struct Reader {
     next_batch: u64,
     /// Unparseable container lines reported so far (the first few are logged).
     unparsed: u64,
+    /// Lines starting with `{` that `merge_json` could not merge (the first few are logged).
+    merge_failures: u64,
 }
 
 impl Reader {
@@ -104,6 +107,7 @@ impl Reader {
             held_bytes: 0,
             next_batch: 0,
             unparsed: 0,
+            merge_failures: 0,
         }
     }
 
@@ -336,11 +340,36 @@ impl Reader {
             return;
         }
         let batch = AckBatch::new(id, &self.outcomes);
+        // Logferry's fields of a merged line go under one key, so the app's keys always win.
+        let meta_key = if self.cfg.kubernetes {
+            "kubernetes"
+        } else {
+            "logferry"
+        };
         for p in pending.drain(..) {
             if p.message.is_empty() {
                 // CloudWatch refuses empty events; the position still moves past the line.
                 continue;
             }
+            let merged = if self.cfg.merge_json {
+                match json_merge::inspect(&p.message, p.truncated_bytes > 0, meta_key) {
+                    Inspection::Merged(m) => Some(m),
+                    Inspection::NotAnObject => None,
+                    Inspection::Failed(why) => {
+                        self.merge_failures += 1;
+                        self.ctx
+                            .stats
+                            .json_merge_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        if self.merge_failures <= 10 {
+                            tracing::warn!(error = %why, "a line starting with `{{` is not merged (merge_json); sent as it is");
+                        }
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let mut fields = st.labels.fields.clone();
             fields.extend(p.extra);
             chunk.push(Event {
@@ -352,6 +381,7 @@ impl Reader {
                 truncated_bytes: p.truncated_bytes,
                 ack: batch.ack(),
                 origin: p.origin,
+                merged,
             });
         }
     }

@@ -88,32 +88,26 @@ fn a_quiet_minute_costs_under_a_tenth_of_a_percent_of_a_core() {
     let container = pods.join("default_web-1_0000/web");
     std::fs::create_dir_all(&container).expect("pod dir");
     let (tcp, udp) = (free_port(), free_port());
-    let sources = format!(
-        r#"
-[sources.journal]
-type = "journald"
-directory = "{journal}"
-
-[sources.tcp]
-type = "syslog"
-address = "tcp://127.0.0.1:{tcp}"
-
-[sources.udp]
-type = "syslog"
-address = "udp://127.0.0.1:{udp}"
-
-[sources.file]
-type = "file"
-include = ["{file}"]
-
-[sources.containers]
-type = "kubernetes_logs"
-include = ["{pods}/*/*/*.log"]
-"#,
-        journal = jd.log_dir().display(),
-        file = file.display(),
-        pods = pods.display(),
-    );
+    let sources = [
+        source(
+            "journal",
+            "journald",
+            &format!("directory = \"{}\"", jd.log_dir().display()),
+        ),
+        syslog_source("tcp", "tcp", tcp, ""),
+        syslog_source("udp", "udp", udp, ""),
+        source(
+            "file",
+            "file",
+            &format!("include = [\"{}\"]", file.display()),
+        ),
+        source(
+            "containers",
+            "kubernetes_logs",
+            &format!("include = [\"{}/*/*/*.log\"]", pods.display()),
+        ),
+    ]
+    .join("\n");
     let sink = cw_sink(
         &["journal", "tcp", "udp", "file", "containers"],
         GROUP,

@@ -351,24 +351,12 @@ pub fn wait_events(
     n: usize,
     timeout: Duration,
 ) -> Vec<(i64, String)> {
-    let mut got = Vec::new();
-    wait_until(timeout, || {
-        got = events(endpoint, group, stream);
-        if got.len() < n {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let again = events(endpoint, group, stream);
-        let stable = again == got;
-        got = again;
-        stable
-    });
-    assert!(
-        got.len() >= n,
-        "{group}/{stream}: {} of {n} events arrived within {timeout:?}",
-        got.len()
-    );
-    got
+    wait_stable(endpoint, group, stream, timeout, |got| got.len() >= n).unwrap_or_else(|got| {
+        panic!(
+            "{group}/{stream}: {} of {n} events arrived within {timeout:?}",
+            got.len()
+        )
+    })
 }
 
 /// Like [`wait_events`], but counts distinct messages: a duplicate must not end the wait while
@@ -381,10 +369,31 @@ pub fn wait_distinct(
     n: usize,
     timeout: Duration,
 ) -> Vec<(i64, String)> {
+    wait_stable(endpoint, group, stream, timeout, |got| {
+        tally(got).len() >= n
+    })
+    .unwrap_or_else(|got| {
+        panic!(
+            "{group}/{stream}: {} of {n} distinct events arrived within {timeout:?} ({} in all)",
+            tally(&got).len(),
+            got.len()
+        )
+    })
+}
+
+/// Reads `group`/`stream` until `enough` holds for two reads in a row that agree; `Err` with
+/// the last read at `timeout`.
+fn wait_stable(
+    endpoint: &str,
+    group: &str,
+    stream: &str,
+    timeout: Duration,
+    enough: impl Fn(&[(i64, String)]) -> bool,
+) -> Result<Vec<(i64, String)>, Vec<(i64, String)>> {
     let mut got = Vec::new();
     wait_until(timeout, || {
         got = events(endpoint, group, stream);
-        if tally(&got).len() < n {
+        if !enough(&got) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -393,13 +402,11 @@ pub fn wait_distinct(
         got = again;
         stable
     });
-    assert!(
-        tally(&got).len() >= n,
-        "{group}/{stream}: {} of {n} distinct events arrived within {timeout:?} ({} in all)",
-        tally(&got).len(),
-        got.len()
-    );
-    got
+    if enough(&got) {
+        Ok(got)
+    } else {
+        Err(got)
+    }
 }
 
 /// How many times each message arrived (a duplicate counts 2).

@@ -381,6 +381,9 @@ pub fn wait_distinct(
     })
 }
 
+/// What a stream holds: (timestamp in ms, message), in CloudWatch's order.
+type Events = Vec<(i64, String)>;
+
 /// Reads `group`/`stream` until `enough` holds for two reads in a row that agree; `Err` with
 /// the last read at `timeout`.
 fn wait_stable(
@@ -389,7 +392,7 @@ fn wait_stable(
     stream: &str,
     timeout: Duration,
     enough: impl Fn(&[(i64, String)]) -> bool,
-) -> Result<Vec<(i64, String)>, Vec<(i64, String)>> {
+) -> Result<Events, Events> {
     let mut got = Vec::new();
     wait_until(timeout, || {
         got = events(endpoint, group, stream);

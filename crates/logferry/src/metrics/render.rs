@@ -221,7 +221,7 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
     if files.is_empty() {
         return;
     }
-    let families: [(&'static str, Kind, &'static str, SourceCounter); 5] = [
+    let families: [(&'static str, Kind, &'static str, SourceCounter); 6] = [
         (
             "logferry_file_open_files",
             Kind::Gauge,
@@ -239,6 +239,12 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
             Kind::Counter,
             "Files with a saved offset that were gone at start (unread lines lost).",
             |s| &s.files_missing,
+        ),
+        (
+            "logferry_file_rate_pauses_total",
+            Kind::Counter,
+            "Times a file was paused, not cut, for reading max_file_bytes_per_second (max_container_bytes_per_second).",
+            |s| &s.files_rate_paused,
         ),
         (
             "logferry_file_unparsed_lines_total",

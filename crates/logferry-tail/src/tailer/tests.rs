@@ -777,8 +777,14 @@ fn a_file_over_its_rate_is_paused_not_cut_while_others_are_read() {
     assert_eq!(t.rate_pauses(), 1, "paused once its burst was read");
     // A quiet file written while the loud one is paused is read at once.
     append(&d.path().join("quiet.log"), b"quiet\n");
-    pump(&mut t, &mut seen, |s| s.texts().contains(&"quiet".to_string()));
-    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    pump(&mut t, &mut seen, |s| {
+        s.texts().contains(&"quiet".to_string())
+    });
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
     pump(&mut t, &mut seen, n_lines(201));
     let took = start.elapsed();
     assert!(

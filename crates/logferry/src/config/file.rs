@@ -494,9 +494,8 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
-        let all = errors_of(
-            "type = \"file\"\ninclude = [\"/a\"]\nmax_container_bytes_per_second = 5",
-        );
+        let all =
+            errors_of("type = \"file\"\ninclude = [\"/a\"]\nmax_container_bytes_per_second = 5");
         assert!(
             all.contains("c.toml:5: sources.f.max_container_bytes_per_second: this source type calls it `max_file_bytes_per_second`"),
             "{all}"

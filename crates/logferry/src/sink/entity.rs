@@ -201,6 +201,7 @@ mod tests {
         for (pod, workload) in [
             ("web-7d4b9c8f6-x2kzq", "web"),
             ("shop-api-5c9f8b7d4-p8wqz", "shop-api"),
+            ("api-2x4b6c-x2kzq", "api"),
             ("db-0", "db"),
             ("kafka-broker-12", "kafka-broker"),
             ("fluent-bit-x7k2p", "fluent-bit"),

@@ -7,8 +7,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,24 +16,6 @@ const GROUP: &str = "/k8s/fair";
 const WAIT: Duration = Duration::from_secs(180);
 const BACKLOG: usize = 150_000;
 const QUIET: usize = 10;
-
-/// `<pods>/<ns>_<pod>_<uid>/<container>/0.log`, its directory created.
-fn pod_log(pods: &Path, pod: &str, container: &str) -> PathBuf {
-    let path = pods.join(format!("fair_{pod}_0b5e1c1e-1111-2222-3333-{pod:0>12}"));
-    let path = path.join(container).join("0.log");
-    fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
-    path
-}
-
-fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -81,7 +61,7 @@ fn quiet_containers_are_not_delayed_by_a_loud_containers_backlog() {
     let moto = Moto::start().expect("moto");
     let root = tempfile::tempdir().expect("tmp");
     let pods = root.path().join("var/log/pods");
-    let loud = pod_log(&pods, "loud", "app");
+    let loud = pod_log(&pods, "fair", "loud", "app");
     // Distinct milliseconds in the past, so CloudWatch's order is the file's.
     let base = now_ms() - 600_000;
     let mut backlog = String::with_capacity(BACKLOG * 250);
@@ -91,7 +71,7 @@ fn quiet_containers_are_not_delayed_by_a_loud_containers_backlog() {
     append(&loud, &backlog);
     drop(backlog);
     let quiet: Vec<PathBuf> = (0..QUIET)
-        .map(|q| pod_log(&pods, &format!("quiet{q}"), "app"))
+        .map(|q| pod_log(&pods, "fair", &format!("quiet{q}"), "app"))
         .collect();
     // The streams exist, as on a node that has run for a while: creating them is paced (one
     // every ~2 s at first), a start-up cost this test is not about.
@@ -197,7 +177,7 @@ fn a_container_over_its_rate_is_paused_not_cut() {
     let moto = Moto::start().expect("moto");
     let root = tempfile::tempdir().expect("tmp");
     let pods = root.path().join("var/log/pods");
-    let limited = pod_log(&pods, "limited", "app");
+    let limited = pod_log(&pods, "fair", "limited", "app");
     // 2,000 lines of about 92 bytes (CRI prefix included) at 20,000 B/s: one second's burst,
     // then about eight seconds more (unlimited, they are all in within ~3 s).
     let base = now_ms() - 60_000;
@@ -209,7 +189,7 @@ fn a_container_over_its_rate_is_paused_not_cut() {
     let total = text.len();
     assert!((170_000..210_000).contains(&total), "{total}");
     append(&limited, &text);
-    let other = pod_log(&pods, "other", "app");
+    let other = pod_log(&pods, "fair", "other", "app");
     append(&other, &cri(now_ms(), "unlimited neighbour"));
     let started = Instant::now();
     let (lf, metrics) = start(

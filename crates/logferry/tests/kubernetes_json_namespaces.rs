@@ -3,9 +3,8 @@
 
 mod support;
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,24 +12,6 @@ use support::*;
 
 const GROUP: &str = "/k8s/test";
 const WAIT: Duration = Duration::from_secs(120);
-
-/// `<pods>/<ns>_<pod>_<uid>/<container>/0.log`, its directory created.
-fn pod_log(pods: &Path, ns: &str, pod: &str, container: &str) -> PathBuf {
-    let path = pods.join(format!("{ns}_{pod}_0b5e1c1e-1111-2222-3333-{ns:0>12}"));
-    let path = path.join(container).join("0.log");
-    fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
-    path
-}
-
-fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("append");
-}
 
 /// A `kubernetes_logs` source `k` over `pods` with `extra` lines, `json` events to
 /// `GROUP`/`stream`.
@@ -90,7 +71,7 @@ fn json_lines_are_merged_with_pod_metadata_under_kubernetes() {
         json!({
             "namespace": "shop",
             "pod": "web-7d9f",
-            "pod_uid": "0b5e1c1e-1111-2222-3333-00000000shop",
+            "pod_uid": "0b5e1c1e-1111-2222-3333-0000web-7d9f",
             "container": "api",
             "node": "node-7",
             "file": log.display().to_string(),

@@ -462,6 +462,26 @@ pub fn test_seed(test: &str) -> u64 {
     seed
 }
 
+/// A container log file as the kubelet lays them out, `<pods>/<ns>_<pod>_<uid>/<container>/0.log`
+/// (the uid ends in the pod's name), its directory created.
+pub fn pod_log(pods: &Path, ns: &str, pod: &str, container: &str) -> PathBuf {
+    let path = pods.join(format!("{ns}_{pod}_0b5e1c1e-1111-2222-3333-{pod:0>12}"));
+    let path = path.join(container).join("0.log");
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    path
+}
+
+/// Appends `text` to `path`, creating it.
+pub fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("append");
+}
+
 /// Starts logferry with `/metrics` on a free loopback port; returns it with that address.
 pub fn start_with_metrics(config: &str) -> (Logferry, String) {
     let addr = format!("127.0.0.1:{}", free_port());

@@ -46,6 +46,9 @@ pub struct PutLogEventsReq<'a> {
     /// Events; missing means empty.
     #[serde(rename = "logEvents", default, borrow)]
     pub events: Vec<InputEvent<'a>>,
+    /// The workload the events come from (`keyAttributes`, `attributes`), if sent.
+    #[serde(default)]
+    pub entity: Option<serde_json::Value>,
 }
 
 impl PutLogEventsReq<'_> {

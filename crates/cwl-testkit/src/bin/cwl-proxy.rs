@@ -8,7 +8,7 @@
 //! * checks every PutLogEvents (and CreateLogGroup/CreateLogStream/PutRetentionPolicy names
 //!   and values) against the real limits, keeping counters and a list of violations;
 //! * records one entry per PutLogEvents (group, stream, events, bytes, first/last
-//!   timestamp, fault, upstream and client-visible status);
+//!   timestamp, entity, fault, upstream and client-visible status);
 //! * injects faults chosen at run time through an admin API under `/__proxy/` on the same
 //!   port: throttling, 503, 500, connection reset before forwarding, reset *after*
 //!   forwarding (the events are stored but the client never hears so: the real-life source
@@ -160,6 +160,10 @@ struct Faults {
     error_count: Option<u64>,
     /// Only requests signed (SigV4 `Credential=`) with this access key id get `error_code`.
     error_access_key_id: Option<String>,
+    /// A PutLogEvents that carries an entity and that moto accepts is answered with
+    /// `rejectedEntityInfo` of this error type (e.g. `InvalidAttributes`), as CloudWatch
+    /// answers an entity it refuses while it keeps the events.
+    reject_entity: Option<String>,
 }
 
 impl Default for Faults {
@@ -182,6 +186,7 @@ impl Default for Faults {
             error_message: None,
             error_count: None,
             error_access_key_id: None,
+            reject_entity: None,
         }
     }
 }
@@ -314,6 +319,7 @@ fn arm_reset(fd: RawFd) {
 struct PutInfo {
     group: String,
     stream: String,
+    entity: Option<Value>,
     summary: limits::BatchSummary,
 }
 
@@ -325,6 +331,7 @@ fn inspect(op: &str, body: &[u8]) -> (Option<PutInfo>, Vec<Violation>) {
                 let info = PutInfo {
                     group: req.group.into_owned(),
                     stream: req.stream.into_owned(),
+                    entity: req.entity,
                     summary,
                 };
                 (Some(info), v)
@@ -642,6 +649,24 @@ async fn forward(
     Ok(out)
 }
 
+/// `resp` (moto's answer to a PutLogEvents) with `rejectedEntityInfo` added when it is a
+/// success; anything else is relayed as it is.
+async fn reject_entity(resp: Resp, error_type: &str) -> Resp {
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes());
+    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    if !v.is_object() {
+        v = json!({});
+    }
+    v["rejectedEntityInfo"] = json!({ "errorType": error_type });
+    let out = Bytes::from(v.to_string());
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(out))
+}
+
 async fn handle(
     req: Request<Incoming>,
     sh: Arc<Shared>,
@@ -755,7 +780,13 @@ async fn handle(
                 tokio::time::sleep(Duration::from_millis(latency_ms)).await;
             }
             match forward(&sh, &parts, body).await {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    if put.as_ref().is_some_and(|p| p.entity.is_some()) {
+                        let reject = sh.lock().faults.reject_entity.clone();
+                        if let Some(error_type) = reject {
+                            resp = reject_entity(resp, &error_type).await;
+                        }
+                    }
                     forwarded = true;
                     upstream_status = Some(resp.status().as_u16());
                     if reset_after {
@@ -800,6 +831,7 @@ async fn handle(
                 "events": p.summary.events,
                 "message_bytes": p.summary.message_bytes,
                 "batch_bytes": p.summary.batch_bytes,
+                "entity": p.entity,
                 "first_ts": p.summary.first_ts,
                 "last_ts": p.summary.last_ts,
                 "violations": violations.iter().map(|v| v.rule.as_str()).collect::<Vec<_>>(),

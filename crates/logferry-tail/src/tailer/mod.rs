@@ -34,8 +34,11 @@
 //!   not emitted: the saved position stays before them and they are read whole next time.
 //!
 //! Reading is round-robin: each file with data gets one `read_buffer_bytes` read per turn, so a
-//! file written in a tight loop cannot starve the others.
+//! file written in a tight loop cannot starve the others. With `max_file_bytes_per_second`, a
+//! file that has read its rate leaves the round-robin until its budget allows a whole read
+//! again (see [`budget`]); nothing is dropped, the lines wait on disk.
 
+mod budget;
 mod read;
 mod rotation;
 mod scan;
@@ -91,6 +94,9 @@ pub struct TailerOptions {
     pub read_buffer_bytes: usize,
     /// How long a file no longer at a matched path stays open after it last grew.
     pub rotate_wait: Duration,
+    /// Each file is read at most this fast (a token bucket holding one second's worth); a
+    /// file over it is paused, never cut.
+    pub max_file_bytes_per_second: Option<u64>,
 }
 
 impl Default for TailerOptions {
@@ -106,6 +112,7 @@ impl Default for TailerOptions {
             rescan_interval: Duration::from_secs(5),
             read_buffer_bytes: 64 * 1024,
             rotate_wait: Duration::from_secs(5),
+            max_file_bytes_per_second: None,
         }
     }
 }
@@ -222,6 +229,10 @@ struct OpenFile {
     seen: u64,
     /// The unterminated line flushed at a truncation, returned before anything else.
     carry: Option<SplitLine>,
+    /// `max_file_bytes_per_second`.
+    budget: Option<budget::Budget>,
+    /// Out of budget: not read before this (it is in `Tailer::paused`).
+    paused_until: Option<Instant>,
 }
 
 /// Follows the files the include patterns match. See the module docs.
@@ -241,6 +252,10 @@ pub struct Tailer {
     /// thousand files spends most of its time hashing.
     by_path: HashMap<OsString, FileId>,
     ready: VecDeque<FileId>,
+    /// Files out of budget, back in `ready` at their `paused_until`.
+    paused: Vec<FileId>,
+    /// How many times a file was paused for its rate.
+    pauses: u64,
     notices: Vec<Notice>,
     errors: HashMap<PathBuf, String>,
     /// Matched paths not read (compressed, not regular), with the inode they had.
@@ -306,6 +321,8 @@ impl Tailer {
             by_key: HashMap::new(),
             by_path: HashMap::new(),
             ready: VecDeque::new(),
+            paused: Vec::new(),
+            pauses: 0,
             notices,
             errors: HashMap::new(),
             skipped: HashMap::new(),
@@ -368,6 +385,9 @@ impl Tailer {
             if self.needs_polling() {
                 wake = wake.min(self.next_poll);
             }
+            if let Some(resume) = self.next_resume() {
+                wake = wake.min(resume);
+            }
             if now >= wake {
                 return;
             }
@@ -404,6 +424,11 @@ impl Tailer {
         }
     }
 
+    /// How many times a file was paused because it had read `max_file_bytes_per_second`.
+    pub fn rate_pauses(&self) -> u64 {
+        self.pauses
+    }
+
     pub fn open_files(&self) -> usize {
         self.open.len()
     }
@@ -438,11 +463,44 @@ impl Tailer {
             self.next_poll = now + POLL_INTERVAL;
             self.poll_files(now);
         }
+        self.resume_paused(now);
+    }
+
+    /// The earliest time a paused file may be read again.
+    fn next_resume(&self) -> Option<Instant> {
+        self.paused
+            .iter()
+            .filter_map(|id| self.open.get(id)?.paused_until)
+            .min()
+    }
+
+    /// Puts the paused files whose budget allows a read back in the round-robin.
+    fn resume_paused(&mut self, now: Instant) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        let open = &mut self.open;
+        self.paused.retain(|id| {
+            let Some(f) = open.get_mut(id) else {
+                return false;
+            };
+            if f.paused_until.is_some_and(|t| t > now) {
+                return true;
+            }
+            f.paused_until = None;
+            due.push(*id);
+            false
+        });
+        for id in due {
+            self.mark_ready(id);
+        }
     }
 
     fn mark_ready(&mut self, id: FileId) {
         if let Some(f) = self.open.get_mut(&id) {
-            if !f.queued {
+            // Written to while paused: read when the pause ends.
+            if !f.queued && f.paused_until.is_none() {
                 f.queued = true;
                 self.ready.push_back(id);
             }

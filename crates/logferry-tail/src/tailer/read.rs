@@ -28,7 +28,18 @@ impl Tailer {
         if !drain_lines(id, &mut f.splitter, out, limit) {
             return true;
         }
-        let want = self.opts.read_buffer_bytes.max(1);
+        let mut want = self.opts.read_buffer_bytes.max(1);
+        if let Some(budget) = f.budget.as_mut() {
+            match budget.allow(want, now) {
+                Ok(allowed) => want = allowed,
+                Err(until) => {
+                    f.paused_until = Some(until);
+                    self.paused.push(id);
+                    self.pauses += 1;
+                    return false;
+                }
+            }
+        }
         let n = match f.splitter.read_from(&f.file, want) {
             Ok(n) => n,
             Err(e) => {
@@ -39,6 +50,9 @@ impl Tailer {
                 return false;
             }
         };
+        if let Some(budget) = f.budget.as_mut() {
+            budget.spend(n);
+        }
         if n > 0 {
             f.last_growth = now;
             f.touched = true;

@@ -357,6 +357,11 @@ impl Tailer {
                 check_magic: false,
                 seen: self.generation,
                 carry: None,
+                budget: self
+                    .opts
+                    .max_file_bytes_per_second
+                    .map(|rate| budget::Budget::new(rate, now)),
+                paused_until: None,
             },
         );
         self.mark_ready(id);

@@ -758,3 +758,40 @@ fn close_all_closes_everything_without_flushing_partial_lines() {
     assert_eq!(t.read(&mut seen.lines, 10), 0);
     assert_eq!(t.position(0, 2).map(|p| p.offset), Some(2));
 }
+
+#[test]
+fn a_file_over_its_rate_is_paused_not_cut_while_others_are_read() {
+    let d = tempfile::tempdir().expect("tempdir");
+    // 10 bytes a line: 2,000 bytes at 1,000 B/s is one second's burst, then a second more.
+    append(
+        &d.path().join("loud.log"),
+        "loud-line\n".repeat(200).as_bytes(),
+    );
+    let mut o = opts(d.path(), "*.log");
+    o.read_buffer_bytes = 4096;
+    o.max_file_bytes_per_second = Some(1000);
+    let mut t = Tailer::new(o, vec![]).expect("tailer");
+    let start = Instant::now();
+    let mut seen = Seen::default();
+    pump(&mut t, &mut seen, n_lines(100));
+    assert_eq!(t.rate_pauses(), 1, "paused once its burst was read");
+    // A quiet file written while the loud one is paused is read at once.
+    append(&d.path().join("quiet.log"), b"quiet\n");
+    pump(&mut t, &mut seen, |s| {
+        s.texts().contains(&"quiet".to_string())
+    });
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    pump(&mut t, &mut seen, n_lines(201));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(2),
+        "2,000 bytes at 1,000 B/s with a one-second burst took {took:?}"
+    );
+    settle(&mut t, &mut seen, Duration::from_millis(50));
+    assert_eq!(seen.lines.len(), 201, "nothing lost, nothing repeated");
+    assert!(t.rate_pauses() >= 2);
+}

@@ -74,6 +74,9 @@ pub struct CloudWatchSinkConfig {
     pub dead_letter_path: PathBuf,
     /// Credentials for this sink instead of the AWS chain's defaults.
     pub auth: AuthConfig,
+    /// CloudWatch's entity for container logs (`cluster_name`, `cluster_platform`): `None`
+    /// when no cluster name is known ([`crate::sink::entity`]).
+    pub entity: Option<crate::sink::entity::EntityConfig>,
 }
 
 /// `[sinks.NAME.auth]`: where a sink's credentials come from. Everything unset (the default)
@@ -204,6 +207,8 @@ pub(super) struct RawCloudWatch {
     #[serde(default, deserialize_with = "de_duration_opt")]
     max_backoff: Option<Duration>,
     dead_letter_path: Option<PathBuf>,
+    cluster_name: Option<String>,
+    cluster_platform: Option<String>,
     // Deserialized on its own so that its errors name `sinks.NAME.auth.KEY` and its line.
     auth: Option<toml::Value>,
 }
@@ -322,6 +327,7 @@ pub(super) fn cloudwatch_config(
     }
 
     let new_group = new_group(ctx, &err, &raw);
+    let entity = entity_config(ctx, &err, &raw, env);
     let group_text = env("LOGFERRY_LOG_GROUP")
         .filter(|s| !s.is_empty())
         .or(raw.log_group);
@@ -441,7 +447,43 @@ pub(super) fn cloudwatch_config(
             .dead_letter_path
             .unwrap_or_else(|| data_dir.join("dead-letter").join(format!("{name}.jsonl"))),
         auth,
+        entity,
     }))
+}
+
+/// `cluster_name` (else `CLUSTER_NAME`) and `cluster_platform`, checked; `None` without a
+/// cluster name.
+fn entity_config(
+    ctx: &mut Ctx<'_>,
+    err: &dyn Fn(&mut Ctx<'_>, &'static str, String),
+    raw: &RawCloudWatch,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<crate::sink::entity::EntityConfig> {
+    use crate::sink::entity::{cluster_name_problem, EntityConfig, Platform};
+    let platform = match raw.cluster_platform.as_deref() {
+        None | Some("eks") => Platform::Eks,
+        Some("kubernetes") => Platform::Kubernetes,
+        Some(other) => {
+            err(
+                ctx,
+                "cluster_platform",
+                format!("`{other}` is not a platform; use \"eks\" or \"kubernetes\""),
+            );
+            Platform::Eks
+        }
+    };
+    let (cluster, from) = match &raw.cluster_name {
+        Some(name) => (name.clone(), ""),
+        None => (
+            env("CLUSTER_NAME").filter(|s| !s.is_empty())?,
+            " (from CLUSTER_NAME)",
+        ),
+    };
+    if let Some(problem) = cluster_name_problem(&cluster) {
+        err(ctx, "cluster_name", format!("`{cluster}`{from} {problem}"));
+        return None;
+    }
+    Some(EntityConfig { cluster, platform })
 }
 
 /// `[sinks.NAME.auth]`. No message here quotes a credential's value.

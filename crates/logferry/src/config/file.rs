@@ -103,6 +103,8 @@ pub(super) struct RawFile {
     exclude_namespaces: Option<Vec<String>>,
     #[serde(default)]
     merge_json: bool,
+    max_file_bytes_per_second: Option<u64>,
+    max_container_bytes_per_second: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +314,34 @@ pub(super) fn file_config(
     };
     let include_namespaces = namespace_globs("include_namespaces", raw.include_namespaces);
     let exclude_namespaces = namespace_globs("exclude_namespaces", raw.exclude_namespaces);
+    // One setting under the name of what the source reads: a container's log is one file.
+    let (rate_key, other_key, rate, other) = if kubernetes {
+        (
+            "max_container_bytes_per_second",
+            "max_file_bytes_per_second",
+            raw.max_container_bytes_per_second,
+            raw.max_file_bytes_per_second,
+        )
+    } else {
+        (
+            "max_file_bytes_per_second",
+            "max_container_bytes_per_second",
+            raw.max_file_bytes_per_second,
+            raw.max_container_bytes_per_second,
+        )
+    };
+    if other.is_some() {
+        ctx.error(
+            &key(other_key),
+            format!("this source type calls it `{rate_key}`"),
+        );
+    }
+    if rate == Some(0) {
+        ctx.error(
+            &key(rate_key),
+            "must be more than zero (remove it for no limit)",
+        );
+    }
     if ctx.errors.len() != before {
         return None;
     }
@@ -331,6 +361,7 @@ pub(super) fn file_config(
             fingerprint_bytes,
             rescan_interval: raw.rescan_interval.unwrap_or(Duration::from_secs(5)),
             rotate_wait: raw.rotate_wait.unwrap_or(Duration::from_secs(5)),
+            max_file_bytes_per_second: rate,
             ..TailerOptions::default()
         },
         multiline,
@@ -436,6 +467,39 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
+    }
+
+    #[test]
+    fn the_read_rate_is_named_after_what_the_source_reads_and_more_than_zero() {
+        let Ok(SourceConfig::File(f)) =
+            with_source("type = \"kubernetes_logs\"\nmax_container_bytes_per_second = 65536")
+        else {
+            panic!("valid");
+        };
+        assert_eq!(f.tail.max_file_bytes_per_second, Some(65536));
+        let Ok(SourceConfig::File(f)) =
+            with_source("type = \"file\"\ninclude = [\"/a\"]\nmax_file_bytes_per_second = 9")
+        else {
+            panic!("valid");
+        };
+        assert_eq!(f.tail.max_file_bytes_per_second, Some(9));
+        let all = errors_of(
+            "type = \"kubernetes_logs\"\nmax_container_bytes_per_second = 0\n\
+             max_file_bytes_per_second = 5",
+        );
+        for want in [
+            "c.toml:4: sources.f.max_container_bytes_per_second: must be more than zero",
+            "c.toml:5: sources.f.max_file_bytes_per_second: this source type calls it \
+             `max_container_bytes_per_second`",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        let all =
+            errors_of("type = \"file\"\ninclude = [\"/a\"]\nmax_container_bytes_per_second = 5");
+        assert!(
+            all.contains("c.toml:5: sources.f.max_container_bytes_per_second: this source type calls it `max_file_bytes_per_second`"),
+            "{all}"
+        );
     }
 
     #[test]

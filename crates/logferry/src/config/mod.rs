@@ -436,6 +436,41 @@ mod tests {
     }
 
     #[test]
+    fn entity_is_on_only_with_a_valid_cluster_name_from_config_or_env() {
+        use crate::sink::entity::{EntityConfig, Platform};
+        let base = "[sources.s]\ntype = \"stdin\"\n\n[sinks.cw]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\n";
+        let entity = |extra: &str, env: &dyn Fn(&str) -> Option<String>| {
+            let c = parse(Path::new("c.toml"), &format!("{base}{extra}"), env).expect("valid");
+            let SinkConfig::CloudWatchLogs(s) = &c.sinks[0].1;
+            s.entity.clone()
+        };
+        let cluster_env = |k: &str| (k == "CLUSTER_NAME").then(|| "from-env".to_string());
+        assert_eq!(entity("", &no_env), None);
+        assert_eq!(
+            entity("", &cluster_env),
+            Some(EntityConfig {
+                cluster: "from-env".into(),
+                platform: Platform::Eks
+            })
+        );
+        assert_eq!(
+            entity(
+                "cluster_name = \"lab\"\ncluster_platform = \"kubernetes\"\n",
+                &cluster_env
+            ),
+            Some(EntityConfig {
+                cluster: "lab".into(),
+                platform: Platform::Kubernetes
+            })
+        );
+        let errs = errors(&format!(
+            "{base}cluster_name = \"a/b\"\ncluster_platform = \"gke\"\n"
+        ));
+        assert_reported(&errs, "c.toml:8: sinks.cw.cluster_name: `a/b` must be");
+        assert_reported(&errs, "c.toml:9: sinks.cw.cluster_platform: `gke` is not");
+    }
+
+    #[test]
     fn new_group_options_are_checked_with_line_and_key() {
         let base = "[sources.s]\ntype = \"stdin\"\n\n[sinks.cw]\ntype = \"cloudwatch_logs\"\ninputs = [\"s\"]\nlog_group = \"g\"\n";
         let errs = errors(&format!(

@@ -241,6 +241,12 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
             |s| &s.files_missing,
         ),
         (
+            "logferry_file_rate_pauses_total",
+            Kind::Counter,
+            "Times a file was paused, not cut, for reading max_file_bytes_per_second (max_container_bytes_per_second).",
+            |s| &s.files_rate_paused,
+        ),
+        (
             "logferry_file_unparsed_lines_total",
             Kind::Counter,
             "Container log lines in neither CRI nor Docker format (sent as they are).",
@@ -416,6 +422,7 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
     }
     for spec in [
         DEAD_LETTERED,
+        ENTITY_REJECTED,
         SINK_DROPPED,
         IN_FLIGHT_SETTLED,
         OLDEST_UNSENT,
@@ -441,6 +448,12 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
                 ("invalid_parameter", &s.dead_invalid),
             ],
         );
+        if let Ok(by_type) = s.entity_rejected.lock() {
+            for (error_type, n) in by_type.iter() {
+                x.declare(ENTITY_REJECTED)
+                    .sample(&format!("{l},reason=\"{}\"", label_value(error_type)), *n);
+            }
+        }
         x.declare(SINK_DROPPED).sample(
             &format!("{l},reason=\"empty_message\""),
             s.dropped_empty.load(Ordering::Relaxed),
@@ -543,6 +556,11 @@ const DEAD_LETTERED: Spec = (
     "logferry_sink_events_dead_lettered_total",
     Kind::Counter,
     "Events CloudWatch will never accept, written to the dead-letter file, by reason.",
+);
+const ENTITY_REJECTED: Spec = (
+    "logferry_sink_entity_rejected_total",
+    Kind::Counter,
+    "PutLogEvents requests whose entity CloudWatch refused (rejectedEntityInfo; the events were accepted), by CloudWatch's error type.",
 );
 const SINK_DROPPED: Spec = (
     "logferry_sink_events_dropped_total",

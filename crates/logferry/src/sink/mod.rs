@@ -41,6 +41,7 @@ pub mod client;
 pub mod control;
 pub mod dead_letter;
 pub mod endpoint;
+pub mod entity;
 pub mod governor;
 pub mod ledger;
 pub mod request;
@@ -131,6 +132,8 @@ enum Existence {
 struct StreamState {
     group: Arc<str>,
     stream: Arc<str>,
+    /// The `"entity":{...}` member of its requests ([`entity`]), part of its key.
+    entity: Option<Arc<str>>,
     building: StreamBatcher,
     /// Requests cut (full) or sent back (throttled, failed, waiting for the stream), in order.
     ready: VecDeque<Request>,
@@ -177,6 +180,7 @@ pub struct CloudWatchSink {
     group: Template,
     stream: Template,
     streams: HashMap<String, StreamState>,
+    entities: Option<entity::EntityMapper>,
     governor: Governor,
     control: ControlPlane,
     tasks: JoinSet<Finished>,
@@ -227,11 +231,13 @@ impl CloudWatchSink {
             now,
         );
         let control = ControlPlane::new(cfg.max_backoff, now);
+        let entities = cfg.entity.clone().map(entity::EntityMapper::new);
         CloudWatchSink {
             shared,
             group,
             stream,
             streams: HashMap::new(),
+            entities,
             governor,
             control,
             tasks: JoinSet::new(),
@@ -460,6 +466,12 @@ impl CloudWatchSink {
         self.key_buf.push_str(group);
         self.key_buf.push('\n');
         self.key_buf.push_str(stream);
+        // Events of different workloads never share a request.
+        let entity = self.entities.as_mut().and_then(|m| m.entity(event));
+        if let Some(e) = &entity {
+            self.key_buf.push('\n');
+            self.key_buf.push_str(e);
+        }
         let now = Instant::now();
         if let Some(state) = self.streams.get_mut(&self.key_buf) {
             state.last_used = now;
@@ -471,6 +483,7 @@ impl CloudWatchSink {
             StreamState {
                 group: group.into(),
                 stream: stream.into(),
+                entity,
                 building: StreamBatcher::new(cfg.max_batch_events, cfg.max_batch_bytes),
                 ready: VecDeque::new(),
                 in_flight: Vec::new(),
@@ -591,14 +604,16 @@ impl CloudWatchSink {
             let (first, last) = req.span().unwrap_or((i64::MIN, i64::MAX));
             state.in_flight.push(Flying { seq, first, last });
             self.in_flight_opened.insert(seq, req.opened);
-            let (shared, group, stream) = (
+            let (shared, group, stream, entity) = (
                 self.shared.clone(),
                 state.group.clone(),
                 state.stream.clone(),
+                state.entity.clone(),
             );
             self.tasks.spawn(
                 async move {
-                    let answer = request::put(&shared, &group, &stream, req).await;
+                    let answer =
+                        request::put(&shared, &group, &stream, entity.as_deref(), req).await;
                     Finished::Put {
                         key,
                         seq,

@@ -54,8 +54,14 @@ pub fn rejected_reason(
 /// benchmark that was a fifth of logferry's CPU. The SDK still does everything else (endpoint,
 /// signing over this exact body, HTTP, error parsing): the body is swapped in just before
 /// signing. The request format is the documented AWS JSON 1.1 shape, checked byte for byte by
-/// the tests' validating proxy and by moto.
-pub fn encode_body(group: &str, stream: &str, events: &[Pending]) -> bytes::Bytes {
+/// the tests' validating proxy and by moto. `entity` is a rendered `"entity":{...}` member
+/// ([`super::entity`]).
+pub fn encode_body(
+    group: &str,
+    stream: &str,
+    entity: Option<&str>,
+    events: &[Pending],
+) -> bytes::Bytes {
     use std::fmt::Write as _;
     let size: usize = events.iter().map(|p| p.message.len() + 40).sum::<usize>() + 128;
     let mut out = String::with_capacity(size);
@@ -63,6 +69,10 @@ pub fn encode_body(group: &str, stream: &str, events: &[Pending]) -> bytes::Byte
     push_json_str(&mut out, group);
     out.push_str(",\"logStreamName\":");
     push_json_str(&mut out, stream);
+    if let Some(entity) = entity {
+        out.push(',');
+        out.push_str(entity);
+    }
     out.push_str(",\"logEvents\":[");
     for (i, p) in events.iter().enumerate() {
         if i > 0 {
@@ -220,8 +230,15 @@ pub fn credentials_accepted(shared: &Shared, sent_ms: i64) {
     }
 }
 
-/// Sends one attempt of `req` to `group`/`stream`.
-pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -> Answer {
+/// Sends one attempt of `req` to `group`/`stream`, with the entity of its events if they have
+/// one.
+pub async fn put(
+    shared: &Shared,
+    group: &str,
+    stream: &str,
+    entity: Option<&str>,
+    mut req: Request,
+) -> Answer {
     let stats = &shared.stats;
     stats.in_flight.fetch_add(1, Ordering::Relaxed);
     stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +247,7 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
     }
     let body = req
         .body
-        .get_or_insert_with(|| encode_body(group, stream, &req.events))
+        .get_or_insert_with(|| encode_body(group, stream, entity, &req.events))
         .clone();
     let call = shared
         .client
@@ -267,6 +284,9 @@ pub async fn put(shared: &Shared, group: &str, stream: &str, mut req: Request) -
     }
     let failure = match result {
         Ok(out) => {
+            if let Some(refused) = out.rejected_entity_info() {
+                stats.entity_rejected(refused.error_type().as_str());
+            }
             let info = out.rejected_log_events_info();
             let (new_start, old_end, exp_end) = (
                 info.and_then(|i| i.too_new_log_event_start_index()),
@@ -548,7 +568,7 @@ mod tests {
             origin: 0,
         })
         .collect();
-        let body = encode_body("/g\"", "s", &events);
+        let body = encode_body("/g\"", "s", None, &events);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
         assert_eq!(
             v,

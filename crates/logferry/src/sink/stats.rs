@@ -110,6 +110,9 @@ pub struct SinkStats {
     pub auth: AuthEpisode,
     /// The last failure, for health reports (never contains credentials).
     pub last_error: Mutex<String>,
+    /// Requests whose entity CloudWatch refused (`rejectedEntityInfo`; their events were
+    /// accepted), by CloudWatch's error type.
+    pub entity_rejected: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Upper bounds of the events-per-request histogram's buckets.
@@ -155,6 +158,13 @@ impl SinkStats {
             .fetch_add(n as u64, Ordering::Relaxed);
         self.events_per_request_count
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request whose entity CloudWatch refused, for `error_type`.
+    pub fn entity_rejected(&self, error_type: &str) {
+        if let Ok(mut by_type) = self.entity_rejected.lock() {
+            *by_type.entry(error_type.to_string()).or_default() += 1;
+        }
     }
 
     /// Remembers the last failure.

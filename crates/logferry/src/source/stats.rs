@@ -89,6 +89,9 @@ pub struct SourceStats {
     pub files_truncated: AtomicU64,
     /// File sources: files in the checkpoint that were gone at start (unread lines lost).
     pub files_missing: AtomicU64,
+    /// File sources: times a file was paused for `max_file_bytes_per_second` /
+    /// `max_container_bytes_per_second`.
+    pub files_rate_paused: AtomicU64,
     /// Kubernetes sources: lines that were neither CRI nor Docker json-file (sent as they are).
     pub unparsed: AtomicU64,
     /// File sources with `merge_json`: lines starting with `{` that were not merged (invalid,

@@ -120,6 +120,10 @@ impl Reader {
             lines.clear();
             let n = self.tailer.read(&mut lines, CHUNK_EVENTS);
             self.tailer.drain_notices(&mut notices);
+            self.ctx
+                .stats
+                .files_rate_paused
+                .store(self.tailer.rate_pauses(), Ordering::Relaxed);
             // Opened comes before the file's lines; closing flushes what the file still
             // holds, so it must come after them.
             let mut closing = Vec::new();

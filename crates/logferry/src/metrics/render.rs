@@ -221,7 +221,7 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
     if files.is_empty() {
         return;
     }
-    let families: [(&'static str, Kind, &'static str, SourceCounter); 6] = [
+    let families: [(&'static str, Kind, &'static str, SourceCounter); 7] = [
         (
             "logferry_file_open_files",
             Kind::Gauge,

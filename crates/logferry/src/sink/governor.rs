@@ -41,11 +41,14 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// PutLogEvents: start at 1 call/s, slow start, +0.1 calls/s per second, halve on throttle.
+    /// PutLogEvents: start at 10 calls/s (like TCP's initial window of 10: a lone node's
+    /// backlog of full requests should not spend its first seconds at one call a second; a
+    /// fleet starting together is cut to its share by its first throttles), slow start,
+    /// +0.1 calls/s per second, halve on throttle.
     pub fn put_log_events(max_backoff: Duration, ceiling: Option<f64>) -> Pace {
         let floor = floor(max_backoff);
         Pace {
-            initial: 1.0_f64.max(floor),
+            initial: 10.0_f64.max(floor),
             floor,
             ceiling: ceiling.unwrap_or(1e6).max(floor),
             increase: 0.1,
@@ -236,14 +239,15 @@ mod tests {
     fn unlimited_use_does_not_raise_the_rate() {
         let t0 = Instant::now();
         let mut g = Governor::new(pace(), t0);
+        let initial = g.rate();
         for i in 1..50 {
-            // One call every 2 s at 1 call/s allowed: never short of budget.
+            // One call every 2 s at 10 calls/s allowed: never short of budget.
             let t = g
                 .try_acquire(t0 + Duration::from_secs(2 * i))
                 .expect("budget");
             g.on_success(t);
         }
-        assert_eq!(g.rate(), 1.0);
+        assert_eq!(g.rate(), initial);
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub struct PodMeta {
     pub labels: BTreeMap<String, String>,
     /// `spec.nodeName`.
     pub node_name: Option<String>,
+    /// `metadata.annotations` under [`ANNOTATION_PREFIX`] only (the rest, often large
+    /// `kubectl.kubernetes.io/last-applied-configuration` blobs, are not kept in the cache).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The prefix of the annotations logferry reads (`logferry.io/exclude`, ...).
+pub const ANNOTATION_PREFIX: &str = "logferry.io/";
+
+/// The `logferry.io/` annotations of `all`.
+pub fn logferry_annotations(all: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    all.into_iter()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .collect()
 }
 
 /// The answer of [`PodMetadata::lookup`].
@@ -199,6 +212,9 @@ impl FetchPod for ApiServer {
                     meta: PodMeta {
                         labels: p.metadata.labels.unwrap_or_default(),
                         node_name: p.spec.and_then(|s| s.node_name),
+                        annotations: logferry_annotations(
+                            p.metadata.annotations.unwrap_or_default(),
+                        ),
                     },
                 },
             }
@@ -532,7 +548,21 @@ mod tests {
         PodMeta {
             labels: [("app".to_string(), app.to_string())].into(),
             node_name: Some("node-1".into()),
+            annotations: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn only_logferry_annotations_are_kept() {
+        let all = [
+            ("logferry.io/exclude", "true"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ("logferry.io/multiline", "java"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let kept: Vec<_> = logferry_annotations(all).into_keys().collect();
+        assert_eq!(kept, ["logferry.io/exclude", "logferry.io/multiline"]);
     }
 
     async fn settle(m: &PodMetadata, p: &PodRef) -> Lookup {

@@ -370,3 +370,131 @@ fn relabelled_pod_is_followed_after_cache_ttl() {
     assert_eq!(labels_of(&e), want, "{e}");
     assert_eq!(e["namespace"], "web", "path fields kept: {e}");
 }
+
+/// Appends CRI `stdout F` records of `lines` to container `container`'s log of a pod.
+fn write_container_lines(
+    pods_dir: &Path,
+    (ns, pod, uid): (&str, &str, &str),
+    container: &str,
+    lines: &[String],
+) {
+    use std::io::Write;
+    let dir = pods_dir.join(format!("{ns}_{pod}_{uid}/{container}"));
+    fs::create_dir_all(&dir).expect("mkdir");
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+    let text: String = lines
+        .iter()
+        .map(|l| format!("{now} stdout F {l}\n"))
+        .collect();
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("0.log"))
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("append");
+}
+
+fn numbered(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag} {i:05}")).collect()
+}
+
+/// `logferry.io/exclude: "true"`: none of the pod's lines arrive while its neighbour's do,
+/// each excluded line is counted, and the excluded files' positions move on (a restarted
+/// logferry counts only the lines written since, not the old ones again).
+/// `logferry.io/exclude-<container>`: only that container of a two-container pod is left out.
+#[test]
+fn excluded_pods_and_containers_are_never_shipped() {
+    let rig = Rig::new(serde_json::json!({
+        "ops/noisy-1": {"uid": "u-noisy", "annotations": {"logferry.io/exclude": "true"}},
+        "ops/quiet-1": {"uid": "u-quiet", "labels": {"app": "quiet"}},
+        "ops/duo-1": {"uid": "u-duo", "annotations": {"logferry.io/exclude-sidecar": "true"}},
+    }));
+    let (moto, pods) = (&rig.moto, rig.pods.clone());
+    let (lf, metrics) = start_with_metrics(&rig.config("kubeconfig", "wait = \"10s\""));
+    write_pod_lines(&pods, "ops", "noisy-1", "u-noisy", "noisy", 200);
+    let duo = ("ops", "duo-1", "u-duo");
+    write_container_lines(&pods, duo, "sidecar", &numbered("sidecar", 30));
+    write_container_lines(&pods, duo, "main", &numbered("main", 20));
+    write_pod_lines(&pods, "ops", "quiet-1", "u-quiet", "quiet", 50);
+    let quiet = pod_events(&moto.endpoint(), "ops", "quiet-1", 50);
+    assert_eq!(quiet.len(), 50, "{}", lf.log());
+    let counted = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_file_excluded_events_total", &[]) == Some(230.0)
+    });
+    assert!(
+        counted,
+        "excluded events counted: {:?}\n{}",
+        metric(&metrics, "logferry_file_excluded_events_total", &[]),
+        lf.log()
+    );
+    let both = pod_events(&moto.endpoint(), "ops", "duo-1", 20);
+    assert!(
+        both.iter().all(|e| e["container"] == "main"),
+        "only the main container: {both:?}"
+    );
+    assert_eq!(both.len(), 20);
+    // Lines the excluded pod writes later are left out too, and nothing of it ever arrived.
+    write_pod_lines(&pods, "ops", "noisy-1", "u-noisy", "noisy-later", 10);
+    let counted = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_file_excluded_events_total", &[]) == Some(240.0)
+    });
+    assert!(counted, "{}", lf.log());
+    assert!(events(&moto.endpoint(), GROUP, "ops.noisy-1").is_empty());
+    let mut lf = lf;
+    lf.terminate();
+    let metrics = respawn_with_metrics(&mut lf);
+    write_pod_lines(&pods, "ops", "noisy-1", "u-noisy", "after-restart", 5);
+    let counted = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_file_excluded_events_total", &[]) == Some(5.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        counted && metric(&metrics, "logferry_file_excluded_events_total", &[]) == Some(5.0),
+        "the restart read excluded lines again: {:?}\n{}",
+        metric(&metrics, "logferry_file_excluded_events_total", &[]),
+        lf.log()
+    );
+    assert!(events(&moto.endpoint(), GROUP, "ops.noisy-1").is_empty());
+    assert_eq!(pod_events(&moto.endpoint(), "ops", "quiet-1", 50).len(), 50);
+}
+
+/// `logferry.io/multiline: java` on a pod whose source sets no multiline: a Java trace it
+/// writes arrives as one event, the log lines around it as their own; a pod without the
+/// annotation keeps its lines apart.
+#[test]
+fn multiline_annotation_joins_a_pods_java_trace() {
+    let rig = Rig::new(serde_json::json!({
+        "shop/api-1": {"uid": "u-api", "annotations": {"logferry.io/multiline": "java"}},
+        "shop/plain-1": {"uid": "u-plain"},
+    }));
+    let (moto, pods) = (&rig.moto, rig.pods.clone());
+    let lf = Logferry::start(&rig.config("kubeconfig", "wait = \"10s\""));
+    let trace: Vec<String> = [
+        "2026-11-25 10:00:01.250 ERROR request failed",
+        "java.lang.IllegalStateException: boom",
+        "\tat com.example.Foo.bar(Foo.java:10)",
+        "\tat com.example.Main.main(Main.java:5)",
+        "Caused by: java.io.IOException: disk",
+        "\t... 2 more",
+        "2026-11-25 10:00:02.000 INFO next",
+    ]
+    .map(String::from)
+    .into();
+    write_container_lines(&pods, ("shop", "api-1", "u-api"), "app", &trace);
+    write_container_lines(&pods, ("shop", "plain-1", "u-plain"), "app", &trace);
+    let api = pod_events(&moto.endpoint(), "shop", "api-1", 3);
+    let messages: Vec<&str> = api.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            trace[0].as_str(),
+            &trace[1..6].join("\n"),
+            trace[6].as_str()
+        ],
+        "{}",
+        lf.log()
+    );
+    let plain = pod_events(&moto.endpoint(), "shop", "plain-1", 7);
+    assert_eq!(plain.len(), 7, "no annotation, no joining: {plain:?}");
+}

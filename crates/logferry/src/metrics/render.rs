@@ -221,7 +221,7 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
     if files.is_empty() {
         return;
     }
-    let families: [(&'static str, Kind, &'static str, SourceCounter); 6] = [
+    let families: [(&'static str, Kind, &'static str, SourceCounter); 7] = [
         (
             "logferry_file_open_files",
             Kind::Gauge,
@@ -257,6 +257,12 @@ fn file_sources(x: &mut Exposition, sources: &[SourceEntry]) {
             Kind::Counter,
             "Lines starting with `{` that merge_json did not merge: invalid JSON, nested too deep, or too long (sent as they are).",
             |s| &s.json_merge_failures,
+        ),
+        (
+            "logferry_file_excluded_events_total",
+            Kind::Counter,
+            "Events of pods or containers annotated logferry.io/exclude (read, never shipped).",
+            |s| &s.excluded_events,
         ),
     ];
     one_sample_per_source(x, &files, &families);

@@ -97,6 +97,9 @@ pub struct SourceStats {
     /// File sources with `merge_json`: lines starting with `{` that were not merged (invalid,
     /// too deep, too large; sent as they are).
     pub json_merge_failures: AtomicU64,
+    /// Kubernetes sources with `kubernetes_api`: events of pods or containers annotated
+    /// `logferry.io/exclude` (read and acknowledged, never shipped).
+    pub excluded_events: AtomicU64,
     /// Datagrams dropped by `max_events_per_second` / `max_bytes_per_second`.
     pub dropped_rate_limited: AtomicU64,
     /// Time stream connections spent paused by the rate limit, in microseconds.

@@ -7,7 +7,8 @@ kubeconfig. It answers what the API server answers for that one call: the Pod ob
 `Status` of reason NotFound (404), or Unauthorized (401) without the right bearer token.
 
 Usage: fake_kube_api.py PORT CERT KEY TOKEN PODS_JSON REQUEST_LOG
-  PODS_JSON: {"NS/NAME": {"uid": ..., "labels": {...}, "node": ..., "delay": seconds}}
+  PODS_JSON: {"NS/NAME": {"uid": ..., "labels": {...}, "annotations": {...}, "node": ...,
+  "delay": seconds}}
   re-read on every request, so a test can change it while the server runs.
   REQUEST_LOG: one line per request: "METHOD PATH STATUS".
 """
@@ -74,6 +75,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "namespace": ns,
                     "uid": pod["uid"],
                     "labels": pod.get("labels", {}),
+                    "annotations": pod.get("annotations", {}),
                 },
                 "spec": {
                     "nodeName": pod.get("node"),

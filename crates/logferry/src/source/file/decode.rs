@@ -89,8 +89,10 @@ impl StreamJoiner {
         } else {
             j.timestamp_ms
         };
-        if self.multiline.held_from() == Some(first_part) {
-            // This record started the held event.
+        // This record started the held event: something is held now, and it is not what was
+        // held before (that one finished). Not told by offsets: records joined again by
+        // `rejoin` all share one.
+        if self.multiline.held_from().is_some() && (!held_before || finished.is_some()) {
             self.first_ms = j.timestamp_ms;
         }
         finished.map(|a| self.container_event(a, finished_ms, j.stream))
@@ -262,6 +264,71 @@ impl Decoder {
         out
     }
 
+    /// Joins with `multiline` from now on (a pod's `logferry.io/multiline` annotation, learned
+    /// after the file opened; `None`: no joining). What the old rule holds is finished, and
+    /// `earlier` (this file's events decoded before the annotation was known and not sent yet,
+    /// then that held event) go through the new rule as records read at the safe offset, so a
+    /// crash re-reads them. The events finished on the way.
+    pub fn rejoin(
+        &mut self,
+        multiline: Option<MultilineOptions>,
+        mut earlier: Vec<Pending>,
+        timestamps: Option<&TimestampParser>,
+        now_ms: i64,
+    ) -> Vec<Pending> {
+        let at = self.safe_offset();
+        for i in 0..self.multiline.len() {
+            let stream = self.stream_of(i);
+            let sj = &mut self.multiline[i];
+            if let Some(a) = sj.multiline.flush() {
+                earlier.push(sj.finish(a, stream, timestamps, now_ms));
+            }
+        }
+        let streams = if self.joiner.is_some() {
+            STREAMS.len()
+        } else {
+            1
+        };
+        self.multiline = multiline
+            .map(|opts| {
+                (0..streams)
+                    .map(|_| StreamJoiner {
+                        multiline: Multiline::new(opts.clone()),
+                        first_ms: 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.multiline.is_empty() || self.joiner.is_none() {
+            // Plain files take no annotations; nothing to join again.
+            return earlier;
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for p in earlier {
+            let stream = match &p.extra {
+                Some((_, s)) if s.as_ref() == b"stderr" => container::Stream::Stderr,
+                Some((_, s)) if s.as_ref() == b"stdout" => container::Stream::Stdout,
+                // Not a container record (an unparsed line): sent as it was.
+                _ => {
+                    out.push(p);
+                    continue;
+                }
+            };
+            let j = container::Joined {
+                timestamp_ms: p.timestamp_ms,
+                stream,
+                message: p.message,
+                end_offset: at,
+                truncated_bytes: p.truncated_bytes,
+                parts: 1,
+            };
+            let sj = &mut self.multiline[stream_index(stream)];
+            out.extend(sj.push(&j, at, at, now));
+        }
+        out
+    }
+
     /// The multiline events whose timeout passed.
     pub fn flush_due(
         &mut self,
@@ -382,6 +449,51 @@ mod tests {
         assert_eq!(flushed.len(), 1);
         assert_eq!(&flushed[0].message[..], b"next");
         assert_eq!(d.safe_offset(), at);
+    }
+
+    /// A pod's `logferry.io/multiline` learned after its lines were decoded one by one: they
+    /// are joined again, and the joined event holds the safe offset where they were held from.
+    #[test]
+    fn rejoin_joins_events_decoded_before_a_preset_was_known() {
+        let mut d = Decoder::new(10, true, 1024, None);
+        let mut at = 10;
+        let mut out = Vec::new();
+        for l in [
+            "2026-11-25T10:00:00.100Z stdout F ERROR failed",
+            "2026-11-25T10:00:00.200Z stdout F java.lang.IllegalStateException: boom",
+            "2026-11-25T10:00:00.300Z stdout F \tat a.B.c(B.java:1)",
+        ] {
+            at += l.len() as u64 + 1;
+            let line = Line {
+                file: 1,
+                bytes: Bytes::copy_from_slice(l.as_bytes()),
+                end_offset: at,
+                truncated_bytes: 0,
+            };
+            d.line(&line, None, 7, Instant::now(), &mut out)
+                .expect("cri");
+        }
+        assert_eq!(out.len(), 3, "no rule yet: one event per line");
+        let java = MultilineOptions {
+            rule: JoinRule::Preset(logferry_tail::multiline::Preset::Java),
+            ..multiline()
+        };
+        let finished = d.rejoin(Some(java), out, None, 7);
+        let messages: Vec<_> = finished
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p.message).into_owned())
+            .collect();
+        assert_eq!(messages, ["ERROR failed"]);
+        assert_eq!(d.safe_offset(), at, "held at the offset it was held from");
+        let held = d.flush(None, 7);
+        assert_eq!(
+            &held[0].message[..],
+            b"java.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)"
+        );
+        assert_eq!(
+            held[0].timestamp_ms, 1_795_600_800_200,
+            "the first record's time"
+        );
     }
 
     #[test]

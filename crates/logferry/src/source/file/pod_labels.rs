@@ -14,11 +14,13 @@
 //! them. The reader never waits on the network: a lookup is a map lookup in
 //! `logferry-kubernetes`'s cache, which asks the API in the background.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use logferry_kubernetes::{Lookup, PodMeta, PodRef};
+use logferry_tail::multiline::Preset;
 
 use super::decode::Pending;
 use crate::event::{names, FieldName};
@@ -66,6 +68,37 @@ pub(super) enum PodAnswer {
     Unavailable,
 }
 
+/// What a pod's `logferry.io/` annotations ask of one of its containers' files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Directives {
+    /// `logferry.io/exclude: "true"` (the whole pod) or `logferry.io/exclude-<container>:
+    /// "true"`: the file's lines are read and acknowledged, never shipped.
+    pub excluded: bool,
+    /// `logferry.io/multiline: java|python|go`: the preset replaces the source's `multiline`.
+    pub multiline: Option<Preset>,
+}
+
+impl Directives {
+    /// The directives of `container`'s file in a pod with these annotations. Values other
+    /// than `"true"` (any case) do not exclude; an unknown preset name is ignored.
+    pub fn of(annotations: &BTreeMap<String, String>, container: &str) -> Self {
+        let yes = |key: &str| {
+            annotations
+                .get(key)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let excluded =
+            yes("logferry.io/exclude") || yes(&format!("logferry.io/exclude-{container}"));
+        let multiline = annotations
+            .get("logferry.io/multiline")
+            .and_then(|name| Preset::from_name(name.trim()));
+        Directives {
+            excluded,
+            multiline,
+        }
+    }
+}
+
 /// A file's event fields and its pod's labels.
 #[derive(Debug)]
 pub(super) struct Labels {
@@ -75,20 +108,26 @@ pub(super) struct Labels {
     /// pod's labels change).
     path_fields: usize,
     pub state: PodLabels,
+    /// The container the file belongs to (empty for a file that is not a pod's).
+    container: String,
+    /// What the pod's annotations ask of this file, as of the last answer.
+    pub directives: Directives,
 }
 
 impl Labels {
     /// A file's labels from its path's `fields`; with an API to ask, a pod's file starts
     /// [`PodLabels::Late`] (then learns its labels at once, or waits for them).
-    pub fn new(fields: Vec<(FieldName, Bytes)>, pod: Option<PodRef>, api: bool) -> Self {
-        let state = match pod {
-            Some(pod) if api => PodLabels::Late(pod),
-            _ => PodLabels::Unwanted,
+    pub fn new(fields: Vec<(FieldName, Bytes)>, pod: Option<(PodRef, String)>, api: bool) -> Self {
+        let (state, container) = match pod {
+            Some((pod, container)) if api => (PodLabels::Late(pod), container),
+            _ => (PodLabels::Unwanted, String::new()),
         };
         Labels {
             path_fields: fields.len(),
             fields,
             state,
+            container,
+            directives: Directives::default(),
         }
     }
 
@@ -134,6 +173,10 @@ impl Labels {
             if let Some(m) = &meta {
                 add_pod_fields(&mut self.fields, m, want_node);
             }
+            self.directives = meta
+                .as_ref()
+                .map(|m| Directives::of(&m.annotations, &self.container))
+                .unwrap_or_default();
         }
         self.state = PodLabels::Known {
             pod,
@@ -271,12 +314,75 @@ mod tests {
         Arc::new(PodMeta {
             labels: [("app".to_string(), app.to_string())].into(),
             node_name: Some("node-1".into()),
+            annotations: BTreeMap::new(),
         })
+    }
+
+    fn annotated(pairs: &[(&str, &str)]) -> Arc<PodMeta> {
+        let mut m = (*meta("a")).clone();
+        m.annotations = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Arc::new(m)
     }
 
     fn labels() -> Labels {
         let path = vec![(FieldName::Static(names::POD), Bytes::from_static(b"web"))];
-        Labels::new(path, Some(pod()), true)
+        Labels::new(path, Some((pod(), "app".into())), true)
+    }
+
+    fn directives(pairs: &[(&str, &str)], container: &str) -> Directives {
+        Directives::of(&annotated(pairs).annotations, container)
+    }
+
+    #[test]
+    fn exclude_annotations_cover_the_pod_or_one_container() {
+        let none = directives(&[], "app");
+        assert_eq!(none, Directives::default());
+        assert!(directives(&[("logferry.io/exclude", "true")], "app").excluded);
+        assert!(directives(&[("logferry.io/exclude", " TRUE ")], "app").excluded);
+        assert!(!directives(&[("logferry.io/exclude", "false")], "app").excluded);
+        assert!(!directives(&[("logferry.io/exclude", "yes")], "app").excluded);
+        let sidecar = [("logferry.io/exclude-sidecar", "true")];
+        assert!(directives(&sidecar, "sidecar").excluded);
+        assert!(!directives(&sidecar, "app").excluded, "only that container");
+        assert!(!directives(&sidecar, "side").excluded, "the whole name");
+    }
+
+    #[test]
+    fn multiline_annotation_names_a_preset() {
+        let java = directives(&[("logferry.io/multiline", "java")], "app");
+        assert_eq!(java.multiline, Some(Preset::Java));
+        assert!(!java.excluded);
+        let go = directives(&[("logferry.io/multiline", "go")], "app");
+        assert_eq!(go.multiline, Some(Preset::Go));
+        let rust = directives(&[("logferry.io/multiline", "rust")], "app");
+        assert_eq!(rust.multiline, None, "unknown presets are ignored");
+    }
+
+    #[test]
+    fn learned_annotations_apply_and_follow_a_change() {
+        let mut l = labels();
+        let now = Instant::now();
+        l.learn(
+            answer(Lookup::Found(annotated(&[(
+                "logferry.io/exclude-app",
+                "true",
+            )]))),
+            true,
+            now,
+        );
+        assert!(l.directives.excluded);
+        l.learn(answer(Lookup::Found(meta("a"))), true, now);
+        assert!(!l.directives.excluded, "the annotation was removed");
+        l.learn(
+            answer(Lookup::Found(annotated(&[("logferry.io/exclude", "true")]))),
+            true,
+            now,
+        );
+        l.learn(answer(Lookup::NotFound), true, now);
+        assert!(!l.directives.excluded, "a pod the API does not know");
     }
 
     /// The fields as `name=value` strings.
@@ -307,7 +413,7 @@ mod tests {
     #[test]
     fn a_pod_file_starts_late_only_with_an_api_to_ask() {
         assert!(matches!(labels().state, PodLabels::Late(_)));
-        let no_api = Labels::new(Vec::new(), Some(pod()), false);
+        let no_api = Labels::new(Vec::new(), Some((pod(), "app".into())), false);
         assert!(matches!(no_api.state, PodLabels::Unwanted));
         let not_a_pod = Labels::new(Vec::new(), None, true);
         assert!(matches!(not_a_pod.state, PodLabels::Unwanted));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use logferry_kubernetes::{PodMetadata, PodRef};
 use logferry_tail::container::{self, PodInfo};
-use logferry_tail::multiline::MultilineOptions;
+use logferry_tail::multiline::{JoinRule, MultilineOptions, Preset};
 use logferry_tail::tailer::{CloseReason, FileId, Line, Notice, Tailer};
 use logferry_tail::timestamp::TimestampParser;
 use tokio::sync::mpsc;
@@ -38,6 +38,8 @@ struct FileState {
     labels: Labels,
     /// The file's identity (source, device, inode), the start of its events' origins.
     origin_seed: [u8; 24],
+    /// The `logferry.io/multiline` preset the decoder joins with (`None`: the source's rule).
+    preset: Option<Preset>,
 }
 
 impl FileState {
@@ -208,11 +210,14 @@ impl Reader {
                 container,
             }) = container::pod_info_from_path(path)
             {
-                pod_ref = Some(PodRef {
-                    namespace: namespace.clone(),
-                    name: pod.clone(),
-                    uid: pod_uid.clone(),
-                });
+                pod_ref = Some((
+                    PodRef {
+                        namespace: namespace.clone(),
+                        name: pod.clone(),
+                        uid: pod_uid.clone(),
+                    },
+                    container.clone(),
+                ));
                 fields.push((FieldName::Static(names::NAMESPACE), Bytes::from(namespace)));
                 fields.push((FieldName::Static(names::POD), Bytes::from(pod)));
                 if !pod_uid.is_empty() {
@@ -225,12 +230,7 @@ impl Reader {
             }
         }
         let labels = Labels::new(fields, pod_ref, self.pods.is_some());
-        let multiline = self.cfg.multiline.as_ref().map(|m| MultilineOptions {
-            rule: m.rule.clone(),
-            timeout: m.timeout,
-            max_lines: m.max_lines,
-            max_bytes: m.max_bytes,
-        });
+        let multiline = self.multiline_options(None);
         let decoder = Decoder::new(
             offset,
             self.cfg.kubernetes,
@@ -243,9 +243,12 @@ impl Reader {
                 decoder,
                 labels,
                 origin_seed,
+                preset: None,
             },
         );
-        if self.learn_pod(file) == PodAnswer::Pending {
+        let answer = self.learn_pod(file);
+        self.follow_multiline_annotation(file, &mut Vec::new());
+        if answer == PodAnswer::Pending {
             let wait = self
                 .cfg
                 .kubernetes_api
@@ -326,6 +329,7 @@ impl Reader {
         } else if st.labels.lookup_due(refresh) {
             self.learn_pod(file);
         }
+        self.follow_multiline_annotation(file, pending);
         let Some(st) = self.files.get(&file) else {
             return;
         };
@@ -344,6 +348,16 @@ impl Reader {
             return;
         }
         let batch = AckBatch::new(id, &self.outcomes);
+        if st.labels.directives.excluded {
+            // A `logferry.io/exclude` annotation: the batch, without events, is delivered as
+            // it is dropped, so the position moves past lines that are never shipped.
+            let excluded = pending.drain(..).filter(|p| !p.message.is_empty()).count();
+            self.ctx
+                .stats
+                .excluded_events
+                .fetch_add(excluded as u64, Ordering::Relaxed);
+            return;
+        }
         // Logferry's fields of a merged line go under one key, so the app's keys always win.
         let meta_key = if self.cfg.kubernetes {
             "kubernetes"
@@ -468,6 +482,44 @@ impl Reader {
         }
     }
 
+    /// The multiline options of a file: `preset` (a pod's `logferry.io/multiline`) with the
+    /// source's bounds (or their defaults), else the source's own.
+    fn multiline_options(&self, preset: Option<Preset>) -> Option<MultilineOptions> {
+        let source = self.cfg.multiline.as_ref();
+        let rule = match (preset, source) {
+            (Some(p), _) => JoinRule::Preset(p),
+            (None, Some(m)) => m.rule.clone(),
+            (None, None) => return None,
+        };
+        Some(MultilineOptions {
+            rule,
+            timeout: source.map_or(Duration::from_secs(1), |m| m.timeout),
+            max_lines: source.map_or(500, |m| m.max_lines),
+            max_bytes: source.map_or(self.cfg.tail.max_line_bytes, |m| m.max_bytes),
+        })
+    }
+
+    /// When the pod's `logferry.io/multiline` annotation differs from what the file's decoder
+    /// joins with, the decoder takes it, and `events` (decoded before it was known, not sent)
+    /// are joined again under it.
+    fn follow_multiline_annotation(&mut self, file: FileId, events: &mut Vec<Pending>) {
+        let Some(st) = self.files.get(&file) else {
+            return;
+        };
+        let wanted = st.labels.directives.multiline;
+        if wanted == st.preset {
+            return;
+        }
+        let options = self.multiline_options(wanted);
+        let timestamps = self.timestamps.as_ref();
+        let Some(st) = self.files.get_mut(&file) else {
+            return;
+        };
+        st.preset = wanted;
+        let earlier = std::mem::take(events);
+        *events = st.decoder.rejoin(options, earlier, timestamps, now_ms());
+    }
+
     /// Looks the pod of a late or known file up again and applies what the API says (see
     /// [`Labels::learn`]).
     fn learn_pod(&mut self, file: FileId) -> PodAnswer {
@@ -500,6 +552,7 @@ impl Reader {
             tracing::debug!("no pod labels yet; sending without them");
         }
         self.waiting.retain(|f| *f != file);
+        self.follow_multiline_annotation(file, &mut held);
         if !held.is_empty() {
             self.emit(file, &mut held, chunk);
         }

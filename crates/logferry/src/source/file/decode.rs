@@ -145,6 +145,20 @@ fn stream_index(stream: container::Stream) -> usize {
     }
 }
 
+/// One joiner per stream (`streams` of them) under `multiline`, or none without it.
+fn joiners(multiline: Option<MultilineOptions>, streams: usize) -> Vec<StreamJoiner> {
+    multiline
+        .map(|opts| {
+            (0..streams)
+                .map(|_| StreamJoiner {
+                    multiline: Multiline::new(opts.clone()),
+                    first_ms: 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Decoder {
     /// A decoder for a file read from `offset`; `container`: Kubernetes container logs, whose
     /// joined lines keep at most `max_line_bytes`.
@@ -155,16 +169,7 @@ impl Decoder {
         multiline: Option<MultilineOptions>,
     ) -> Self {
         let streams = if container { STREAMS.len() } else { 1 };
-        let multiline = multiline
-            .map(|opts| {
-                (0..streams)
-                    .map(|_| StreamJoiner {
-                        multiline: Multiline::new(opts.clone()),
-                        first_ms: 0,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let multiline = joiners(multiline, streams);
         Decoder {
             consumed: offset,
             multiline,
@@ -289,16 +294,7 @@ impl Decoder {
         } else {
             1
         };
-        self.multiline = multiline
-            .map(|opts| {
-                (0..streams)
-                    .map(|_| StreamJoiner {
-                        multiline: Multiline::new(opts.clone()),
-                        first_ms: 0,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.multiline = joiners(multiline, streams);
         if self.multiline.is_empty() || self.joiner.is_none() {
             // Plain files take no annotations; nothing to join again.
             return earlier;

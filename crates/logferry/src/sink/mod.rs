@@ -90,7 +90,7 @@ pub const BUILDING_BUDGET: usize = 16 << 20;
 /// a few only hold memory: a one-stream syslog backlog kept [`BUILDING_BUDGET`] of them, a
 /// third of the process's peak. Past this the input waits upstream instead, in the spool or
 /// in the client's TCP buffers.
-pub const READY_BUDGET: usize = 4 << 20;
+pub const READY_BUDGET: usize = 2 << 20;
 
 /// What request tasks share.
 pub struct Shared {

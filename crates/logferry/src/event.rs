@@ -234,7 +234,9 @@ mod tests {
     #[test]
     fn one_shot_hashes_equal_the_streaming_ones() {
         let text: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
-        for len in [0, 1, 3, 16, 17, 128, 129, 240, 241, 500, 504, 505, 1024, 5000] {
+        for len in [
+            0, 1, 3, 16, 17, 128, 129, 240, 241, 500, 504, 505, 1024, 5000,
+        ] {
             let ts = 1_764_087_639_123i64.to_le_bytes();
             let parts: [&[u8]; 2] = [&ts, &text[..len]];
             assert_eq!(xxh3(0, &parts), streamed(0, &parts), "{len} bytes");

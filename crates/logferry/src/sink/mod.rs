@@ -307,9 +307,8 @@ impl CloudWatchSink {
             if !open && self.is_idle() {
                 break;
             }
-            let intake = open
-                && self.held_bytes <= BUILDING_BUDGET
-                && self.ready_bytes <= READY_BUDGET;
+            let intake =
+                open && self.held_bytes <= BUILDING_BUDGET && self.ready_bytes <= READY_BUDGET;
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
             let housekeeping_at = self
                 .housekeeping_every(busy_every)

@@ -9,18 +9,26 @@ these machines are noisy and absolute figures alone mislead.
 
 Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
 """
-import argparse, json, os, socket, subprocess, sys, time
+import argparse
+import datetime, json, os, socket, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import FakeCloudWatch, cw_sink, free_port, proc_cpu, proc_hwm_kib, scratch_dir  # noqa: E402
 
 
 def make_lines(path, n):
-    # RFC 5424 lines like a busy node's: ~130 bytes each.
+    # RFC 5424 lines like a busy node's: ~130 bytes each, stamped in the order they are written
+    # (one microsecond apart, from two minutes ago), as a real sender's are. (They once all
+    # carried the same second of a fixed date: out of order within every request, so each
+    # request overlapped the previous one's time range and the sink sent them one at a time,
+    # and a fixed date falls out of CloudWatch's 14 days.)
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=2)
     with open(path, "wb") as f:
         chunk = []
         for i in range(n):
-            chunk.append(b"<30>1 2026-11-25T16:20:39.%03dZ node-1 kubelet 2174 - - I1125 16:20:39.%06d 2174 kubelet.go:2174] \"SyncLoop\" pod=\"kube-system/coredns-%d\"\n" % (i % 1000, i, i))
+            t = start + datetime.timedelta(microseconds=i)
+            stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
+            chunk.append(b"<30>1 %sZ node-1 kubelet 2174 - - I1125 16:20:39.%06d 2174 kubelet.go:2174] \"SyncLoop\" pod=\"kube-system/coredns-%d\"\n" % (stamp, i % 1000000, i))
             if len(chunk) == 10000:
                 f.write(b"".join(chunk)); chunk = []
         f.write(b"".join(chunk))

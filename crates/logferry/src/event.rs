@@ -156,10 +156,57 @@ pub use logferry_time::now_ms;
 
 /// An [`Event::origin`] from the parts that name a position for good (never 0).
 pub fn origin(parts: &[&[u8]]) -> u64 {
-    let mut h = twox_hash::XxHash3_64::with_seed(0x6c66_6f72_6967_696e);
-    for part in parts {
-        std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
-        std::hash::Hasher::write(&mut h, part);
+    with_scratch(|buf| {
+        for part in parts {
+            buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            buf.extend_from_slice(part);
+        }
+        twox_hash::XxHash3_64::oneshot_with_seed(0x6c66_6f72_6967_696e, buf).max(1)
+    })
+}
+
+/// Runs `f` with this thread's scratch buffer, empty. Hashing its parts laid end to end in one
+/// go gives the value the streaming hasher gives for them in turn (XXH3 is defined so), and the
+/// streaming hasher allocates its state on the heap at every call: that was two allocations per
+/// event (its origin, and the ledger's content hash).
+pub fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    std::hash::Hasher::finish(&h).max(1)
+    SCRATCH.with(|s| {
+        let mut buf = s.take();
+        buf.clear();
+        let out = f(&mut buf);
+        // A huge event's buffer is not kept for good.
+        if buf.capacity() <= 64 << 10 {
+            s.replace(buf);
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Origins are saved (in the in-flight ledger) and compared after a restart, so they must
+    /// stay what the streaming hasher they were first computed with gives.
+    #[test]
+    fn origin_is_the_streaming_hash_of_its_parts() {
+        let big = vec![b'x'; 5000];
+        let cases: [&[&[u8]]; 4] = [
+            &[],
+            &[b"a"],
+            &[b"source", b"", &[0u8; 24]],
+            &[&big, b"tail"],
+        ];
+        for parts in cases {
+            let mut h = twox_hash::XxHash3_64::with_seed(0x6c66_6f72_6967_696e);
+            for part in parts {
+                std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
+                std::hash::Hasher::write(&mut h, part);
+            }
+            assert_eq!(origin(parts), std::hash::Hasher::finish(&h).max(1));
+        }
+    }
 }

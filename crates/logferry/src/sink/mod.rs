@@ -310,6 +310,8 @@ impl CloudWatchSink {
                     }
                 }
                 chunk = rx.recv(), if intake => match chunk {
+                    // A source read the end of a backlog (`SourceContext::caught_up`).
+                    Some(events) if events.is_empty() => self.make_all_ready(),
                     Some(events) => self.ingest(events),
                     None => {
                         open = false;
@@ -541,7 +543,8 @@ impl CloudWatchSink {
         }
     }
 
-    /// At shutdown: every request being built may go now.
+    /// At shutdown, or when a source has read the end of a backlog: every request being built
+    /// may go now.
     fn make_all_ready(&mut self) {
         for state in self.streams.values_mut() {
             for cut in state.building.take_all() {

@@ -2,7 +2,7 @@
 # Checks everything under deploy/ without a container runtime, a cluster or AWS:
 #   container   hadolint + the Containerfile's key properties (FROM scratch, non-root, state volume, ...)
 #   kubernetes  kubernetes-validate --strict (two Kubernetes versions), kustomization, pod hardening,
-#               RBAC (get on pods only), container log mount, the ConfigMap's sources and sinks
+#               RBAC (get, list, watch on pods only), container log mount, the ConfigMap's sources and sinks
 #   systemd     systemd-analyze verify on both units (test copies with substituted binaries)
 #   coreos      Butane -> Ignition 3.4.0 derivation equals the committed .ign; .ign structure
 #   iam         policies parse, least privilege, IRSA trust conditions
@@ -315,9 +315,9 @@ res("kubernetes: ServiceAccount has the IRSA role annotation",
     sa and sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
         .startswith("arn:aws:iam::"))
 res("kubernetes: DaemonSet is apps/v1", ds and ds["apiVersion"] == "apps/v1")
-res("kubernetes: ClusterRole grants exactly get on pods (core group), nothing else",
+res("kubernetes: ClusterRole grants exactly get, list, watch on pods (core group), nothing else",
     bool(cr) and cr.get("apiVersion") == "rbac.authorization.k8s.io/v1"
-    and cr.get("rules") == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    and cr.get("rules") == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
     and "aggregationRule" not in cr, cr and cr.get("rules"))
 res("kubernetes: ClusterRoleBinding binds that ClusterRole to ServiceAccount logferry/logferry only",
     bool(cr and crb) and crb.get("apiVersion") == "rbac.authorization.k8s.io/v1"
@@ -340,7 +340,7 @@ res("kubernetes: no hostNetwork/hostPID/hostIPC",
 # The in-cluster client reads the token from the automounted service account volume: a false on
 # either the pod (which wins) or, without a pod setting, the ServiceAccount leaves it out.
 pod_am, sa_am = pod.get("automountServiceAccountToken"), sa.get("automountServiceAccountToken")
-res("kubernetes: API token mounted (for get pods): automountServiceAccountToken true on pod and ServiceAccount",
+res("kubernetes: API token mounted (for the pod reads): automountServiceAccountToken true on pod and ServiceAccount",
     pod_am is True and sa_am is True, (pod_am, sa_am))
 env = {e["name"]: e for e in c.get("env", [])}
 res("kubernetes: NODE_NAME from the downward API (spec.nodeName)",

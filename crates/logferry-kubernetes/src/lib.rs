@@ -2,33 +2,45 @@
 //!
 //! A container's log path already says its namespace, pod name, pod uid and container
 //! (`/var/log/pods/<namespace>_<pod>_<uid>/<container>/0.log`); what it does not say is the
-//! pod's labels (`app`, `team`, ...) and, when `NODE_NAME` is not set, the node. This crate
-//! asks the API server for them.
+//! pod's labels (`app`, `team`, ...), its `logferry.io/` annotations and, when `NODE_NAME` is
+//! not set, the node. This crate asks the API server for them.
 //!
-//! The file reader runs on its own thread and must never wait on the network, so:
+//! The file reader runs on its own thread and must never wait on the network, so
+//! [`PodMetadata::lookup`] is a map lookup under a mutex: the API is asked in the background,
+//! and a pod not known yet is answered [`Lookup::Pending`]; the caller decides how long a new
+//! pod's lines may wait (logferry holds them for `kubernetes_api.wait`, one second by default,
+//! then sends them without labels).
 //!
-//! - [`PodMetadata::lookup`] is a map lookup under a mutex. A pod seen for the first time is
-//!   queued for a background task and answered [`Lookup::Pending`]; the caller decides how long
-//!   a new pod's lines may wait (logferry holds them for `kubernetes_api.wait`, one second by
-//!   default, then sends them without labels).
-//! - The task `GET`s each pod once (`get` on `pods` is the only permission needed; a watch
-//!   would need `list` and `watch` on every pod) with a timeout, a few at a time, and caches
-//!   the answer for `cache_ttl`; an older answer is still used while it is asked again.
-//! - A pod the API does not know, or knows under another uid (a StatefulSet pod re-created
-//!   under the same name: the logs on disk belong to the old one), is cached as having no
-//!   metadata rather than given another pod's labels.
-//! - When a request fails or times out the API is taken as down: lookups of new pods answer
-//!   [`Lookup::Unavailable`] at once, so no file waits on an API that is not answering, and
-//!   failed pods are asked again after `retry_after`. The first success marks it up again.
+//! Where the answers come from:
+//!
+//! - **With a node name** ([`Options::node_name`]): one list and watch of the node's pods
+//!   (`watch.rs`), whatever the cluster's size, and a change is seen as it happens
+//!   ([`PodMetadata::generation`] tells the reader to look again). Lookups wait ([`Lookup::Pending`])
+//!   for the first list. A pod the store does not have while the watch is up (a watch event
+//!   still on its way, or a pod deleted before logferry started whose logs are still on disk)
+//!   is asked for by one `GET` after [`Options::watch_grace`], unless the watch shows it
+//!   meanwhile; that answer is not asked again while the watch is up, so a pod costs at most one
+//!   `GET`. While the watch is down the store still answers for `cache_ttl` and other pods are
+//!   asked by `GET`, as without a node name.
+//! - **Without one**: a `GET` per pod, cached for `cache_ttl` (`get.rs`). Only `get` on pods is
+//!   needed, but the API server's load grows with the cluster's pods.
+//!
+//! A pod the API does not know, or knows under another uid (a StatefulSet pod re-created under
+//! the same name: the logs on disk belong to the old one), is answered as having no metadata
+//! rather than given another pod's labels.
 //!
 //! Credentials come from `kube`'s standard chain (an explicit kubeconfig, `KUBECONFIG`,
 //! `~/.kube/config`, else the pod's service account token, which `kube` re-reads as it is
 //! rotated). The token is never logged: errors are reported by their kind and message only.
 
+mod client;
+mod get;
+pub mod watch;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 // tokio's clock, not std's: the same instant outside tests (and on the file reader's thread,
@@ -36,9 +48,11 @@ use std::time::Duration;
 // timings are tested without waiting on the wall clock.
 use tokio::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
+
+use client::ApiServer;
+use get::Slot;
+use watch::{Store, StoreAnswer, WatchPods};
 
 /// Which pod a log file belongs to, as its path says.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,38 +103,37 @@ pub enum Lookup {
     Pending,
 }
 
-impl Lookup {
-    fn known(meta: &Option<Arc<PodMeta>>) -> Lookup {
-        match meta {
-            Some(m) => Lookup::Found(m.clone()),
-            None => Lookup::NotFound,
-        }
-    }
-}
-
 /// How the client behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// A kubeconfig file; `None` uses `KUBECONFIG`, `~/.kube/config`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
-    /// Longest wait for one API request.
+    /// The node whose pods are watched; `None`: each pod is asked for by `GET`.
+    pub node_name: Option<String>,
+    /// Longest wait for one API request (a watch's start; not its life).
     pub timeout: Duration,
-    /// How long an answer is used before it is asked again.
+    /// How long a `GET`'s answer is used before it is asked again, how long a deleted pod's
+    /// labels are kept, and how long the store is still believed once the watch is down.
     pub cache_ttl: Duration,
     /// How long after a failed request the same pod is asked again.
     pub retry_after: Duration,
-    /// Requests in flight at once.
+    /// `GET` requests in flight at once.
     pub concurrency: usize,
+    /// How long a pod missing from the store of a watch that is up is given to show up in it
+    /// before it is asked for by `GET`.
+    pub watch_grace: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             kubeconfig: None,
+            node_name: None,
             timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(300),
             retry_after: Duration::from_secs(10),
             concurrency: 4,
+            watch_grace: Duration::from_millis(500),
         }
     }
 }
@@ -147,20 +160,34 @@ pub enum Error {
     Request(String),
 }
 
-/// Counters for metrics (monotonic) and whether the API answers; shared with whoever renders
-/// them through [`PodMetadata::stats_handle`], without the client.
+/// Counters for metrics (monotonic unless said) and whether the API answers; shared with
+/// whoever renders them through [`PodMetadata::stats_handle`], without the client.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Whether the last request got an answer (a pod or "no such pod").
+    /// Whether the last `GET` got an answer (a pod or "no such pod").
     pub up: AtomicBool,
-    /// Requests answered with a pod (of the right uid).
+    /// `GET`s answered with a pod (of the right uid).
     pub found: AtomicU64,
-    /// Requests answered "no such pod" (or a pod of another uid).
+    /// `GET`s answered "no such pod" (or a pod of another uid).
     pub not_found: AtomicU64,
-    /// Requests that failed or timed out.
+    /// `GET`s that failed or timed out.
     pub failed: AtomicU64,
-    /// Lookups answered from the cache.
+    /// Lookups answered from the cache or the watch's store.
     pub cache_hits: AtomicU64,
+    /// Whether the node's pods are watched (a node name is known).
+    pub watching: AtomicBool,
+    /// Whether the watch is open and its list current.
+    pub watch_up: AtomicBool,
+    /// Pods the watch holds now (a gauge).
+    pub watch_pods: AtomicU64,
+    /// Lists of the node's pods: the first, then after each 410 Gone or lost list.
+    pub watch_lists: AtomicU64,
+    /// Watches the server ended (its timeout) and that were resumed.
+    pub restarts_closed: AtomicU64,
+    /// Watches ended by 410 Gone (then listed again).
+    pub restarts_gone: AtomicU64,
+    /// Watches that failed to start or broke (then resumed after a backoff).
+    pub restarts_failed: AtomicU64,
 }
 
 /// One answer the background task got for a pod.
@@ -188,65 +215,21 @@ pub trait FetchPod: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Fetched> + Send + '_>>;
 }
 
-/// The API server, through `kube`.
-struct ApiServer {
-    client: kube::Client,
-    timeout: Duration,
-}
-
-impl FetchPod for ApiServer {
-    fn fetch(
-        &self,
-        pod: PodRef,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Fetched> + Send + '_>> {
-        Box::pin(async move {
-            let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), &pod.namespace);
-            match tokio::time::timeout(self.timeout, api.get_opt(&pod.name)).await {
-                Err(_) => {
-                    Fetched::Failed(format!("no answer within {}s", self.timeout.as_secs_f64()))
-                }
-                Ok(Err(e)) => Fetched::Failed(e.to_string()),
-                Ok(Ok(None)) => Fetched::NotFound,
-                Ok(Ok(Some(p))) => Fetched::Pod {
-                    uid: p.metadata.uid.unwrap_or_default(),
-                    meta: PodMeta {
-                        labels: p.metadata.labels.unwrap_or_default(),
-                        node_name: p.spec.and_then(|s| s.node_name),
-                        annotations: logferry_annotations(
-                            p.metadata.annotations.unwrap_or_default(),
-                        ),
-                    },
-                },
-            }
-        })
-    }
-}
-
-#[derive(Debug)]
-enum Slot {
-    /// Queued or in flight.
-    Asking,
-    /// Answered at `at`; `refreshing` while it is asked again.
-    Known {
-        meta: Option<Arc<PodMeta>>,
-        at: Instant,
-        refreshing: bool,
-    },
-    /// The last request failed at `at`.
-    Failed { at: Instant },
-}
-
-/// Past this many cached pods, answers older than two TTLs are dropped.
-const SWEEP_ABOVE: usize = 4096;
-
-struct Shared {
+pub(crate) struct Shared {
+    /// `GET`s' answers.
     cache: Mutex<HashMap<PodRef, Slot>>,
-    queue: mpsc::Sender<PodRef>,
+    /// The node's pods, as the watch sees them; `None` without a node name.
+    store: Option<Mutex<Store>>,
+    queue: mpsc::Sender<get::Ask>,
     stats: Arc<Stats>,
+    /// Bumped whenever a lookup's answer may have changed.
+    generation: AtomicU64,
+    /// The watch has failed and not come back yet (its failures are logged once).
+    watch_failing: AtomicBool,
     opts: Options,
 }
 
-/// Cached pod metadata with background lookups. Cheap to clone.
+/// Pod metadata, watched or cached, with background lookups. Cheap to clone.
 #[derive(Clone)]
 pub struct PodMetadata {
     shared: Arc<Shared>,
@@ -262,17 +245,19 @@ impl std::fmt::Debug for PodMetadata {
 
 impl PodMetadata {
     /// Builds a client from the kubeconfig (or in-cluster) credentials and starts the
-    /// background task on the current tokio runtime. Does not contact the API: an API that is
-    /// down at start is like one that goes down later.
+    /// background tasks on the current tokio runtime. Does not wait for the API: an API that
+    /// is down at start is like one that goes down later.
     pub async fn connect(opts: Options) -> Result<PodMetadata, Error> {
-        let server = api_server(&opts).await?;
-        Ok(Self::with_fetcher(opts, server))
+        let server = Arc::new(ApiServer::connect(&opts).await?);
+        let watch = opts.node_name.is_some().then(|| server.clone());
+        Ok(Self::with_sources(opts, server, watch))
     }
 
     /// Asks the API once for a pod that does not exist (`logferry check`): "not found" proves
-    /// the server is reachable, trusted, and lets these credentials `get` pods.
+    /// the server is reachable, trusted, and lets these credentials `get` pods; with a node
+    /// name, lists one of its pods too, which proves `list`.
     pub async fn check_access(opts: &Options) -> Result<(), Error> {
-        let server = api_server(opts).await?;
+        let server = ApiServer::connect(opts).await?;
         let probe = PodRef {
             namespace: "kube-system".into(),
             name: "logferry-access-check".into(),
@@ -280,72 +265,78 @@ impl PodMetadata {
         };
         match server.fetch(probe).await {
             Fetched::Failed(why) => Err(Error::Request(why)),
-            Fetched::NotFound | Fetched::Pod { .. } => Ok(()),
+            Fetched::NotFound | Fetched::Pod { .. } => server.probe_list().await,
         }
     }
 
-    /// Starts the background task over any [`FetchPod`] (the tests' way in).
+    /// Starts the `GET` task alone over any [`FetchPod`] (the tests' way in).
     pub fn with_fetcher(opts: Options, fetcher: impl FetchPod) -> PodMetadata {
+        Self::with_sources(opts, Arc::new(fetcher), None::<Arc<ApiServer>>)
+    }
+
+    /// Starts the `GET` task, and the watch when `watch` is given and a node is named.
+    pub fn with_sources<F: FetchPod, W: WatchPods>(
+        opts: Options,
+        fetcher: Arc<F>,
+        watch: Option<Arc<W>>,
+    ) -> PodMetadata {
         let (queue, rx) = mpsc::channel(1024);
+        let node = opts.node_name.clone().filter(|_| watch.is_some());
+        let stats = Arc::new(Stats {
+            up: AtomicBool::new(true),
+            watching: AtomicBool::new(node.is_some()),
+            ..Stats::default()
+        });
         let shared = Arc::new(Shared {
             cache: Mutex::new(HashMap::new()),
+            store: node.as_ref().map(|_| Mutex::new(Store::new())),
             queue,
-            stats: Arc::new(Stats {
-                up: AtomicBool::new(true),
-                ..Stats::default()
-            }),
+            stats,
+            generation: AtomicU64::new(0),
+            watch_failing: AtomicBool::new(false),
             opts,
         });
-        tokio::spawn(run(Arc::downgrade(&shared), rx, Arc::new(fetcher)));
+        tokio::spawn(get::run(Arc::downgrade(&shared), rx, fetcher));
+        if let (Some(node), Some(watch)) = (node, watch) {
+            tokio::spawn(watch::run(Arc::downgrade(&shared), watch, node));
+        }
         PodMetadata { shared }
     }
 
     /// What is known of `pod`, without waiting; see the module docs.
     pub fn lookup(&self, pod: &PodRef) -> Lookup {
-        let now = Instant::now();
-        let opts = &self.shared.opts;
-        let mut cache = self.cache();
-        let (answer, ask) = match cache.get_mut(pod) {
-            Some(Slot::Known {
-                meta,
-                at,
-                refreshing,
-            }) => {
-                self.shared.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                let stale = now.duration_since(*at) >= opts.cache_ttl && !*refreshing;
-                if stale {
-                    *refreshing = true;
+        let watch_up = match &self.shared.store {
+            None => false,
+            Some(store) => {
+                let store = store.lock().unwrap_or_else(|p| p.into_inner());
+                match store.answer(pod, Instant::now(), self.shared.opts.cache_ttl) {
+                    StoreAnswer::Known(answer) => {
+                        self.shared.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        return answer;
+                    }
+                    StoreAnswer::Syncing => return Lookup::Pending,
+                    StoreAnswer::Unknown { watch_up } => watch_up,
                 }
-                (Lookup::known(meta), stale)
-            }
-            Some(Slot::Asking) => (self.while_asking(), false),
-            Some(slot @ Slot::Failed { .. }) => {
-                let again = matches!(slot, Slot::Failed { at } if now.duration_since(*at) >= opts.retry_after);
-                if again {
-                    *slot = Slot::Asking;
-                }
-                (Lookup::Unavailable, again)
-            }
-            None => {
-                if cache.len() >= SWEEP_ABOVE {
-                    sweep(&mut cache, now, opts.cache_ttl * 2);
-                }
-                cache.insert(pod.clone(), Slot::Asking);
-                (self.while_asking(), true)
             }
         };
-        if ask && self.shared.queue.try_send(pod.clone()).is_err() {
-            // The queue is full (thousands of new pods at once): answer "nothing" now and let
-            // a later lookup ask again.
-            cache.remove(pod);
-            return Lookup::Unavailable;
-        }
-        answer
+        self.shared.lookup_by_get(pod, watch_up)
     }
 
-    /// Whether the last request got an answer (a pod or "no such pod").
+    /// A number that changes whenever a lookup's answer may have: a watch event changed a
+    /// pod, or a `GET` brought a new answer. Whoever keeps answers looks again when it moves.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether the API answers: the watch is open, or (without one) the last `GET` got an
+    /// answer.
     pub fn is_healthy(&self) -> bool {
-        self.shared.stats.up.load(Ordering::Relaxed)
+        let stats = &self.shared.stats;
+        if stats.watching.load(Ordering::Relaxed) {
+            stats.watch_up.load(Ordering::Relaxed)
+        } else {
+            stats.up.load(Ordering::Relaxed)
+        }
     }
 
     /// Request and cache counters.
@@ -357,141 +348,6 @@ impl PodMetadata {
     pub fn stats_handle(&self) -> Arc<Stats> {
         self.shared.stats.clone()
     }
-
-    fn while_asking(&self) -> Lookup {
-        if self.is_healthy() {
-            Lookup::Pending
-        } else {
-            Lookup::Unavailable
-        }
-    }
-
-    fn cache(&self) -> MutexGuard<'_, HashMap<PodRef, Slot>> {
-        // A panic while holding the lock leaves a consistent map (each change is one insert).
-        self.shared
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A client for the API server from `opts`' kubeconfig, or the inferred one.
-async fn api_server(opts: &Options) -> Result<ApiServer, Error> {
-    // kube's TLS takes rustls' process-wide provider, which rustls cannot pick by itself
-    // when both `ring` and `aws-lc-rs` are compiled in (the AWS SDK brings the latter).
-    // Failing means another one is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = match &opts.kubeconfig {
-        Some(path) => {
-            let bad = |e: kube::config::KubeconfigError| Error::Kubeconfig {
-                path: path.clone(),
-                message: e.to_string(),
-            };
-            let kc = Kubeconfig::read_from(path).map_err(bad)?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(bad)?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Infer(e.to_string()))?,
-    };
-    config.connect_timeout = Some(opts.timeout);
-    config.read_timeout = Some(opts.timeout);
-    config.write_timeout = Some(opts.timeout);
-    let client = kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
-    let timeout = opts.timeout;
-    Ok(ApiServer { client, timeout })
-}
-
-fn sweep(cache: &mut HashMap<PodRef, Slot>, now: Instant, older_than: Duration) {
-    cache.retain(|_, slot| match slot {
-        Slot::Asking => true,
-        Slot::Known { at, .. } | Slot::Failed { at } => now.duration_since(*at) < older_than,
-    });
-}
-
-/// The background task: asks for queued pods, `concurrency` at a time, until every
-/// [`PodMetadata`] is dropped.
-async fn run(
-    shared: std::sync::Weak<Shared>,
-    mut rx: mpsc::Receiver<PodRef>,
-    fetcher: Arc<dyn FetchPod>,
-) {
-    let limit = shared.upgrade().map_or(1, |s| s.opts.concurrency.max(1));
-    let permits = Arc::new(Semaphore::new(limit));
-    while let Some(pod) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let shared = shared.clone();
-        let fetcher = fetcher.clone();
-        tokio::spawn(async move {
-            let fetched = fetcher.fetch(pod.clone()).await;
-            drop(permit);
-            if let Some(shared) = shared.upgrade() {
-                record(&shared, pod, fetched);
-            }
-        });
-    }
-}
-
-fn record(shared: &Shared, pod: PodRef, fetched: Fetched) {
-    let now = Instant::now();
-    let meta = match fetched {
-        Fetched::Failed(why) => {
-            shared.stats.failed.fetch_add(1, Ordering::Relaxed);
-            if shared.stats.up.swap(false, Ordering::Relaxed) {
-                tracing::warn!(
-                    namespace = %pod.namespace,
-                    pod = %pod.name,
-                    "the Kubernetes API does not answer ({why}); events are sent without pod labels until it does"
-                );
-            }
-            let mut cache = shared.cache.lock().unwrap_or_else(|p| p.into_inner());
-            // A stale answer stays more useful than none.
-            match cache.get_mut(&pod) {
-                Some(Slot::Known { refreshing, at, .. }) => {
-                    *refreshing = false;
-                    // Not asked again before `retry_after`.
-                    *at = now
-                        .checked_sub(shared.opts.cache_ttl)
-                        .and_then(|t| t.checked_add(shared.opts.retry_after))
-                        .unwrap_or(now);
-                }
-                _ => {
-                    cache.insert(pod, Slot::Failed { at: now });
-                }
-            }
-            return;
-        }
-        Fetched::NotFound => {
-            shared.stats.not_found.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-        Fetched::Pod { uid, meta } => {
-            if pod.uid.is_empty() || pod.uid == uid {
-                shared.stats.found.fetch_add(1, Ordering::Relaxed);
-                Some(Arc::new(meta))
-            } else {
-                // The name now belongs to a newer pod; the log is the old one's.
-                shared.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
-    };
-    if !shared.stats.up.swap(true, Ordering::Relaxed) {
-        tracing::info!("the Kubernetes API answers again; pod labels are added again");
-    }
-    let mut cache = shared.cache.lock().unwrap_or_else(|p| p.into_inner());
-    cache.insert(
-        pod,
-        Slot::Known {
-            meta,
-            at: now,
-            refreshing: false,
-        },
-    );
 }
 
 /// Every test runs on tokio's paused clock (`start_paused`): a sleep advances it as soon as the
@@ -503,6 +359,8 @@ fn record(shared: &Shared, pod: PodRef, fetched: Fetched) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use tokio::sync::mpsc;
 
     /// Answers from a table, counting requests; `fail` makes every request fail.
     #[derive(Default)]
@@ -681,5 +539,205 @@ mod tests {
         // Only `concurrency` requests in flight; the rest wait in the queue.
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(table.asked.load(Ordering::SeqCst), 4);
+    }
+
+    /// The node's pods for the watch: `list` answers `pods` (or fails while `down`), each
+    /// `watch` opens a stream the test feeds through `feed` (or fails while `down`).
+    #[derive(Default)]
+    struct Node {
+        pods: Mutex<Vec<watch::WatchedPod>>,
+        down: AtomicBool,
+        lists: AtomicUsize,
+        feeds: Mutex<Vec<mpsc::UnboundedSender<watch::Change>>>,
+    }
+
+    impl Node {
+        fn feed(&self, change: watch::Change) {
+            let feeds = self.feeds.lock().unwrap();
+            let _ = feeds.last().expect("a watch is open").send(change);
+        }
+    }
+
+    impl WatchPods for Node {
+        fn list(
+            &self,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<watch::Listed, String>> + Send + '_>,
+        > {
+            Box::pin(async move {
+                self.lists.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err("connection refused".into());
+                }
+                Ok(watch::Listed {
+                    resource_version: "10".into(),
+                    pods: self.pods.lock().unwrap().clone(),
+                })
+            })
+        }
+
+        fn watch(
+            &self,
+            _from: String,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<watch::Changes, watch::WatchFailure>>
+                    + Send
+                    + '_,
+            >,
+        > {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(watch::WatchFailure::Failed("connection refused".into()));
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.feeds.lock().unwrap().push(tx);
+                let changes = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|c| (c, rx))
+                });
+                Ok(Box::pin(changes) as watch::Changes)
+            })
+        }
+    }
+
+    fn watched(name: &str, uid: &str, app: &str) -> watch::WatchedPod {
+        watch::WatchedPod {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.into(),
+            resource_version: "11".into(),
+            meta: meta(app),
+        }
+    }
+
+    /// A watched node holding `web` (u1), a `GET` table holding `web` and `other` (u2).
+    fn watched_setup(down: bool) -> (Arc<Table>, Arc<Node>, PodMetadata) {
+        let table = Arc::new(Table::default());
+        for (name, uid) in [("web", "u1"), ("other", "u2")] {
+            table
+                .pods
+                .lock()
+                .unwrap()
+                .insert(name.into(), (uid.into(), meta(name)));
+        }
+        let node = Arc::new(Node::default());
+        node.pods.lock().unwrap().push(watched("web", "u1", "web"));
+        node.down.store(down, Ordering::SeqCst);
+        let opts = Options {
+            node_name: Some("node-1".into()),
+            ..Options::default()
+        };
+        let m = PodMetadata::with_sources(opts, Arc::new(table.clone()), Some(node.clone()));
+        (table, node, m)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watched_pods_are_answered_without_a_get() {
+        let (table, node, m) = watched_setup(false);
+        assert_eq!(
+            m.lookup(&pod("web", "u1")),
+            Lookup::Pending,
+            "before the first list"
+        );
+        assert_eq!(
+            settle(&m, &pod("web", "u1")).await,
+            Lookup::Found(Arc::new(meta("web")))
+        );
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(matches!(m.lookup(&pod("web", "u1")), Lookup::Found(_)));
+        assert_eq!(table.asked.load(Ordering::SeqCst), 0);
+        assert_eq!(node.lists.load(Ordering::SeqCst), 1);
+        assert!(m.is_healthy());
+        assert_eq!(m.stats().watch_pods.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_event_changes_the_answer_and_the_generation() {
+        let (_, node, m) = watched_setup(false);
+        settle(&m, &pod("web", "u1")).await;
+        let before = m.generation();
+        node.feed(watch::Change::Applied(watched("web", "u1", "web-v2")));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            m.lookup(&pod("web", "u1")),
+            Lookup::Found(Arc::new(meta("web-v2")))
+        );
+        assert_ne!(
+            m.generation(),
+            before,
+            "whoever keeps answers must look again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_the_watch_lacks_is_asked_once_after_the_grace() {
+        let (table, _, m) = watched_setup(false);
+        settle(&m, &pod("web", "u1")).await;
+        let other = pod("other", "u2");
+        assert_eq!(m.lookup(&other), Lookup::Pending);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(table.asked.load(Ordering::SeqCst), 0, "within the grace");
+        assert_eq!(
+            settle(&m, &other).await,
+            Lookup::Found(Arc::new(meta("other")))
+        );
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(matches!(m.lookup(&other), Lookup::Found(_)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            table.asked.load(Ordering::SeqCst),
+            1,
+            "not again while the watch is up"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_shown_during_the_grace_costs_no_get() {
+        let (table, node, m) = watched_setup(false);
+        settle(&m, &pod("web", "u1")).await;
+        let late = pod("late", "u3");
+        assert_eq!(m.lookup(&late), Lookup::Pending);
+        node.feed(watch::Change::Applied(watched("late", "u3", "late")));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(m.lookup(&late), Lookup::Found(Arc::new(meta("late"))));
+        assert_eq!(table.asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_lists_again() {
+        let (_, node, m) = watched_setup(false);
+        settle(&m, &pod("web", "u1")).await;
+        node.pods.lock().unwrap().push(watched("new", "u4", "new"));
+        node.feed(watch::Change::Gone);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(node.lists.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            m.lookup(&pod("new", "u4")),
+            Lookup::Found(Arc::new(meta("new")))
+        );
+        assert_eq!(m.stats().restarts_gone.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_the_watch_is_down_pods_are_asked_for_at_once() {
+        let (table, node, m) = watched_setup(true);
+        assert_eq!(
+            settle(&m, &pod("web", "u1")).await,
+            Lookup::Found(Arc::new(meta("web")))
+        );
+        assert_eq!(table.asked.load(Ordering::SeqCst), 1, "by GET");
+        assert!(!m.is_healthy());
+        assert!(node.lists.load(Ordering::SeqCst) >= 1);
+        // The watch comes back (after its backoff) and takes over.
+        node.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(m.is_healthy());
+        node.feed(watch::Change::Applied(watched("web", "u1", "web-v2")));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            m.lookup(&pod("web", "u1")),
+            Lookup::Found(Arc::new(meta("web-v2")))
+        );
+        assert_eq!(table.asked.load(Ordering::SeqCst), 1);
     }
 }

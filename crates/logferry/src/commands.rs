@@ -206,18 +206,30 @@ async fn check_kubernetes_api(
     k: &crate::config::KubernetesApiSettings,
 ) {
     let what = format!("source {name} (Kubernetes API)");
+    let node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
     let opts = logferry_kubernetes::Options {
         kubeconfig: k.kubeconfig.clone(),
+        node_name: node_name.clone(),
         timeout: k.timeout,
         ..logferry_kubernetes::Options::default()
     };
     match logferry_kubernetes::PodMetadata::check_access(&opts).await {
-        Ok(()) => r.ok(&what, "reachable; pods can be read"),
+        Ok(()) => match node_name {
+            Some(node) => r.ok(
+                &what,
+                format!("reachable; pods can be read, and node {node}'s listed"),
+            ),
+            None => r.ok(
+                &what,
+                "reachable; pods can be read (NODE_NAME unset: one GET per pod, no watch)",
+            ),
+        },
         Err(e) => r.fail(
             &what,
             e,
-            "check the kubeconfig / service account and that its role grants `get` on `pods` \
-             (deploy/kubernetes/rbac.yaml); events are still shipped without labels",
+            "check the kubeconfig / service account and that its role grants `get`, `list` and \
+             `watch` on `pods` (deploy/kubernetes/rbac.yaml); events are still shipped without \
+             labels",
         ),
     }
 }

@@ -5,7 +5,11 @@
 //! No API server can run here (none is packaged for Debian or PyPI), so the API side is
 //! `support/fake_kube_api.py`: real HTTPS with a CA made here, a bearer token, and the API
 //! server's answers to `GET /api/v1/namespaces/NS/pods/NAME` (the Pod, a NotFound `Status`,
-//! 401), slowed down per pod when a test asks. "Down" is a port nobody listens on.
+//! 401), slowed down per pod when a test asks, and to the node-scoped list and watch of
+//! `/api/v1/pods?fieldSelector=spec.nodeName=NODE`. "Down" is a port nobody listens on.
+//!
+//! With `NODE_NAME` set logferry watches the node's pods; without it, it asks for each pod by
+//! `GET`. The tests that check the `GET`s (request counts, a slow answer) run without it.
 
 mod support;
 
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::fake_kube::{write_pod_lines, FakeKubeApi as FakeApi, TOKEN};
+use support::fake_kube::{write_pod_lines, FakeKubeApi as FakeApi, Request, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -497,4 +501,258 @@ fn multiline_annotation_joins_a_pods_java_trace() {
     );
     let plain = pod_events(&moto.endpoint(), "shop", "plain-1", 7);
     assert_eq!(plain.len(), 7, "no annotation, no joining: {plain:?}");
+}
+
+/// `n` pods `shop/p-NN` on `node` (label `app=p-NN`), and 20 pods on another node.
+fn node_pods(node: &str, n: usize) -> serde_json::Value {
+    let mut pods = serde_json::Map::new();
+    for i in 0..n {
+        pods.insert(
+            format!("shop/p-{i:02}"),
+            serde_json::json!({"uid": format!("u-{i}"), "labels": {"app": format!("p-{i:02}")}, "node": node}),
+        );
+    }
+    for i in 0..20 {
+        pods.insert(
+            format!("other/q-{i:02}"),
+            serde_json::json!({"uid": format!("uq-{i}"), "labels": {"app": "q"}, "node": "node-elsewhere"}),
+        );
+    }
+    serde_json::Value::Object(pods)
+}
+
+/// Requests of each kind the fake served: (list, watch, get).
+fn counts(api: &FakeApi) -> (usize, usize, usize) {
+    let n = |k| api.requests_of(k).len();
+    (n(Request::List), n(Request::Watch), n(Request::Get))
+}
+
+/// Writes a line to `ns/pod` every 300 ms until one arrives whose labels `want` accepts; that
+/// event, and how long after the call it was written.
+fn first_matching(
+    rig: &Rig,
+    (ns, pod, uid): (&str, &str, &str),
+    written: usize,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Option<(serde_json::Value, Duration)> {
+    let start = Instant::now();
+    let mut n = written;
+    while start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(300));
+        let at = start.elapsed();
+        write_pod_lines(&rig.pods, ns, pod, uid, "probe", 1);
+        n += 1;
+        let got = pod_events(&rig.moto.endpoint(), ns, pod, n);
+        if let Some(e) = got.iter().find(|e| want(e)) {
+            return Some((e.clone(), at));
+        }
+    }
+    None
+}
+
+/// 50 pods on this node (and 20 elsewhere), each logging: one list and one watch serve them
+/// all, not a GET per pod, and every event carries its pod's labels. A relabel reaches the
+/// next lines within seconds although `cache_ttl` is an hour.
+#[test]
+fn one_watch_serves_the_nodes_pods_and_a_relabel_at_once() {
+    let mut pods_json = node_pods("node-7", 50);
+    let rig = Rig::new(pods_json.clone());
+    let config = rig.config("kubeconfig", "wait = \"10s\"\ncache_ttl = \"1h\"");
+    let (lf, metrics) = start_with_metrics_env(&config, &[("NODE_NAME", "node-7")]);
+    for i in 0..50 {
+        write_pod_lines(
+            &rig.pods,
+            "shop",
+            &format!("p-{i:02}"),
+            &format!("u-{i}"),
+            "x",
+            20,
+        );
+    }
+    for i in 0..50 {
+        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 20);
+        let app = format!("p-{i:02}");
+        assert!(
+            got.iter().all(|e| label(e, "app") == Some(app.as_str())),
+            "{app}: {got:?}\n{}",
+            lf.log()
+        );
+    }
+    let (lists, watches, gets) = counts(&rig.api);
+    eprintln!("50 pods on the node: {lists} list, {watches} watch, {gets} GET");
+    assert_eq!((lists, gets), (1, 0), "{:?}", rig.api.requests());
+    assert!((1..=3).contains(&watches), "{:?}", rig.api.requests());
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_watch_pods", &[]),
+        Some(50.0)
+    );
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_watch_up", &[]),
+        Some(1.0)
+    );
+    pods_json["shop/p-07"]["labels"] = serde_json::json!({"app": "p-07", "version": "v2"});
+    rig.api.set_pods(&pods_json);
+    let (e, after) = first_matching(&rig, ("shop", "p-07", "u-7"), 20, |e| {
+        label(e, "version") == Some("v2")
+    })
+    .unwrap_or_else(|| panic!("the relabel never came\n{}", lf.log()));
+    assert!(
+        after < Duration::from_secs(5),
+        "relabel seen after {after:?}"
+    );
+    assert_eq!(label(&e, "app"), Some("p-07"));
+    let (lists, _, gets) = counts(&rig.api);
+    assert_eq!((lists, gets), (1, 0), "{:?}", rig.api.requests());
+    assert!(!lf.log().contains(TOKEN));
+}
+
+/// The same 50 pods without `NODE_NAME`: a GET per pod, as before the watch (a warning at
+/// start says so).
+#[test]
+fn without_a_node_name_each_pod_is_a_get() {
+    let rig = Rig::new(node_pods("node-7", 50));
+    let lf = Logferry::start_with(&rig.config("kubeconfig", "wait = \"10s\""), |c| {
+        c.env_remove("NODE_NAME");
+    });
+    for i in 0..50 {
+        write_pod_lines(
+            &rig.pods,
+            "shop",
+            &format!("p-{i:02}"),
+            &format!("u-{i}"),
+            "x",
+            20,
+        );
+    }
+    for i in 0..50 {
+        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 20);
+        assert!(got.iter().all(|e| label(e, "app").is_some()), "{got:?}");
+    }
+    let (lists, watches, gets) = counts(&rig.api);
+    eprintln!("50 pods, no NODE_NAME: {lists} list, {watches} watch, {gets} GET");
+    assert_eq!(
+        (lists, watches, gets),
+        (0, 0, 50),
+        "{:?}",
+        rig.api.requests()
+    );
+    assert_eq!(
+        lf.log().matches("NODE_NAME is not set").count(),
+        1,
+        "{}",
+        lf.log()
+    );
+}
+
+/// A watch ended by 410 Gone (its resourceVersion too old): logferry lists again and keeps
+/// going: a pod added and a relabel after it are followed.
+#[test]
+fn a_410_gone_makes_the_watch_list_again_and_go_on() {
+    let mut pods_json = node_pods("node-7", 3);
+    let rig = Rig::new(pods_json.clone());
+    let config = rig.config("kubeconfig", "wait = \"10s\"\ncache_ttl = \"1h\"");
+    let (lf, metrics) = start_with_metrics_env(&config, &[("NODE_NAME", "node-7")]);
+    write_pod_lines(&rig.pods, "shop", "p-00", "u-0", "x", 5);
+    assert_eq!(pod_events(&rig.moto.endpoint(), "shop", "p-00", 5).len(), 5);
+    rig.api.expire_watches();
+    let relisted = wait_until(Duration::from_secs(30), || {
+        metric(&metrics, "logferry_kubernetes_watch_lists_total", &[]) == Some(2.0)
+    });
+    assert!(relisted, "{:?}\n{}", rig.api.requests(), lf.log());
+    assert!(
+        metric(
+            &metrics,
+            "logferry_kubernetes_watch_restarts_total",
+            &["reason=\"gone\""]
+        ) >= Some(1.0)
+    );
+    pods_json["shop/new-1"] =
+        serde_json::json!({"uid": "u-new", "labels": {"app": "new"}, "node": "node-7"});
+    pods_json["shop/p-00"]["labels"] = serde_json::json!({"app": "p-00", "after": "gone"});
+    rig.api.set_pods(&pods_json);
+    write_pod_lines(&rig.pods, "shop", "new-1", "u-new", "n", 5);
+    let new = pod_events(&rig.moto.endpoint(), "shop", "new-1", 5);
+    assert!(
+        new.iter().all(|e| label(e, "app") == Some("new")),
+        "{new:?}"
+    );
+    let relabelled = first_matching(&rig, ("shop", "p-00", "u-0"), 5, |e| {
+        label(e, "after") == Some("gone")
+    });
+    assert!(relabelled.is_some(), "{}", lf.log());
+    let (lists, watches, gets) = counts(&rig.api);
+    eprintln!("410: {lists} list, {watches} watch, {gets} GET");
+    assert_eq!((lists, gets), (2, 0), "{:?}", rig.api.requests());
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_watch_up", &[]),
+        Some(1.0)
+    );
+}
+
+/// Lists and watches answer 500: pods are asked for by GET meanwhile and events still carry
+/// their labels; the failure is logged once; once the watch answers again it takes over.
+#[test]
+fn watch_down_falls_back_to_gets() {
+    let mut pods_json = node_pods("node-7", 5);
+    let rig = Rig::new(pods_json.clone());
+    rig.api.set_list_watch_status(Some(500));
+    let config = rig.config("kubeconfig", "wait = \"10s\"\ncache_ttl = \"1h\"");
+    let (lf, metrics) = start_with_metrics_env(&config, &[("NODE_NAME", "node-7")]);
+    for i in 0..5 {
+        write_pod_lines(
+            &rig.pods,
+            "shop",
+            &format!("p-{i:02}"),
+            &format!("u-{i}"),
+            "x",
+            10,
+        );
+    }
+    for i in 0..5 {
+        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 10);
+        let app = format!("p-{i:02}");
+        assert!(
+            got.iter().all(|e| label(e, "app") == Some(app.as_str())),
+            "{got:?}"
+        );
+    }
+    let (lists, _, gets) = counts(&rig.api);
+    assert!(lists >= 1, "{:?}", rig.api.requests());
+    assert_eq!(gets, 5, "{:?}", rig.api.requests());
+    assert_eq!(
+        metric(&metrics, "logferry_kubernetes_watch_up", &[]),
+        Some(0.0)
+    );
+    rig.api.set_list_watch_status(None);
+    let up = wait_until(Duration::from_secs(45), || {
+        metric(&metrics, "logferry_kubernetes_watch_up", &[]) == Some(1.0)
+    });
+    assert!(up, "{}", lf.log());
+    let log = lf.log();
+    assert_eq!(
+        log.matches("the watch of this node's pods failed").count(),
+        1,
+        "{log}"
+    );
+    pods_json["shop/p-01"]["labels"] = serde_json::json!({"app": "p-01", "back": "yes"});
+    rig.api.set_pods(&pods_json);
+    let relabelled = first_matching(&rig, ("shop", "p-01", "u-1"), 10, |e| {
+        label(e, "back") == Some("yes")
+    });
+    assert!(relabelled.is_some(), "{}", lf.log());
+    assert_eq!(counts(&rig.api).2, 5, "no GET once the watch is back");
+}
+
+/// [`start_with_metrics`] with `env` set for logferry.
+fn start_with_metrics_env(config: &str, env: &[(&str, &str)]) -> (Logferry, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = addr.clone();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lf = Logferry::start_with(config, move |cmd| {
+        cmd.env("LOGFERRY_METRICS_ADDRESS", &a).envs(env);
+    });
+    (lf, addr)
 }

@@ -277,12 +277,12 @@ fn kubernetes_api(x: &mut Exposition, sources: &[SourceEntry]) {
         let l = source_labels(e);
         x.gauge(
             "logferry_kubernetes_api_up",
-            "1 when the last pod lookup got an answer from the Kubernetes API.",
+            "1 when the last pod GET got an answer from the Kubernetes API.",
         )
         .sample(&l, u8::from(api.up.load(Ordering::Relaxed)));
         let requests = x.counter(
             "logferry_kubernetes_api_requests_total",
-            "Pod lookups sent to the Kubernetes API, by outcome (found, not_found, failed).",
+            "Pod GETs sent to the Kubernetes API, by outcome (found, not_found, failed).",
         );
         by_label(
             requests,
@@ -294,6 +294,37 @@ fn kubernetes_api(x: &mut Exposition, sources: &[SourceEntry]) {
                 ("failed", &api.failed),
             ],
         );
+        if api.watching.load(Ordering::Relaxed) {
+            x.gauge(
+                "logferry_kubernetes_watch_up",
+                "1 while the watch of this node's pods is open and its list current.",
+            )
+            .sample(&l, u8::from(api.watch_up.load(Ordering::Relaxed)));
+            x.gauge(
+                "logferry_kubernetes_watch_pods",
+                "Pods of this node the watch holds.",
+            )
+            .sample(&l, api.watch_pods.load(Ordering::Relaxed));
+            x.counter(
+                "logferry_kubernetes_watch_lists_total",
+                "Lists of this node's pods: the first, then after 410 Gone.",
+            )
+            .sample(&l, api.watch_lists.load(Ordering::Relaxed));
+            let restarts = x.counter(
+                "logferry_kubernetes_watch_restarts_total",
+                "Watches of this node's pods started again, by reason (closed by the server, gone: 410 and a new list, failed: after a backoff).",
+            );
+            by_label(
+                restarts,
+                &l,
+                "reason",
+                &[
+                    ("closed", &api.restarts_closed),
+                    ("gone", &api.restarts_gone),
+                    ("failed", &api.restarts_failed),
+                ],
+            );
+        }
         x.counter(
             "logferry_kubernetes_pod_wait_expired_total",
             "New pods' log files sent without labels because the API had not answered within kubernetes_api.wait.",

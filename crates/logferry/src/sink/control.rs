@@ -188,7 +188,7 @@ impl ControlPlane {
         let stats = &shared.stats;
         let failure = match result {
             Ok(()) => {
-                governor.on_success(ticket);
+                governor.on_success(ticket, now);
                 credentials_accepted(shared, sent_ms);
                 self.publish_rates(shared);
                 return match call {
@@ -227,11 +227,11 @@ impl ControlPlane {
             Failure::NotFound { .. }
                 if call == Call::Stream && shared.config.create_missing_group =>
             {
-                governor.on_success(ticket);
+                governor.on_success(ticket, now);
                 self.after_group(job);
             }
             other => {
-                governor.on_success(ticket);
+                governor.on_success(ticket, now);
                 let (kind, detail) = match other {
                     Failure::Retry { kind, detail, .. } => (kind, detail),
                     Failure::NotFound { .. } => (

@@ -7,10 +7,13 @@
 //!
 //! - **additive increase**: each successful call made while the governor was the limit (a
 //!   caller had to wait for budget) raises the rate by `increase / rate`, i.e. by `increase`
-//!   calls/s per second of full use; before the first throttle the rate doubles per second
-//!   instead (slow start), so a lone node finds its room quickly;
-//! - **multiplicative decrease**: a throttle cuts the rate by `decrease` (half) for the whole
-//!   sink, not only for the throttled call's retry, and empties the budget. Calls issued before
+//!   calls/s per second of full use; before the first throttle (slow start) each such success
+//!   raises it by `1 / latency` of that call instead, so the rate grows e-fold per round trip,
+//!   as TCP's window doubles per round trip: a lone node with a backlog finds its room within
+//!   a few round trips, and a fleet overshoots its share by at most that factor for one round
+//!   trip before the first throttles cut it;
+//! - **multiplicative decrease**: a throttle cuts the rate the throttled call was sent at by
+//!   `decrease` (half) for the whole sink, not only for the throttled call's retry, and empties the budget. Calls issued before
 //!   the last cut do not cut again: one congestion event halves once, as in TCP;
 //! - a floor (one call per `max_backoff`, the slowest the retry policy ever goes) and a ceiling
 //!   (`max_requests_per_second`, for operators who split a known quota).
@@ -36,7 +39,7 @@ pub struct Pace {
     pub increase: f64,
     /// Factor applied on a throttle.
     pub decrease: f64,
-    /// Whether the rate doubles per second until the first throttle.
+    /// Whether the rate grows per round trip until the first throttle.
     pub slow_start: bool,
 }
 
@@ -76,6 +79,11 @@ impl Pace {
     }
 }
 
+/// Slow start's gain per success is `1 / latency` (at least 1: over round trips slower than a
+/// second the rate still grows e-fold per second); a call answered sooner than this counts as this slow,
+/// so a very near endpoint grows the rate by at most 100 calls/s per success.
+const SLOW_START_MIN_LATENCY: Duration = Duration::from_millis(10);
+
 /// The slowest pace: one call per `max_backoff` (at least one per minute).
 fn floor(max_backoff: Duration) -> f64 {
     1.0 / max_backoff.as_secs_f64().clamp(0.01, 60.0)
@@ -86,6 +94,8 @@ fn floor(max_backoff: Duration) -> f64 {
 pub struct Ticket {
     issued: Instant,
     limited: bool,
+    /// The rate when the budget was granted.
+    rate: f64,
 }
 
 /// One API's pace for one sink.
@@ -104,6 +114,9 @@ pub struct Governor {
 impl Governor {
     /// A governor at `pace.initial`. Its first call's budget comes after a random part of one
     /// interval, so nodes started together (a rollout) do not all call in the same instant.
+    /// (Shortening that spread to 100 ms for the control plane, so a lone node's first create
+    /// waits less, made the fleet test's cold start throttle creates and cut their pace: 1.03-
+    /// 1.05 creates per stream and 18-30 s to drain, against 1.01 and 10-11 s.)
     pub fn new(pace: Pace, now: Instant) -> Governor {
         Governor {
             rate: pace.initial.clamp(pace.floor, pace.ceiling),
@@ -140,19 +153,21 @@ impl Governor {
             return Ok(Ticket {
                 issued: now,
                 limited,
+                rate: self.rate,
             });
         }
         self.starved = true;
         Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
     }
 
-    /// The call succeeded (or failed for a reason other than the quota).
-    pub fn on_success(&mut self, ticket: Ticket) {
+    /// The call succeeded (or failed for a reason other than the quota), answered at `now`.
+    pub fn on_success(&mut self, ticket: Ticket, now: Instant) {
         if !ticket.limited {
             return;
         }
         let gain = if self.slow_start {
-            1.0
+            let latency = now.saturating_duration_since(ticket.issued);
+            (1.0 / latency.max(SLOW_START_MIN_LATENCY).as_secs_f64()).max(1.0)
         } else {
             self.pace.increase / self.rate
         };
@@ -166,7 +181,12 @@ impl Governor {
         }
         self.refill(now);
         self.slow_start = false;
-        self.rate = (self.rate * self.pace.decrease).max(self.pace.floor);
+        // Cut from the rate the throttled call was sent at, not from what slow start grew it
+        // to while the call was out (TCP's ssthresh is half the flight size at the loss): a
+        // node that overshot during the round trip lands at half its last good rate at once
+        // instead of halving once per round trip, each costing more throttled calls.
+        let sent_at = self.rate.min(ticket.rate);
+        self.rate = (sent_at * self.pace.decrease).max(self.pace.floor);
         self.tokens = self.tokens.min(0.0);
         self.last_cut = Some(now);
     }
@@ -200,7 +220,7 @@ mod tests {
                 let before = g.rate();
                 match outcome {
                     1 if !outstanding.is_empty() => {
-                        g.on_success(outstanding.remove(0));
+                        g.on_success(outstanding.remove(0), now);
                         prop_assert!(g.rate() >= before, "a success never slows");
                     }
                     2 if !outstanding.is_empty() => {
@@ -208,7 +228,7 @@ mod tests {
                         let fresh = g.last_cut.is_none_or(|cut| t.issued >= cut);
                         g.on_throttle(t, now);
                         if fresh {
-                            prop_assert!((g.rate() - (before * p.decrease).max(p.floor)).abs() < 1e-9);
+                            prop_assert!((g.rate() - (before.min(t.rate) * p.decrease).max(p.floor)).abs() < 1e-9);
                             prop_assert!(g.try_acquire(now).is_err(), "a throttle empties the budget");
                         } else {
                             prop_assert_eq!(g.rate(), before, "one congestion event cuts once");
@@ -245,41 +265,58 @@ mod tests {
             let t = g
                 .try_acquire(t0 + Duration::from_secs(2 * i))
                 .expect("budget");
-            g.on_success(t);
+            g.on_success(t, t0 + Duration::from_secs(2 * i));
         }
         assert_eq!(g.rate(), initial);
     }
 
+    /// Always hungry: ask every 10 ms; every call succeeds, answered `latency_ms` later.
+    fn hungry(g: &mut Governor, from: Instant, until: Duration, latency_ms: u64) -> Instant {
+        let mut now = from;
+        while now < from + until {
+            now += Duration::from_millis(10);
+            if let Ok(t) = g.try_acquire(now) {
+                g.on_success(t, now + Duration::from_millis(latency_ms));
+            }
+        }
+        now
+    }
+
     #[test]
-    fn slow_start_until_the_first_throttle_then_additive() {
+    fn slow_start_grows_per_round_trip_until_the_first_throttle_then_additive() {
         let t0 = Instant::now();
         let mut g = Governor::new(pace(), t0);
-        // Always hungry: ask every 10 ms, succeed every call.
-        let run = |g: &mut Governor, from: Instant, until: Duration| {
-            let mut now = from;
-            while now < from + until {
-                now += Duration::from_millis(10);
-                if let Ok(t) = g.try_acquire(now) {
-                    g.on_success(t);
-                }
-            }
-            now
-        };
-        let now = run(&mut g, t0, Duration::from_secs(3));
+        // 50 ms round trips: e-fold per round trip, from 10 to the ceiling (100) in well under
+        // a second (a doubling per second would still be near 14 after 0.5 s).
+        let now = hungry(&mut g, t0, Duration::from_millis(500), 50);
         let fast = g.rate();
-        assert!(fast >= 8.0, "slow start grew to {fast} in 3 s");
+        assert!(fast >= 99.0, "slow start grew to {fast} in 0.5 s");
         let t = g.try_acquire(now + Duration::from_secs(1)).expect("budget");
         g.on_throttle(t, now + Duration::from_secs(1));
         let halved = g.rate();
         assert!((halved - fast / 2.0).abs() < 1e-9);
-        run(
+        hungry(
             &mut g,
             now + Duration::from_secs(2),
             Duration::from_secs(10),
+            50,
         );
         let grown = g.rate() - halved;
         // +0.1 calls/s per second: about 1 call/s in 10 s, not a doubling.
         assert!(grown > 0.5 && grown < 1.5, "grew {grown} in 10 s");
+    }
+
+    #[test]
+    fn slow_start_over_slow_round_trips_still_grows_e_fold_per_second() {
+        let t0 = Instant::now();
+        let mut g = Governor::new(pace(), t0);
+        hungry(&mut g, t0, Duration::from_secs(2), 3_000);
+        let rate = g.rate();
+        // +1 call/s per success at rate r: about 10 x e^2 after 2 s (as before round trips counted).
+        assert!(
+            (40.0..=80.0).contains(&rate),
+            "grew to {rate} in 2 s from 10"
+        );
     }
 
     #[test]
@@ -301,7 +338,7 @@ mod tests {
                     }
                     if tokens >= 1.0 {
                         tokens -= 1.0;
-                        g.on_success(t);
+                        g.on_success(t, now);
                     } else {
                         if ms > 60_000 {
                             throttled += 1;

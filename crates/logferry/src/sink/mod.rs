@@ -731,7 +731,7 @@ impl CloudWatchSink {
         let stats = self.shared.stats.clone();
         match &answer {
             Answer::Throttled(_) => self.governor.on_throttle(ticket, now),
-            _ => self.governor.on_success(ticket),
+            _ => self.governor.on_success(ticket, now),
         }
         stats
             .rate_put_log_events_milli

@@ -1,6 +1,7 @@
 //! A Kubernetes node for tests: pod log files as the kubelet writes them, and
-//! `fake_kube_api.py`, a stand-in for the Kubernetes API server's
-//! `GET /api/v1/namespaces/NS/pods/NAME` over real HTTPS (a CA made here, a bearer token).
+//! `fake_kube_api.py`, a stand-in for the Kubernetes API server's pod reads over real HTTPS (a
+//! CA made here, a bearer token): `GET /api/v1/namespaces/NS/pods/NAME`, and the node-scoped
+//! list and watch of `/api/v1/pods?fieldSelector=spec.nodeName=NODE`.
 //! No API server can run on these machines (none is packaged for Debian or PyPI).
 
 use std::fs;
@@ -42,6 +43,7 @@ impl FakeKubeApi {
         fs::write(dir.path().join("server.pem"), cert.pem()).expect("write");
         fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write");
         fs::write(dir.path().join("requests.log"), "").expect("write");
+        fs::write(dir.path().join("control.json"), "{}").expect("write");
         // What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount.
         let sa = dir.path().join("serviceaccount");
         fs::create_dir_all(&sa).expect("mkdir");
@@ -68,6 +70,7 @@ impl FakeKubeApi {
             .arg(TOKEN)
             .arg(d.join("pods.json"))
             .arg(d.join("requests.log"))
+            .arg(d.join("control.json"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 fake_kube_api.py");
@@ -87,6 +90,30 @@ impl FakeKubeApi {
         let tmp = self.dir.path().join("pods.json.new");
         fs::write(&tmp, pods.to_string()).expect("write");
         fs::rename(&tmp, self.dir.path().join("pods.json")).expect("rename");
+    }
+
+    /// Lists and watches answer `status` (`None`: they answer again); GETs still answer.
+    pub fn set_list_watch_status(&self, status: Option<u16>) {
+        self.control(|c| c["list_watch_status"] = serde_json::json!(status));
+    }
+
+    /// Ends every open watch with a 410 ERROR event, and makes every resourceVersion handed
+    /// out so far too old: the client must list again.
+    pub fn expire_watches(&self) {
+        self.control(|c| {
+            let n = c["expire"].as_u64().unwrap_or(0);
+            c["expire"] = serde_json::json!(n + 1);
+        });
+    }
+
+    fn control(&self, change: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.dir.path().join("control.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("control")).expect("json");
+        change(&mut c);
+        let tmp = self.dir.path().join("control.json.new");
+        fs::write(&tmp, c.to_string()).expect("write");
+        fs::rename(&tmp, &path).expect("rename");
     }
 
     pub fn write_kubeconfig(&self, name: &str, port: u16) {
@@ -120,6 +147,14 @@ impl FakeKubeApi {
         self.dir.path().join("serviceaccount")
     }
 
+    /// Requests served so far of one kind, as "GET PATH STATUS".
+    pub fn requests_of(&self, kind: Request) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| Request::of(r) == Some(kind))
+            .collect()
+    }
+
     /// Requests served so far, as "GET PATH STATUS".
     pub fn requests(&self) -> Vec<String> {
         fs::read_to_string(self.dir.path().join("requests.log"))
@@ -134,6 +169,33 @@ impl Drop for FakeKubeApi {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The kinds of request the fake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /api/v1/namespaces/NS/pods/NAME`.
+    Get,
+    /// `GET /api/v1/pods?fieldSelector=...`.
+    List,
+    /// The same with `watch=true`.
+    Watch,
+}
+
+impl Request {
+    /// The kind of a request log line.
+    pub fn of(line: &str) -> Option<Request> {
+        let path = line.split(' ').nth(1)?;
+        if path.starts_with("/api/v1/namespaces/") {
+            Some(Request::Get)
+        } else if !path.starts_with("/api/v1/pods?") {
+            None
+        } else if path.contains("watch=true") || path.contains("watch=1") {
+            Some(Request::Watch)
+        } else {
+            Some(Request::List)
+        }
     }
 }
 

@@ -17,7 +17,8 @@
 //!   past their position: a crash re-reads them) for at most `kubernetes_api.wait`, then sent
 //!   with its labels, or without them if the API has not answered. The reader never waits on
 //!   the network itself, and an API that is down makes no file wait at all. An open file looks
-//!   its pod up again every `cache_ttl` (still a map lookup), so a relabelled pod is followed.
+//!   its pod up again (still a map lookup) when `logferry-kubernetes` says an answer changed
+//!   (its watch saw the pod relabelled) and every `cache_ttl`, so a relabelled pod is followed.
 //! - `books.rs` and `checkpoint.rs`: the source's
 //!   [`Keeper`](super::positions::Keeper) moves each file's position on a
 //!   [`Watermark`](crate::ack::Watermark) over its batches and rewrites the checkpoint file
@@ -89,8 +90,18 @@ pub async fn run(ctx: SourceContext, cfg: FileSourceConfig, data_dir: PathBuf) {
     let pods = match &cfg.kubernetes_api {
         None => None,
         Some(k) => {
+            // The DaemonSet sets NODE_NAME from the downward API (spec.nodeName).
+            let node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+            if node_name.is_none() {
+                tracing::warn!(
+                    "NODE_NAME is not set: pods are asked for one by one (a GET each, again every \
+                     cache_ttl) instead of watching this node's pods; set it from spec.nodeName \
+                     (deploy/kubernetes/daemonset.yaml)"
+                );
+            }
             let opts = logferry_kubernetes::Options {
                 kubeconfig: k.kubeconfig.clone(),
+                node_name,
                 timeout: k.timeout,
                 cache_ttl: k.cache_ttl,
                 ..logferry_kubernetes::Options::default()

@@ -2,12 +2,17 @@
 //! the fields its events carry.
 //!
 //! ```text
-//!            open, API answers at once ──────────────────────▶ Known ◀─┐ refresh every
-//!   Late ──┤ open, being asked ──▶ Waiting ── answered ───────▶ Known   │ cache_ttl (a
-//!            open, API down ───────▶ Late     wait over/full ─▶ Known   │ changed answer
-//!                                             or closing         or Late┘ replaces the API
-//!   Late ── each batch asks again; an answer ─▶ Known                     fields)
+//!            open, API answers at once ──────────────────────▶ Known ◀─┐ looked up again
+//!   Late ──┤ open, being asked ──▶ Waiting ── answered ───────▶ Known   │ when an answer
+//!            open, API down ───────▶ Late     wait over/full ─▶ Known   │ changed, and every
+//!                                             or closing         or Late┘ cache_ttl (a changed
+//!   Late ── each batch asks again; an answer ─▶ Known                     answer replaces the
+//!                                                                         API fields)
 //! ```
+//!
+//! "An answer changed" is `logferry-kubernetes`'s generation moving (its watch saw a pod
+//! relabelled, or a `GET` brought a new answer): one atomic load per batch, so a relabel
+//! reaches the next batch rather than waiting for `cache_ttl`.
 //!
 //! While a file is [`PodLabels::Waiting`], its events are held in memory, not past their
 //! position: [`Labels::held_from`] keeps the saved position before them, so a crash re-reads
@@ -112,6 +117,9 @@ pub(super) struct Labels {
     container: String,
     /// What the pod's annotations ask of this file, as of the last answer.
     pub directives: Directives,
+    /// The lookups' generation ([`logferry_kubernetes::PodMetadata::generation`]) when the
+    /// pod was last looked up.
+    pub generation: u64,
 }
 
 impl Labels {
@@ -128,6 +136,7 @@ impl Labels {
             state,
             container,
             directives: Directives::default(),
+            generation: 0,
         }
     }
 
@@ -259,12 +268,14 @@ impl Labels {
     }
 
     /// Whether the pod should be looked up before the next batch: a late file asks every
-    /// time, a known one every `refresh` (when refreshing is on).
-    pub fn lookup_due(&self, refresh: Option<Duration>) -> bool {
+    /// time, a known one when the lookups' `generation` moved since, or every `refresh` (when
+    /// refreshing is on).
+    pub fn lookup_due(&self, refresh: Option<Duration>, generation: u64) -> bool {
         match &self.state {
             PodLabels::Late(_) => true,
             PodLabels::Known { checked, .. } => {
-                refresh.is_some_and(|every| checked.elapsed() >= every)
+                generation != self.generation
+                    || refresh.is_some_and(|every| checked.elapsed() >= every)
             }
             PodLabels::Unwanted | PodLabels::Waiting { .. } => false,
         }
@@ -487,13 +498,22 @@ mod tests {
     #[test]
     fn known_is_looked_up_again_every_refresh_late_every_batch() {
         let mut l = labels();
-        assert!(l.lookup_due(None), "late asks every batch");
+        assert!(l.lookup_due(None, 0), "late asks every batch");
         let long_ago = Instant::now() - Duration::from_secs(60);
         l.learn(answer(Lookup::Found(meta("a"))), true, long_ago);
-        assert!(!l.lookup_due(None), "no refresh configured");
-        assert!(l.lookup_due(Some(Duration::from_secs(30))));
+        assert!(!l.lookup_due(None, 0), "no refresh configured");
+        assert!(l.lookup_due(Some(Duration::from_secs(30)), 0));
         l.learn(answer(Lookup::Found(meta("a"))), true, Instant::now());
-        assert!(!l.lookup_due(Some(Duration::from_secs(30))));
+        assert!(!l.lookup_due(Some(Duration::from_secs(30)), 0));
+    }
+
+    #[test]
+    fn known_is_looked_up_again_when_the_generation_moves() {
+        let mut l = labels();
+        l.learn(answer(Lookup::Found(meta("a"))), true, Instant::now());
+        l.generation = 7;
+        assert!(!l.lookup_due(None, 7), "nothing changed");
+        assert!(l.lookup_due(None, 8), "an answer changed: look again");
     }
 
     #[test]
@@ -504,7 +524,7 @@ mod tests {
         assert!(l.is_waiting());
         assert_eq!(l.held_from(), Some(42));
         assert!(
-            !l.lookup_due(Some(Duration::ZERO)),
+            !l.lookup_due(Some(Duration::ZERO), 1),
             "a waiting file is not asked per batch"
         );
         let mut unwanted = Labels::new(Vec::new(), None, true);

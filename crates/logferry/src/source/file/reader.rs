@@ -324,9 +324,10 @@ impl Reader {
             return;
         }
         let refresh = self.cfg.kubernetes_api.as_ref().map(|k| k.cache_ttl);
+        let generation = self.pods.as_ref().map_or(0, |p| p.generation());
         if st.labels.is_waiting() {
             self.settle_pod(file, true, chunk);
-        } else if st.labels.lookup_due(refresh) {
+        } else if st.labels.lookup_due(refresh, generation) {
             self.learn_pod(file);
         }
         self.follow_multiline_annotation(file, pending);
@@ -528,6 +529,8 @@ impl Reader {
         };
         let pods = self.pods.as_ref();
         let want_node = self.node.is_none();
+        // Read before the lookup: a change landing in between moves it again.
+        st.labels.generation = pods.map_or(0, |p| p.generation());
         st.labels
             .learn(|pod| pods.map(|p| p.lookup(pod)), want_node, Instant::now())
     }

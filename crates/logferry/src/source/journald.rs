@@ -5,7 +5,9 @@
 //! [`CHUNK_EVENTS`] entries, turns the ones that pass the filters into events tied to one
 //! acknowledgement batch, registers the batch with the cursor of its last entry (filtered-out
 //! entries included, so a long run of them still moves the position), and sends the chunk,
-//! blocking while the sink's channel is full: the journal simply waits on disk.
+//! blocking while the sink's channel is full: the journal simply waits on disk. Reaching the
+//! journal's end after a backlog, it tells the sinks so ([`SourceContext::caught_up`]): the
+//! backlog's last partial request then goes at once instead of after `batch_timeout`.
 //!
 //! The source's [`Keeper`](super::positions::Keeper) collects batch outcomes into a
 //! [`Watermark`](crate::ack::Watermark) and saves the cursor of the newest batch whose

@@ -87,6 +87,9 @@ impl Background {
 
 pub(crate) fn background_loop(weak: Weak<Inner>, background: Arc<Background>, tick: Duration) {
     let parked = |b: &Background| b.parked.load(std::sync::atomic::Ordering::SeqCst);
+    // The tick is the shorter of the two intervals (logferry checkpoints every 10 ms and
+    // fsyncs every 100 ms); each job keeps its own.
+    let mut last_sync = Instant::now();
     loop {
         {
             let mut stop = lock(&background.stop);
@@ -119,8 +122,11 @@ pub(crate) fn background_loop(weak: Weak<Inner>, background: Arc<Background>, ti
             }
         }
         let Some(inner) = weak.upgrade() else { return };
-        if matches!(inner.cfg.fsync, FsyncPolicy::Interval(_)) {
-            let _ = inner.sync_active(false);
+        if let FsyncPolicy::Interval(every) = inner.cfg.fsync {
+            if last_sync.elapsed() >= every {
+                let _ = inner.sync_active(false);
+                last_sync = Instant::now();
+            }
         }
         let due = lock(&inner.ckpt).elapsed() >= inner.cfg.checkpoint_interval;
         if due && inner.checkpoint().is_err() {

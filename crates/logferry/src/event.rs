@@ -156,10 +156,102 @@ pub use logferry_time::now_ms;
 
 /// An [`Event::origin`] from the parts that name a position for good (never 0).
 pub fn origin(parts: &[&[u8]]) -> u64 {
-    let mut h = twox_hash::XxHash3_64::with_seed(0x6c66_6f72_6967_696e);
+    let mut input = Concat::default();
     for part in parts {
-        std::hash::Hasher::write(&mut h, &(part.len() as u64).to_le_bytes());
-        std::hash::Hasher::write(&mut h, part);
+        input.push(&(part.len() as u64).to_le_bytes());
+        input.push(part);
     }
-    std::hash::Hasher::finish(&h).max(1)
+    twox_hash::XxHash3_64::oneshot_with_seed(0x6c66_6f72_6967_696e, input.bytes()).max(1)
+}
+
+/// XXH3-64 with `seed` of `parts` one after the other: the value a streaming `XxHash3_64` fed
+/// the parts in turn gives (so hashes already stored keep matching), at a fraction of the cost.
+/// The streaming hasher allocates its state and copies its input through a buffer, and these
+/// hashes run once or twice per event (origins, the in-flight ledger): a twentieth of the CPU
+/// of a syslog run.
+pub fn xxh3(seed: u64, parts: &[&[u8]]) -> u64 {
+    let mut input = Concat::default();
+    for part in parts {
+        input.push(part);
+    }
+    twox_hash::XxHash3_64::oneshot_with_seed(seed, input.bytes())
+}
+
+/// Bytes laid end to end, on the stack while they are few.
+struct Concat {
+    stack: [u8; 512],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Default for Concat {
+    fn default() -> Self {
+        Concat {
+            stack: [0; 512],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl Concat {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() && self.len + bytes.len() <= self.stack.len() {
+            self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streamed(seed: u64, parts: &[&[u8]]) -> u64 {
+        let mut h = twox_hash::XxHash3_64::with_seed(seed);
+        for part in parts {
+            std::hash::Hasher::write(&mut h, part);
+        }
+        std::hash::Hasher::finish(&h)
+    }
+
+    /// Origins and content hashes are stored (the in-flight ledger) and compared after a
+    /// restart, perhaps by another version: the one-shot hash must give the streaming one's
+    /// values, on the stack and past it.
+    #[test]
+    fn one_shot_hashes_equal_the_streaming_ones() {
+        let text: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [
+            0, 1, 3, 16, 17, 128, 129, 240, 241, 500, 504, 505, 1024, 5000,
+        ] {
+            let ts = 1_764_087_639_123i64.to_le_bytes();
+            let parts: [&[u8]; 2] = [&ts, &text[..len]];
+            assert_eq!(xxh3(0, &parts), streamed(0, &parts), "{len} bytes");
+            let name = b"syslog";
+            let id = (len as u64).to_le_bytes();
+            let lens = [
+                (name.len() as u64).to_le_bytes(),
+                (len as u64).to_le_bytes(),
+                8u64.to_le_bytes(),
+            ];
+            let framed: [&[u8]; 6] = [&lens[0], name, &lens[1], &text[..len], &lens[2], &id];
+            assert_eq!(
+                origin(&[name, &text[..len], &id]),
+                streamed(0x6c66_6f72_6967_696e, &framed).max(1)
+            );
+        }
+    }
 }

@@ -57,10 +57,7 @@ const MAX_FRAME: usize = 1 << 20;
 
 /// The content hash of an event as CloudWatch stores it.
 pub fn content_hash(timestamp_ms: i64, message: &str) -> u64 {
-    let mut h = twox_hash::XxHash3_64::with_seed(0);
-    std::hash::Hasher::write(&mut h, &timestamp_ms.to_le_bytes());
-    std::hash::Hasher::write(&mut h, message.as_bytes());
-    std::hash::Hasher::finish(&h)
+    crate::event::xxh3(0, &[&timestamp_ms.to_le_bytes(), message.as_bytes()])
 }
 
 /// One event of a recorded request.

@@ -32,9 +32,10 @@
 //! Backpressure: at most `stream_concurrency` requests per stream and `max_in_flight` overall
 //! are in flight, and what the sink holds unsent is capped ([`BUILDING_BUDGET`]): past the cap
 //! the fullest request being built is made ready at once and intake stops until the held bytes
-//! drop, so the channel fills and sources stop reading. Per-stream state is dropped once a
-//! stream has been idle for a while, so memory does not grow with the number of streams ever
-//! seen (a Vector bug with per-pod streams).
+//! drop, so the channel fills and sources stop reading. Intake also stops while more than a few
+//! full requests wait to go ([`READY_BUDGET`]): more would only wait in memory. Per-stream
+//! state is dropped once a stream has been idle for a while, so memory does not grow with the
+//! number of streams ever seen (a Vector bug with per-pod streams).
 
 pub mod batch;
 pub mod client;
@@ -83,6 +84,13 @@ const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// Bytes the sink may hold unsent (being built or waiting for budget) before it stops taking
 /// events and makes the fullest request ready.
 pub const BUILDING_BUDGET: usize = 16 << 20;
+/// Bytes of requests ready to go (full, or sent back) past which the sink takes no more
+/// events. A stream has at most `stream_concurrency` requests in flight, and one whose
+/// timestamps overlap an in-flight one's waits for its answer, so full requests queued beyond
+/// a few only hold memory: a one-stream syslog backlog kept [`BUILDING_BUDGET`] of them, a
+/// third of the process's peak. Past this the input waits upstream instead, in the spool or
+/// in the client's TCP buffers.
+pub const READY_BUDGET: usize = 2 << 20;
 
 /// What request tasks share.
 pub struct Shared {
@@ -188,9 +196,12 @@ pub struct CloudWatchSink {
     key_buf: String,
     group_buf: String,
     stream_buf: String,
+    text_buf: String,
     rejected: Vec<(Pending, Reason)>,
     /// Bytes held unsent: being built or ready.
     held_bytes: usize,
+    /// The part of `held_bytes` in ready requests.
+    ready_bytes: usize,
     /// When the sink began waiting for budget with a request ready, if it is.
     waiting_since: Option<Instant>,
     /// When each in-flight request's oldest event was taken in, by request number.
@@ -245,8 +256,10 @@ impl CloudWatchSink {
             key_buf: String::new(),
             group_buf: String::new(),
             stream_buf: String::new(),
+            text_buf: String::new(),
             rejected: Vec::new(),
             held_bytes: 0,
+            ready_bytes: 0,
             waiting_since: None,
             in_flight_opened: BTreeMap::new(),
             request_seq: 0,
@@ -294,7 +307,8 @@ impl CloudWatchSink {
             if !open && self.is_idle() {
                 break;
             }
-            let intake = open && self.held_bytes <= BUILDING_BUDGET;
+            let intake =
+                open && self.held_bytes <= BUILDING_BUDGET && self.ready_bytes <= READY_BUDGET;
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
             let housekeeping_at = self
                 .housekeeping_every(busy_every)
@@ -359,17 +373,25 @@ impl CloudWatchSink {
             .events_received
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let now = now_ms();
+        let taken_in = Instant::now();
         let format = self.shared.config.format;
         for event in events {
-            let mut text = String::new();
-            format_event(&event, format, &mut text);
+            // Formatted into a reused buffer and copied out at its exact size: the message is
+            // held until its request is encoded, and `format_event`'s headroom (64 bytes a line)
+            // was a third of that.
+            format_event(&event, format, &mut self.text_buf);
+            let text = self.text_buf.as_str().to_owned();
+            if self.text_buf.capacity() > 64 << 10 {
+                // Not kept at the size of the largest message ever seen.
+                self.text_buf = String::new();
+            }
             if text.is_empty() {
                 // CloudWatch refuses empty messages; an explicit, counted policy.
                 stats.dropped_empty.fetch_add(1, Ordering::Relaxed);
                 event.ack.resolve(AckStatus::DeadLettered);
                 continue;
             }
-            self.route(&event);
+            self.route(&event, taken_in);
             // Borrowed out of `key_buf` (and put back) so no event allocates its key.
             let key = std::mem::take(&mut self.key_buf);
             let ts = event.timestamp_ms;
@@ -413,7 +435,9 @@ impl CloudWatchSink {
                     self.held_bytes = self.held_bytes - before + state.building.bytes();
                     if let Some(cut) = cut {
                         // Still held, now as a ready request.
-                        self.held_bytes += cut_bytes(&cut);
+                        let bytes = cut_bytes(&cut);
+                        self.held_bytes += bytes;
+                        self.ready_bytes += bytes;
                         state.ready.push_back(into_request(cut));
                     }
                 }
@@ -453,7 +477,7 @@ impl CloudWatchSink {
     }
 
     /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.
-    fn route(&mut self, event: &Event) {
+    fn route(&mut self, event: &Event, now: Instant) {
         let group = match self.group.as_static() {
             Some(g) => g,
             None => {
@@ -478,7 +502,6 @@ impl CloudWatchSink {
             self.key_buf.push('\n');
             self.key_buf.push_str(e);
         }
-        let now = Instant::now();
         if let Some(state) = self.streams.get_mut(&self.key_buf) {
             state.last_used = now;
             return;
@@ -538,6 +561,7 @@ impl CloudWatchSink {
                     .stats
                     .budget_flushes
                     .fetch_add(1, Ordering::Relaxed);
+                self.ready_bytes += cut_bytes(&cut);
                 state.ready.push_back(into_request(cut));
             }
         }
@@ -548,6 +572,7 @@ impl CloudWatchSink {
     fn make_all_ready(&mut self) {
         for state in self.streams.values_mut() {
             for cut in state.building.take_all() {
+                self.ready_bytes += cut_bytes(&cut);
                 state.ready.push_back(into_request(cut));
             }
         }
@@ -599,7 +624,9 @@ impl CloudWatchSink {
                 break;
             };
             let req = match source {
-                Source::Ready => state.ready.pop_front(),
+                Source::Ready => state.ready.pop_front().inspect(|r| {
+                    self.ready_bytes = self.ready_bytes.saturating_sub(r.bytes);
+                }),
                 Source::Building(i) => state.building.take(i).map(into_request),
             };
             let Some(mut req) = req else { break };
@@ -740,8 +767,9 @@ impl CloudWatchSink {
             return;
         };
         state.in_flight.retain(|f| f.seq != seq);
-        let mut back = |req: Request, held: &mut usize| {
+        let mut back = |req: Request, (held, ready): (&mut usize, &mut usize)| {
             *held += req.bytes;
+            *ready += req.bytes;
             state.ready.push_front(req);
         };
         match answer {
@@ -751,10 +779,12 @@ impl CloudWatchSink {
                 }
             }
             Answer::Cancelled => {}
-            Answer::Throttled(req) | Answer::Retry(req) => back(req, &mut self.held_bytes),
+            Answer::Throttled(req) | Answer::Retry(req) => {
+                back(req, (&mut self.held_bytes, &mut self.ready_bytes))
+            }
             Answer::Split(first, second) => {
-                back(second, &mut self.held_bytes);
-                back(first, &mut self.held_bytes);
+                back(second, (&mut self.held_bytes, &mut self.ready_bytes));
+                back(first, (&mut self.held_bytes, &mut self.ready_bytes));
             }
             Answer::NotFound { mut req, group } => {
                 if !self.shared.config.create_missing_stream {
@@ -786,7 +816,7 @@ impl CloudWatchSink {
                         group,
                     );
                 }
-                back(req, &mut self.held_bytes);
+                back(req, (&mut self.held_bytes, &mut self.ready_bytes));
             }
         }
     }

@@ -134,6 +134,56 @@ impl Request {
     fn half(events: Vec<Pending>, opened: Instant, fill: f64) -> Request {
         Request::new(events, opened, fill / 2.0)
     }
+
+    /// The body, encoded on the first attempt; from then on it is the only copy of the text.
+    ///
+    /// The events' messages are let go once encoded: a request in flight (or waiting to be
+    /// sent again) held its text twice, as messages and as body, and the requests in flight
+    /// were most of the sink's memory. The rare paths that need a message again (a split, a
+    /// dead letter) read them back from the body ([`Request::messages_back`]).
+    fn body(&mut self, group: &str, stream: &str, entity: Option<&str>) -> bytes::Bytes {
+        if let Some(body) = &self.body {
+            return body.clone();
+        }
+        let body = encode_body(group, stream, entity, &self.events);
+        for p in &mut self.events {
+            p.message = String::new();
+        }
+        self.body = Some(body.clone());
+        body
+    }
+
+    /// Puts the messages back into the events from the body (which is dropped): for a split
+    /// or a dead letter, which need the text itself.
+    fn messages_back(&mut self) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(rename = "logEvents")]
+            log_events: Vec<Sent>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            message: String,
+        }
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) if b.log_events.len() == self.events.len() => {
+                for (p, sent) in self.events.iter_mut().zip(b.log_events) {
+                    p.message = sent.message;
+                }
+            }
+            // Cannot happen: the body is ours (`encode_body`, tested to be the documented
+            // JSON with every message). Were it a bug, going on would send or dead-letter empty
+            // texts; a panic stops the process instead (`task_failed`), and the events, never
+            // acknowledged, are read or sent again after the restart.
+            other => panic!(
+                "cannot read a request's messages back from its body: {:?}",
+                other.err()
+            ),
+        }
+    }
 }
 
 /// What one attempt came to.
@@ -245,10 +295,7 @@ pub async fn put(
     if req.attempt > 0 {
         stats.retries.fetch_add(1, Ordering::Relaxed);
     }
-    let body = req
-        .body
-        .get_or_insert_with(|| encode_body(group, stream, entity, &req.events))
-        .clone();
+    let body = req.body(group, stream, entity);
     let call = shared
         .client
         .put_log_events()
@@ -297,11 +344,24 @@ pub async fn put(
             // Written before any acknowledgement, so a position saved past these events always
             // finds them settled after a crash. A request with rejected events is only
             // forgotten: those are not in CloudWatch, and the dead-letter write may yet fail.
+            let any_rejected = (0..req.events.len())
+                .any(|i| rejected_reason(i, new_start, old_end, exp_end).is_some());
             if let Some(id) = req.ledger_id {
-                let any_rejected = (0..req.events.len())
-                    .any(|i| rejected_reason(i, new_start, old_end, exp_end).is_some());
                 shared.ledger_note(id, !any_rejected);
             }
+            if !any_rejected {
+                let n = req.events.len() as u64;
+                for p in req.events {
+                    p.ack.resolve(AckStatus::Delivered);
+                }
+                stats.events_delivered.fetch_add(n, Ordering::Relaxed);
+                stats
+                    .bytes_delivered
+                    .fetch_add(req.bytes as u64, Ordering::Relaxed);
+                return Answer::Done;
+            }
+            // The rejected ones go to the dead-letter file, with their text.
+            req.messages_back();
             let mut rejected = Vec::new();
             let (mut n, mut bytes) = (0u64, 0u64);
             for (i, p) in req.events.into_iter().enumerate() {
@@ -330,6 +390,8 @@ pub async fn put(
             if let Some(id) = req.ledger_id {
                 shared.ledger_note(id, false);
             }
+            // Halves are encoded anew; a lone event goes to the dead-letter file.
+            req.messages_back();
             if req.events.len() > 1 {
                 let mut first = std::mem::take(&mut req.events);
                 let second = first.split_off(first.len() / 2);
@@ -550,6 +612,31 @@ mod tests {
         assert_eq!(rejected_reason(0, None, None, None), None);
         // Zero end index rejects nothing; negative values are ignored.
         assert_eq!(rejected_reason(0, Some(-1), Some(0), Some(-5)), None);
+    }
+
+    #[test]
+    fn an_encoded_request_keeps_its_text_only_in_the_body_and_gives_it_back() {
+        let texts = ["plain", "q\"b\\s\n\t\u{1}é", "[part 1/2] x"];
+        let events: Vec<Pending> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Pending {
+                timestamp_ms: i as i64,
+                message: m.to_string(),
+                ack: crate::ack::Ack::none(),
+                origin: 0,
+            })
+            .collect();
+        let mut req = Request::new(events, Instant::now(), 0.5);
+        let bytes = req.bytes;
+        let body = req.body("g", "s", None);
+        assert!(req.events.iter().all(|p| p.message.is_empty()));
+        assert_eq!(req.body("g", "s", None), body, "encoded once");
+        assert_eq!(req.bytes, bytes);
+        req.messages_back();
+        let back: Vec<&str> = req.events.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(back, texts);
+        assert!(req.body.is_none());
     }
 
     #[test]

@@ -70,8 +70,10 @@ pub fn open(
             SpoolFullPolicy::DropOldest => FullPolicy::DropOldest,
         },
         max_record_bytes: u32::try_from(max_frame_bytes + 4096).unwrap_or(u32::MAX),
-        // Enough for the reader to keep up from memory, small enough for a tight RSS.
-        memory_tail_bytes: 4 << 20,
+        // Enough for a reader that keeps up to read from memory (thousands of lines, tens of
+        // milliseconds of a busy client), small enough for a tight RSS: a reader that lags
+        // further reads the page cache whatever the size, and 4 MiB was a tenth of the peak.
+        memory_tail_bytes: 1 << 20,
         // The watermark file is tiny; persisting it often keeps the duplicates a kill -9 causes
         // down to what was in flight (the spool's own default, 100 ms, resent ~40% in the
         // kill-loop test).

@@ -50,10 +50,13 @@ def proc_hwm_kib(pid):
 class FakeCloudWatch:
     """`fake-cloudwatch` on a free port; `stats()` returns its counters."""
 
-    def __init__(self, release_dir, tmp):
+    def __init__(self, release_dir, tmp, auto_create=False):
+        """`auto_create`: groups and streams exist once written to (no CreateLogStream calls,
+        which logferry paces at the control plane's quota: 100 new streams take minutes)."""
         self.ca = os.path.join(tmp, "ca.pem")
         self.proc = subprocess.Popen(
-            [os.path.join(release_dir, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", self.ca],
+            [os.path.join(release_dir, "fake-cloudwatch"), "--listen", "127.0.0.1:0", "--ca-out", self.ca]
+            + (["--auto-create"] if auto_create else []),
             stdout=subprocess.PIPE, text=True)
         self.endpoint = self.proc.stdout.readline().split()[-1]   # "listening https://127.0.0.1:PORT"
         host, port = self.endpoint.split("//")[1].split(":")

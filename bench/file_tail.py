@@ -22,7 +22,16 @@ fake-cloudwatch keeps counters only, not event contents, so whether events carry
 not checked here (crates/logferry/tests/kubernetes_api.rs checks that against moto_server);
 the output says so.
 
-Usage: bench/file_tail.py [--files 100] [--lines 1000000] [--target-dir DIR] [--kubernetes]
+With `--kubernetes`, two variants measure issue 15's bars:
+- `--format message`: the message text alone, a stream per container
+  (`{namespace}.{pod}.{container}`), no `kubernetes_api` (so no labels and no API server): the
+  cheapest container path, where memory is what is watched (bar: < 48 MiB peak RSS).
+- `--merge-json`: each message is a JSON object, as a structured app writes (~150 bytes), and
+  the source has `merge_json = true`; with the default `json` format and labels this is the
+  richest path, where CPU is watched (bar: < 2.5 CPU-s per million lines).
+
+Usage: bench/file_tail.py [--files 100] [--lines 1000000] [--target-dir DIR]
+                          [--kubernetes [--format json|message] [--merge-json]]
 Needs: cargo build --release -p logferry -p cwl-testkit --bins
 """
 import argparse, json, os, subprocess, sys, time, uuid
@@ -43,19 +52,27 @@ def line(f, i):
         i % 1000, f, i, i % 977, i % 300)
 
 
+def json_line(f, i):
+    # A structured app's log line: one JSON object of ~150 bytes, with a nested value.
+    return (b'{"time":"2026-11-25T16:20:39.%03dZ","level":"info","logger":"worker-%02d",'
+            b'"msg":"request done","request":{"id":"%08d","path":"/api/v1/items/%d"},'
+            b'"status":200,"took_ms":%d}\n' % (i % 1000, f, i, i % 977, i % 300))
+
+
 def rfc3339_nano_now():
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + ".%09dZ" % (ns % 1_000_000_000)
 
 
-def cri_content(f, per, ts):
-    """A pod's container log: `per` messages as CRI lines; every PARTIAL_EVERY-th one split into
-    a `P` part and an `F` part. Returns (bytes, number of CRI lines)."""
+def cri_content(f, per, ts, make_line=line):
+    """A pod's container log: `per` messages (`make_line(f, i)`) as CRI lines; every
+    PARTIAL_EVERY-th one split into a `P` part and an `F` part. Returns (bytes, number of CRI
+    lines)."""
     full = ts + b" stdout F "
     part = ts + b" stdout P "
     out, n = [], 0
     for i in range(per):
-        msg = line(f, i)
+        msg = make_line(f, i)
         if i % PARTIAL_EVERY == PARTIAL_EVERY - 1:
             h = (len(msg) - 1) // 2
             out.append(part + msg[:h] + b"\n" + full + msg[h:])
@@ -102,9 +119,12 @@ class FakeKubeApi:
             json.dump(pods, f)
         self.request_log = os.path.join(d, "requests.log")
         open(self.request_log, "w").close()
+        control = os.path.join(d, "control.json")   # no faults asked for
+        with open(control, "w") as f:
+            f.write("{}")
         port = free_port()
         self.proc = subprocess.Popen(["python3", FAKE_KUBE_API, str(port), cert, key, KUBE_TOKEN,
-                                      self.pods_json, self.request_log], stdout=subprocess.PIPE, text=True)
+                                      self.pods_json, self.request_log, control], stdout=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline().strip()
         if ready != "ready":
             self.stop()
@@ -146,8 +166,21 @@ def main():
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/var/tmp/logferry-target"))
     ap.add_argument("--kubernetes", action="store_true",
                     help="container logs in CRI format, kubernetes_logs source with pod labels from a fake API server")
+    ap.add_argument("--format", choices=["json", "message"], default="json",
+                    help="--kubernetes: the sink's format; `message` also drops the API server (no labels) "
+                         "and uses a stream per container")
+    ap.add_argument("--merge-json", action="store_true",
+                    help="--kubernetes: messages are JSON objects and the source has merge_json = true")
+    ap.add_argument("--streams-exist", action="store_true",
+                    help="the endpoint creates streams on first write, so what is measured is the data path, "
+                         "not CreateLogStream's pace (100 streams at the control plane's 0.5 calls/s take minutes)")
     args = ap.parse_args()
     k8s = args.kubernetes
+    if not k8s and (args.format != "json" or args.merge_json):
+        ap.error("--format and --merge-json go with --kubernetes")
+    if args.merge_json and args.format != "json":
+        ap.error("--merge-json shows in the json format only")
+    labels = k8s and args.format == "json"
     rel = os.path.join(args.target_dir, "release")
     tmp = scratch_dir("lf-bench-k8s-" if k8s else "lf-bench-files-")
     per = args.lines // args.files
@@ -158,7 +191,7 @@ def main():
         ts = rfc3339_nano_now().encode()
         content, cri_lines, paths, pods = [], 0, [], {}
         for f in range(args.files):
-            c, n = cri_content(f, per, ts)
+            c, n = cri_content(f, per, ts, json_line if args.merge_json else line)
             content.append(c)
             cri_lines += n
             ns, pod, uid = pod_names(f)
@@ -167,7 +200,8 @@ def main():
             paths.append(os.path.join(d, "0.log"))
             pods[f"{ns}/{pod}"] = {"uid": uid, "node": "bench-node-1", "labels": {
                 "app": f"app-{f:03}", "team": f"team-{f % 7}", "version": f"v1.{f % 3}.0"}}
-        kube = FakeKubeApi(tmp, pods)
+        if labels:
+            kube = FakeKubeApi(tmp, pods)
     else:
         logs = os.path.join(tmp, "logs")
         os.makedirs(logs)
@@ -177,7 +211,7 @@ def main():
     for p in paths:
         open(p, "wb").close()
 
-    fake = FakeCloudWatch(rel, tmp)
+    fake = FakeCloudWatch(rel, tmp, auto_create=args.streams_exist)
     cfg = os.path.join(tmp, "logferry.toml")
     with open(cfg, "w") as f:
         if k8s:
@@ -185,16 +219,24 @@ def main():
 [sources.files]
 type = "kubernetes_logs"
 include = ["{logs_glob}"]
-[sources.files.kubernetes_api]
+merge_json = {"true" if args.merge_json else "false"}
+''')
+            if labels:
+                f.write(f'''[sources.files.kubernetes_api]
 kubeconfig = "{kube.kubeconfig}"
-''' + cw_sink("files", "/bench/kubernetes", "{namespace}.{pod}", "json", fake.endpoint))
+''')
+            stream = "{namespace}.{pod}" if labels else "{namespace}.{pod}.{container}"
+            f.write(cw_sink("files", "/bench/kubernetes", stream, args.format, fake.endpoint))
         else:
             f.write(f'''data_dir = "{tmp}/data"
 [sources.files]
 type = "file"
 include = ["{logs}/*.log"]
 ''' + cw_sink("files", "/bench/files", "node-1", "message", fake.endpoint))
-    lf = subprocess.Popen([os.path.join(rel, "logferry"), "run", "--config", cfg], env=fake.env(),
+    # LOGFERRY_BENCH_WRAP (e.g. "heaptrack -o /tmp/lf") runs logferry under a profiler; the
+    # figures are then the wrapper's and mean little.
+    wrap = os.environ.get("LOGFERRY_BENCH_WRAP", "").split()
+    lf = subprocess.Popen(wrap + [os.path.join(rel, "logferry"), "run", "--config", cfg], env=fake.env(),
                           stderr=open(os.path.join(tmp, "logferry.log"), "w"))
     time.sleep(1.0)  # let it open the (empty) files
     cpu0 = proc_cpu(lf.pid)
@@ -221,7 +263,7 @@ include = ["{logs}/*.log"]
     lf.terminate(); lf.wait(timeout=60)
     st = fake.stats()
     fake.stop()
-    api_requests = None
+    api_requests = []
     if kube:
         api_requests = kube.requests()
         kube.stop()
@@ -248,7 +290,8 @@ include = ["{logs}/*.log"]
     streams_ok = len(per_stream) == args.files and all(v == per for v in per_stream.values())
     at_exit = st.get("events")   # after logferry's shutdown flush: more than `lines` = unjoined parts
     print(json.dumps({
-        "mode": "kubernetes", "files": args.files, "lines": total, "cri_lines": cri_lines,
+        "mode": "kubernetes", "streams_exist": args.streams_exist, "format": args.format, "labels": labels, "merge_json": args.merge_json,
+        "files": args.files, "lines": total, "cri_lines": cri_lines,
         "partial_pairs": cri_lines - total, "delivered": events, "delivered_at_exit": at_exit,
         "violations": st.get("violations"), "requests": st.get("requests"),
         "seconds": round(elapsed, 3), "write_seconds": round(t_written, 3),
@@ -256,11 +299,11 @@ include = ["{logs}/*.log"]
         "reference_cat_wc_lines_per_s": round(ref), "ratio_vs_reference": round(rate / ref, 3),
         "api_requests": len(api_requests), "api_requests_by_status": dict(sorted(by_status.items())),
         "streams": len(per_stream), "streams_each_hold_their_pods_events": streams_ok,
-        "label_check": "skipped: fake-cloudwatch keeps counters only (events, bytes, per stream), "
-                       "not event contents, so labels cannot be seen here",
+        "label_check": ("skipped: fake-cloudwatch keeps counters only (events, bytes, per stream), "
+                        "not event contents, so labels cannot be seen here") if labels else "no labels asked for",
     }, indent=1))
-    ok = (at_exit == total and st.get("violations") == 0 and streams_ok
-          and len(api_requests) == args.files and by_status.get("200") == args.files)
+    api_ok = not labels or (len(api_requests) == args.files and by_status.get("200") == args.files)
+    ok = at_exit == total and st.get("violations") == 0 and streams_ok and api_ok
     sys.exit(0 if ok else 1)
 
 

@@ -414,6 +414,16 @@ impl Held {
     }
 }
 
+/// `part` as a slice of `source` when it lies within it (`None` otherwise).
+fn slice_within(source: &Bytes, part: &[u8]) -> Option<Bytes> {
+    if part.is_empty() {
+        return Some(Bytes::new());
+    }
+    let start = (part.as_ptr() as usize).checked_sub(source.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= source.len()).then(|| source.slice(start..end))
+}
+
 /// Rejoins the partial records of one file, per stream.
 pub struct PartialJoiner {
     max_bytes: usize,
@@ -480,6 +490,35 @@ impl PartialJoiner {
             return None;
         }
         slot.take().map(|held| held.finish(stream))
+    }
+
+    /// [`push`](Self::push) for a record parsed from `source`: a full record with nothing of
+    /// its stream held (nearly every line) keeps its message as a slice of `source` instead
+    /// of a copy: no allocation and no copy per line.
+    pub fn push_from(
+        &mut self,
+        source: &Bytes,
+        line: ContainerLine<'_>,
+        start_offset: u64,
+        end_offset: u64,
+    ) -> Option<Joined> {
+        if !line.partial && self.held[line.stream.index()].is_none() {
+            if let Cow::Borrowed(m) = &line.message {
+                if m.len() <= self.max_bytes {
+                    if let Some(message) = slice_within(source, m) {
+                        return Some(Joined {
+                            timestamp_ms: line.timestamp_ms,
+                            stream: line.stream,
+                            message,
+                            end_offset,
+                            truncated_bytes: 0,
+                            parts: 1,
+                        });
+                    }
+                }
+            }
+        }
+        self.push(line, start_offset, end_offset)
     }
 
     /// Emits everything held (the file is closed, or the parts waited too long), oldest first.
@@ -882,6 +921,40 @@ mod tests {
             }
         );
         assert_holds_nothing(&mut j);
+    }
+
+    /// `push_from` gives what `push` gives, a full line's message as a slice of the line read
+    /// (same memory), and still joins partial lines and caps long ones.
+    #[test]
+    fn joiner_push_from_slices_full_lines_and_joins_the_rest() {
+        let src = Bytes::from_static(b"2024-01-02T03:04:05.123Z stdout F hello");
+        let mut j = PartialJoiner::new(100);
+        let out = j
+            .push_from(&src, parse_cri(&src).expect("cri"), 0, 40)
+            .expect("full");
+        assert_eq!(out.message, Bytes::from_static(b"hello"));
+        assert_eq!((out.timestamp_ms, out.parts, out.end_offset), (T, 1, 40));
+        assert_eq!(out.message.as_ptr(), src[34..].as_ptr());
+        assert_holds_nothing(&mut j);
+
+        let p = Bytes::from_static(b"2024-01-02T03:04:05.123Z stdout P hel");
+        let f = Bytes::from_static(b"2024-01-02T03:04:06.000Z stdout F lo");
+        assert!(j
+            .push_from(&p, parse_cri(&p).expect("cri"), 40, 78)
+            .is_none());
+        let out = j
+            .push_from(&f, parse_cri(&f).expect("cri"), 78, 115)
+            .expect("joined");
+        assert_eq!(
+            (&out.message[..], out.parts, out.timestamp_ms),
+            (&b"hello"[..], 2, T)
+        );
+
+        let mut capped = PartialJoiner::new(3);
+        let out = capped
+            .push_from(&src, parse_cri(&src).expect("cri"), 0, 40)
+            .expect("full");
+        assert_eq!((&out.message[..], out.truncated_bytes), (&b"hel"[..], 2));
     }
 
     #[test]

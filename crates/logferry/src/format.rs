@@ -251,15 +251,18 @@ fn push_members<'a>(
     key: impl Fn(&'a str) -> Option<&'a str>,
     mut first: bool,
 ) -> bool {
-    let mut seen: Vec<&str> = Vec::with_capacity(fields.len());
     for (i, (name, _)) in fields.iter().enumerate() {
         let Some(n) = key(name.as_str()) else {
             continue;
         };
-        if seen.contains(&n) {
+        // Written already with the first of its name. A scan of the few fields before it
+        // rather than a set: this runs per event, and the set's allocation cost more.
+        if fields[..i]
+            .iter()
+            .any(|(other, _)| key(other.as_str()) == Some(n))
+        {
             continue;
         }
-        seen.push(n);
         if !first {
             out.push(',');
         }

@@ -683,6 +683,55 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
     assert_nothing_reread(&metrics, tail(&lf.log()));
 }
 
+/// A backlog read to its end: the last partial request goes at once instead of waiting
+/// `batch_timeout` for events the journal does not have (`SourceContext::caught_up`).
+#[test]
+fn the_end_of_a_backlog_goes_without_waiting_for_batch_timeout() {
+    if cwl_testkit::journald::skip("end of a backlog") {
+        return;
+    }
+    if !std::path::Path::new(JOURNAL_REMOTE).exists() {
+        cwl_testkit::skipped("end of a backlog", &format!("{JOURNAL_REMOTE} missing"));
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    // More than CAUGHT_UP_AFTER entries, ten per millisecond, not a multiple of a request.
+    let n = 12_345;
+    let base = logferry::event::now_ms() as u64 * 1000 - 60_000_000;
+    let mut export = Vec::new();
+    for i in 0..n {
+        export.extend_from_slice(
+            format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n\
+                 _BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE=b {i:06}\n\
+                 SYSLOG_IDENTIFIER=svc\n_PID=42\nPRIORITY=6\n\n",
+                base + i as u64 * 100,
+                1_000_000 + i as u64
+            )
+            .as_bytes(),
+        );
+    }
+    let input = tmp.path().join("in.export");
+    std::fs::write(&input, &export).expect("write export");
+    let jdir = tmp.path().join("journal");
+    std::fs::create_dir_all(&jdir).expect("mkdir");
+    run(Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}/remote.journal", jdir.display()))
+        .arg(&input));
+
+    let moto = Moto::start().expect("moto");
+    let ep = moto.endpoint();
+    let lines = format!("directory = \"{}\"\nstart = \"beginning\"", jdir.display());
+    let sink = cw_sink(&["j"], GROUP, "backlog", &ep)
+        .max_backoff("1s")
+        .batch_timeout("300s")
+        .format("message");
+    let _lf = Logferry::start(&pipeline(&source("j", "journald", &lines), &sink));
+    let got = wait_tagged(&ep, "backlog", "b", n, Duration::from_secs(90));
+    let c = counts(got.iter().map(String::as_str), "b");
+    assert!(c.values().all(|k| *k == 1), "duplicates");
+}
+
 #[test]
 fn cloudwatch_outage_with_a_kill9_during_it_loses_nothing() {
     let Some((mut jd, moto)) = journald_and_moto("") else {

@@ -94,12 +94,14 @@ impl Tailer {
                 return true;
             }
             // A short read: at the end for now; inotify (or polling) reports new writes.
+            f.splitter.release_if_empty();
             if f.phase == Phase::Deleted {
                 return self.finish(id, CloseReason::Deleted, out, limit);
             }
             return false;
         }
         // At the end: truncated, deleted, or rotated away and done?
+        f.splitter.release_if_empty();
         let meta = f.file.metadata();
         let size = meta.as_ref().map_or(0, |m| m.len());
         let nlink = meta.as_ref().map_or(0, |m| m.nlink());

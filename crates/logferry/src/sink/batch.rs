@@ -12,7 +12,10 @@
 //! (sorting cannot change its count, size or span). A [`StreamBatcher`] holds one builder per
 //! UTC day of a stream's events, so events spread over more than 24 hours, in any order, are
 //! grouped by day instead of cutting a request at every event that would widen the span; a
-//! request is cut only when it is full, or taken when the sink sends it. Oversize messages are split into numbered
+//! request is cut only when it is full, or taken when the sink sends it. A full request keeps its
+//! last millisecond's events back for the next one when that millisecond is busy, so a stream of
+//! many events per millisecond gets requests that share no timestamp and may be in flight
+//! together (the sink sends requests sharing a timestamp one after the other). Oversize messages are split into numbered
 //! parts by [`split_oversize`] before they get here; each part keeps a share of the event's
 //! acknowledgement, so the event counts as delivered only when every part is.
 
@@ -83,13 +86,10 @@ impl RequestBuilder {
     pub fn push(&mut self, event: Pending) -> Option<Vec<Pending>> {
         let cost = event.cost();
         let ts = event.timestamp_ms;
-        let fits = self.events.len() < self.max_events
-            && self.bytes + cost <= self.max_bytes
-            && self.max_ts.max(ts).saturating_sub(self.min_ts.min(ts)) <= MAX_SPAN_MS;
-        let cut = if self.events.is_empty() || fits {
+        let cut = if self.events.is_empty() || self.fits(self.events.len(), self.bytes, cost, ts) {
             None
         } else {
-            self.take()
+            self.take_full(Some((cost, ts)))
         };
         if self.events.is_empty() {
             self.opened = Some(Instant::now());
@@ -103,9 +103,50 @@ impl RequestBuilder {
         self.events.push(event);
         // A full request goes out now rather than waiting for the next event.
         if cut.is_none() && (self.events.len() >= self.max_events || self.bytes >= self.max_bytes) {
-            return self.take();
+            return self.take_full(None);
         }
         cut
+    }
+
+    /// Whether a request of `len` events and `bytes` can take an event of `cost` at `ts`.
+    fn fits(&self, len: usize, bytes: usize, cost: usize, ts: i64) -> bool {
+        len < self.max_events
+            && bytes + cost <= self.max_bytes
+            && self.max_ts.max(ts).saturating_sub(self.min_ts.min(ts)) <= MAX_SPAN_MS
+    }
+
+    /// Takes the full request, keeping back the events of its last millisecond to start the
+    /// next one when that millisecond is busy (it holds two events or more, or `next`, the
+    /// event that did not fit, falls in it too), so the two requests share no timestamp: the
+    /// sink may then send them at once (requests sharing a timestamp go one after the other,
+    /// to keep equal timestamps in order), and a stream of many events per millisecond is not
+    /// held to one request per round trip. Nothing is kept back when those events are more
+    /// than half the request, or when the next request could not take them and `next`.
+    fn take_full(&mut self, next: Option<(usize, i64)>) -> Option<Vec<Pending>> {
+        let mut out = self.take()?;
+        let last = out.last().map_or(i64::MIN, |p| p.timestamp_ms);
+        let start = out.partition_point(|p| p.timestamp_ms < last);
+        let tail = out.len() - start;
+        let busy = tail >= 2 || next.is_some_and(|(_, ts)| ts == last);
+        if start == 0 || !busy || tail > out.len() / 2 {
+            return Some(out);
+        }
+        let tail_bytes: usize = out[start..].iter().map(Pending::cost).sum();
+        self.min_ts = last;
+        self.max_ts = last;
+        if let Some((cost, ts)) = next {
+            if !self.fits(tail, tail_bytes, cost, ts) {
+                self.min_ts = i64::MAX;
+                self.max_ts = i64::MIN;
+                return Some(out);
+            }
+        }
+        self.events.extend(out.drain(start..));
+        self.bytes = tail_bytes;
+        // Taken in last (the input is in order where this matters): they open the next
+        // request now.
+        self.opened = Some(Instant::now());
+        Some(out)
     }
 
     /// The accumulated request, sorted by timestamp (stable, so equal timestamps keep arrival
@@ -451,7 +492,11 @@ mod tests {
         /// partial request per day the events fall on.
         #[test]
         fn stream_batcher_groups_by_day_and_cuts_only_full_requests(
-            events in prop::collection::vec((-(3 * MAX_SPAN_MS)..(3 * MAX_SPAN_MS), 1usize..50_000), 1..600),
+            // Some in a few busy milliseconds, where the last one's events are kept back.
+            events in prop::collection::vec(
+                (prop_oneof![-(3 * MAX_SPAN_MS)..(3 * MAX_SPAN_MS), 0i64..8], 1usize..50_000),
+                1..600,
+            ),
             max_events in 1usize..300,
             max_bytes in 60usize..400_000,
         ) {
@@ -462,14 +507,34 @@ mod tests {
             );
             let room = max_bytes_c - EVENT_OVERHEAD;
             let mut reqs = Vec::new();
+            // Events pushed and not yet in a request: (number, timestamp, cost).
+            let mut held: Vec<(usize, i64, usize)> = Vec::new();
             for (i, (ts, len)) in events.iter().enumerate() {
                 let e = numbered(i, *ts, *len, room);
                 let cost = e.cost();
+                held.push((i, *ts, cost));
                 if let Some(cut) = b.push(e) {
-                    let bytes: usize = cut.events.iter().map(Pending::cost).sum();
+                    let numbers: std::collections::HashSet<usize> =
+                        cut.events.iter().map(|e| e.message[..8].parse().unwrap_or(usize::MAX)).collect();
+                    held.retain(|(n, _, _)| !numbers.contains(n));
+                    // Full, counting the events of its last millisecond kept back for the next
+                    // request (the day's events after the request's last timestamp).
+                    let last = cut.events.last().map_or(0, |e| e.timestamp_ms);
+                    let day = last.div_euclid(MAX_SPAN_MS);
+                    let kept = |with_this: bool| {
+                        held.iter()
+                            .filter(|(n, t, _)| (with_this || *n != i) && *t > last && t.div_euclid(MAX_SPAN_MS) == day)
+                            .fold((0, 0), |(k, b), (_, _, c)| (k + 1, b + c))
+                    };
+                    let sent = (cut.events.len(), cut.events.iter().map(Pending::cost).sum::<usize>());
+                    // Cut before this event (it did not fit), or once full with it.
+                    let (before, after) = (kept(false), kept(true));
+                    let full_before = sent.0 + before.0 >= max_events_c || sent.1 + before.1 + cost > max_bytes_c;
+                    let full_after = sent.0 + after.0 >= max_events_c || sent.1 + after.1 >= max_bytes_c;
+                    prop_assert!(before.0 <= sent.0, "kept back more than it sent");
                     prop_assert!(
-                        cut.events.len() >= max_events_c || bytes + cost > max_bytes_c || bytes >= max_bytes_c,
-                        "cut before full: {} events, {bytes} bytes", cut.events.len()
+                        full_before || full_after,
+                        "cut before full: {} events (+{} kept back), {} bytes", sent.0, before.0, sent.1
                     );
                     reqs.push(cut.events);
                 }
@@ -482,6 +547,28 @@ mod tests {
             reqs.extend(partial.into_iter().map(|c| c.events));
             prop_assert_eq!(numbers_in(&reqs, max_events, max_bytes), (0..events.len()).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_busy_streams_requests_share_no_millisecond_so_they_can_go_at_once() {
+        // 1,000 events per millisecond, as a journal backfill or a fast syslog peer sends.
+        let mut b = StreamBatcher::new(10_000, MAX_REQUEST_BYTES);
+        let mut reqs: Vec<Vec<Pending>> = Vec::new();
+        for i in 0..95_500 {
+            reqs.extend(b.push(p(i / 1000, 100)).map(|c| c.events));
+        }
+        reqs.extend(b.take_all().into_iter().map(|c| c.events));
+        assert_eq!(reqs.iter().map(Vec::len).sum::<usize>(), 95_500);
+        for pair in reqs.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(a[a.len() - 1].timestamp_ms < b[0].timestamp_ms);
+        }
+        // Each full but for the millisecond it keeps back (8,322 events fill 1 MiB).
+        assert!(
+            reqs[..reqs.len() - 1].iter().all(|r| r.len() >= 7_322),
+            "{:?}",
+            reqs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! [`CHUNK_EVENTS`] entries, turns the ones that pass the filters into events tied to one
 //! acknowledgement batch, registers the batch with the cursor of its last entry (filtered-out
 //! entries included, so a long run of them still moves the position), and sends the chunk,
-//! blocking while the sink's channel is full: the journal simply waits on disk.
+//! blocking while the sink's channel is full: the journal simply waits on disk. Reaching the
+//! journal's end after a backlog, it tells the sinks so ([`SourceContext::caught_up`]): the
+//! backlog's last partial request then goes at once instead of after `batch_timeout`.
 //!
 //! The source's [`Keeper`](super::positions::Keeper) collects batch outcomes into a
 //! [`Watermark`](crate::ack::Watermark) and saves the cursor of the newest batch whose
@@ -34,7 +36,7 @@ use logferry_journal::{Cursor, Entry, Journal};
 use tokio::sync::mpsc;
 
 use super::positions::{Keeper, Single};
-use super::{Chunk, SourceContext, CHUNK_EVENTS};
+use super::{Chunk, SourceContext, CAUGHT_UP_AFTER, CHUNK_EVENTS};
 use crate::ack::AckBatch;
 use crate::config::{JournalStart, JournaldSourceConfig};
 use crate::event::{names, Event, FieldName};
@@ -409,6 +411,8 @@ fn read_loop(
     let mut batch_id = 0u64;
     let mut progress = Backfill::new();
     let mut read_since_release = false;
+    // Entries read since the end of the journal was last reached.
+    let mut backlog = 0u64;
     while !ctx.shutdown.is_cancelled() {
         // Wait for an entry before starting a batch: an `AckBatch` that is dropped empty
         // reports itself finished, so a batch must exist only once it has a position.
@@ -416,6 +420,11 @@ fn read_loop(
             Ok(true) => {}
             Ok(false) => {
                 report_file_errors(&mut journal);
+                if std::mem::take(&mut backlog) >= CAUGHT_UP_AFTER
+                    && !handle.block_on(ctx.caught_up())
+                {
+                    return;
+                }
                 // Once per burst, not on every idle wake: it walks every mapped file.
                 if std::mem::take(&mut read_since_release) {
                     journal.release_memory();
@@ -459,6 +468,7 @@ fn read_loop(
             }
         }
         report_file_errors(&mut journal);
+        backlog += scanned as u64;
         progress.entries(scanned as u64, last.realtime.unwrap_or(0), &name);
         if batch_id.is_multiple_of(RELEASE_EVERY_BATCHES) {
             journal.release_memory();

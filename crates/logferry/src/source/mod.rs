@@ -90,6 +90,28 @@ impl SourceContext {
     }
 }
 
+impl SourceContext {
+    /// Tells every sink that this source has just read the end of a backlog (an empty chunk):
+    /// nothing more of it is coming now, so the requests being built need not wait
+    /// `batch_timeout` for more events (the last part of a backfill went a second late).
+    /// Sent only after a backlog ([`CAUGHT_UP_AFTER`] events or more without reaching the end
+    /// of the input), so it costs at most one partial request per stream per backlog, never
+    /// a request per event of a live trickle. Returns false when every sink has gone away.
+    pub async fn caught_up(&self) -> bool {
+        let mut alive = false;
+        for out in &self.outputs {
+            alive |= out.send(Vec::new()).await.is_ok();
+        }
+        alive
+    }
+}
+
+/// Events a source reads without reaching the end of its input before it is in a backlog,
+/// whose end it reports with [`SourceContext::caught_up`]: eight chunks (a full request or
+/// so), so that the one partial request per stream this may add is at most one call per
+/// full one.
+pub const CAUGHT_UP_AFTER: u64 = 8 * CHUNK_EVENTS as u64;
+
 fn fork_event(e: &Event) -> Event {
     Event {
         timestamp_ms: e.timestamp_ms,

@@ -232,7 +232,7 @@ impl Decoder {
         let first_part = joiner
             .held_from()
             .map_or(start_offset, |h| h.min(start_offset));
-        if let Some(mut j) = joiner.push(parsed, start_offset, line.end_offset) {
+        if let Some(mut j) = joiner.push_from(&line.bytes, parsed, start_offset, line.end_offset) {
             j.truncated_bytes += line.truncated_bytes;
             match self.multiline.get_mut(stream_index(j.stream)) {
                 None => out.push(Pending::from_joined(j)),

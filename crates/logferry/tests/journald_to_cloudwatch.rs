@@ -631,13 +631,7 @@ fn unit_filters_and_json_unit_field_on_a_journal_remote_file() {
             .as_bytes(),
         );
     }
-    let input = tmp.path().join("in.export");
-    std::fs::write(&input, &export).expect("write export");
-    let jdir = tmp.path().join("journal");
-    std::fs::create_dir_all(&jdir).expect("mkdir");
-    run(Command::new(JOURNAL_REMOTE)
-        .arg(format!("--output={}/remote.journal", jdir.display()))
-        .arg(&input));
+    let jdir = remote_journal(tmp.path(), &export);
     let listed = journalctl(&jdir, &["-q", "-o", "cat", "_SYSTEMD_UNIT=b.service"]);
     assert_eq!(String::from_utf8_lossy(&listed).lines().count(), n / 3);
 
@@ -711,13 +705,7 @@ fn the_end_of_a_backlog_goes_without_waiting_for_batch_timeout() {
             .as_bytes(),
         );
     }
-    let input = tmp.path().join("in.export");
-    std::fs::write(&input, &export).expect("write export");
-    let jdir = tmp.path().join("journal");
-    std::fs::create_dir_all(&jdir).expect("mkdir");
-    run(Command::new(JOURNAL_REMOTE)
-        .arg(format!("--output={}/remote.journal", jdir.display()))
-        .arg(&input));
+    let jdir = remote_journal(tmp.path(), &export);
 
     let moto = Moto::start().expect("moto");
     let ep = moto.endpoint();
@@ -825,4 +813,17 @@ fn bytes_that_are_not_utf8_in_fields_and_stream_names_are_shipped_not_fatal() {
             "invalid bytes replaced, the rest kept"
         );
     }
+}
+
+/// A journal file in `dir/journal` written by systemd-journal-remote from `export` (journal
+/// export format), as a remote host's journal arrives.
+fn remote_journal(dir: &std::path::Path, export: &[u8]) -> std::path::PathBuf {
+    let input = dir.join("in.export");
+    std::fs::write(&input, export).expect("write export");
+    let jdir = dir.join("journal");
+    std::fs::create_dir_all(&jdir).expect("mkdir");
+    run(Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}/remote.journal", jdir.display()))
+        .arg(&input));
+    jdir
 }

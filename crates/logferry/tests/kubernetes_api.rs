@@ -521,6 +521,28 @@ fn node_pods(node: &str, n: usize) -> serde_json::Value {
     serde_json::Value::Object(pods)
 }
 
+/// Writes `lines` lines to each of the first `n` pods of [`node_pods`].
+fn write_node_pods(rig: &Rig, n: usize, lines: usize) {
+    for i in 0..n {
+        let (pod, uid) = (format!("p-{i:02}"), format!("u-{i}"));
+        write_pod_lines(&rig.pods, "shop", &pod, &uid, "x", lines);
+    }
+}
+
+/// Waits for `lines` events of each of the first `n` pods of [`node_pods`]; every one carries
+/// its own pod's `app` label.
+fn assert_node_pods_labelled(rig: &Rig, n: usize, lines: usize, lf: &Logferry) {
+    for i in 0..n {
+        let app = format!("p-{i:02}");
+        let got = pod_events(&rig.moto.endpoint(), "shop", &app, lines);
+        assert!(
+            got.iter().all(|e| label(e, "app") == Some(app.as_str())),
+            "{app}: {got:?}\n{}",
+            lf.log()
+        );
+    }
+}
+
 /// Requests of each kind the fake served: (list, watch, get).
 fn counts(api: &FakeApi) -> (usize, usize, usize) {
     let n = |k| api.requests_of(k).len();
@@ -559,25 +581,8 @@ fn one_watch_serves_the_nodes_pods_and_a_relabel_at_once() {
     let rig = Rig::new(pods_json.clone());
     let config = rig.config("kubeconfig", "wait = \"10s\"\ncache_ttl = \"1h\"");
     let (lf, metrics) = start_with_metrics_env(&config, &[("NODE_NAME", "node-7")]);
-    for i in 0..50 {
-        write_pod_lines(
-            &rig.pods,
-            "shop",
-            &format!("p-{i:02}"),
-            &format!("u-{i}"),
-            "x",
-            20,
-        );
-    }
-    for i in 0..50 {
-        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 20);
-        let app = format!("p-{i:02}");
-        assert!(
-            got.iter().all(|e| label(e, "app") == Some(app.as_str())),
-            "{app}: {got:?}\n{}",
-            lf.log()
-        );
-    }
+    write_node_pods(&rig, 50, 20);
+    assert_node_pods_labelled(&rig, 50, 20, &lf);
     let (lists, watches, gets) = counts(&rig.api);
     eprintln!("50 pods on the node: {lists} list, {watches} watch, {gets} GET");
     assert_eq!((lists, gets), (1, 0), "{:?}", rig.api.requests());
@@ -614,20 +619,8 @@ fn without_a_node_name_each_pod_is_a_get() {
     let lf = Logferry::start_with(&rig.config("kubeconfig", "wait = \"10s\""), |c| {
         c.env_remove("NODE_NAME");
     });
-    for i in 0..50 {
-        write_pod_lines(
-            &rig.pods,
-            "shop",
-            &format!("p-{i:02}"),
-            &format!("u-{i}"),
-            "x",
-            20,
-        );
-    }
-    for i in 0..50 {
-        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 20);
-        assert!(got.iter().all(|e| label(e, "app").is_some()), "{got:?}");
-    }
+    write_node_pods(&rig, 50, 20);
+    assert_node_pods_labelled(&rig, 50, 20, &lf);
     let (lists, watches, gets) = counts(&rig.api);
     eprintln!("50 pods, no NODE_NAME: {lists} list, {watches} watch, {gets} GET");
     assert_eq!(
@@ -698,24 +691,8 @@ fn watch_down_falls_back_to_gets() {
     rig.api.set_list_watch_status(Some(500));
     let config = rig.config("kubeconfig", "wait = \"10s\"\ncache_ttl = \"1h\"");
     let (lf, metrics) = start_with_metrics_env(&config, &[("NODE_NAME", "node-7")]);
-    for i in 0..5 {
-        write_pod_lines(
-            &rig.pods,
-            "shop",
-            &format!("p-{i:02}"),
-            &format!("u-{i}"),
-            "x",
-            10,
-        );
-    }
-    for i in 0..5 {
-        let got = pod_events(&rig.moto.endpoint(), "shop", &format!("p-{i:02}"), 10);
-        let app = format!("p-{i:02}");
-        assert!(
-            got.iter().all(|e| label(e, "app") == Some(app.as_str())),
-            "{got:?}"
-        );
-    }
+    write_node_pods(&rig, 5, 10);
+    assert_node_pods_labelled(&rig, 5, 10, &lf);
     let (lists, _, gets) = counts(&rig.api);
     assert!(lists >= 1, "{:?}", rig.api.requests());
     assert_eq!(gets, 5, "{:?}", rig.api.requests());

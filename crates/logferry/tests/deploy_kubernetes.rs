@@ -33,7 +33,7 @@ use std::time::Duration;
 use cwl_testkit::Journald;
 use serde_json::{json, Value};
 use support::deploy::{self, Podman, IMAGE};
-use support::fake_kube::{write_pod_lines, FakeKubeApi, TOKEN};
+use support::fake_kube::{write_pod_lines, FakeKubeApi, Request, TOKEN};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -377,9 +377,21 @@ fn the_daemonsets_pod_ships_the_node_journal_and_pod_logs_and_answers_its_probes
         assert_eq!(e["label.app"], "web", "{e}");
         assert_eq!(e["node"], node_name, "{e}");
     }
-    assert!(api.requests().contains(&format!(
-        "GET /api/v1/namespaces/default/pods/{app_pod} 200"
-    )));
+    // The labels came from the node-scoped list+watch that NODE_NAME enables (RBAC list and
+    // watch), not from a GET per pod.
+    let lists = api.requests_of(Request::List);
+    assert!(
+        lists
+            .iter()
+            .any(|r| r.contains(&node_name) && r.ends_with(" 200")),
+        "no list of this node's pods: {:?}",
+        api.requests()
+    );
+    assert!(
+        !api.requests_of(Request::Watch).is_empty(),
+        "{:?}",
+        api.requests()
+    );
 
     // The probes: their paths on their port, asked as the kubelet would.
     for probe in ["livenessProbe", "readinessProbe"] {

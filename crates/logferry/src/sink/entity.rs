@@ -13,6 +13,11 @@
 //!   `K8s.Namespace`, `K8s.Workload`, `K8s.Node` (when known) and `AWS.ServiceNameSource` =
 //!   `K8sWorkload`.
 //!
+//! These names and values are the ones the CloudWatch agent's EKS entity integration test
+//! expects (amazon-cloudwatch-agent-test) and its entity attribute constants define (`AWS::EKS`,
+//! `K8s`, `EKS.Cluster`, `K8s.Cluster`); the `k8s:` prefix of `Environment` off EKS follows
+//! the `eks:` pattern and was not seen in a source.
+//!
 //! The workload is derived from the pod name ([`workload_of`]), not from labels: it is the
 //! owner (Deployment, StatefulSet, DaemonSet, CronJob) the agent names, it needs no Kubernetes
 //! API, and an `app` label may span several workloads.

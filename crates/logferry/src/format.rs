@@ -217,7 +217,7 @@ fn format_json(event: &Event, out: &mut String) {
     if let Some(merged) = event.merged {
         return format_merged_json(event, merged, out);
     }
-    out.reserve(event.message.len() + 128 + event.fields.len() * 24);
+    out.reserve(event.message.len() + 128 + members_len(event));
     out.push_str("{\"timestamp\":\"");
     rfc3339_ms(event.timestamp_ms, out);
     out.push_str("\",\"message\":");
@@ -232,7 +232,7 @@ fn format_json(event: &Event, out: &mut String) {
             out.push('"');
         }
     }
-    push_members(out, &event.fields, Some, false);
+    push_event_members(out, event, Members::All, false);
     out.push_str(",\"source\":");
     push_json_str(out, &event.source);
     if event.truncated_bytes > 0 {
@@ -241,16 +241,108 @@ fn format_json(event: &Event, out: &mut String) {
     out.push('}');
 }
 
-/// Appends `fields` as object members, each named `key(name)` and skipped where that is
+/// Which fields become members, and under what name.
+#[derive(Debug, Clone, Copy)]
+enum Members {
+    /// Every field under its own name (the plain `json` object).
+    All,
+    /// Fields other than pod labels (a merged event's meta object).
+    Unlabelled,
+    /// Pod labels, without their `label.` prefix (the meta object's `labels`).
+    Labels,
+}
+
+impl Members {
+    /// The member name of field `name`, or `None` when it is not one of these.
+    fn key(self, name: &str) -> Option<&str> {
+        match self {
+            Members::All => Some(name),
+            Members::Unlabelled => (!name.starts_with(names::LABEL_PREFIX)).then_some(name),
+            Members::Labels => name.strip_prefix(names::LABEL_PREFIX),
+        }
+    }
+}
+
+/// Fields' members rendered once for every event that shares them
+/// ([`crate::event::CommonFields`]), as [`push_members`] writes them after an opening brace:
+/// no leading comma, empty when there are none.
+#[derive(Debug, Default)]
+pub struct RenderedMembers {
+    all: String,
+    unlabelled: String,
+    labels: String,
+}
+
+impl RenderedMembers {
+    /// The members of `fields`.
+    pub fn of(fields: &[(FieldName, Bytes)]) -> Self {
+        let render = |kind| {
+            let mut out = String::new();
+            push_members(&mut out, fields, kind, true);
+            out
+        };
+        RenderedMembers {
+            all: render(Members::All),
+            unlabelled: render(Members::Unlabelled),
+            labels: render(Members::Labels),
+        }
+    }
+
+    fn get(&self, kind: Members) -> &str {
+        match kind {
+            Members::All => &self.all,
+            Members::Unlabelled => &self.unlabelled,
+            Members::Labels => &self.labels,
+        }
+    }
+}
+
+/// Roughly the bytes an event's field members take, to reserve.
+fn members_len(event: &Event) -> usize {
+    event.common.as_ref().map_or(0, |c| c.rendered().all.len()) + event.fields.len() * 32
+}
+
+/// Appends the members of `kind` of all of `event`'s fields, as [`push_members`] over its
+/// common and own fields laid end to end would: the common ones as rendered once, then its
+/// own. (Rendered separately only while no name is in both: a repeated name's values become
+/// one array member.)
+fn push_event_members(out: &mut String, event: &Event, kind: Members, first: bool) -> bool {
+    let Some(common) = &event.common else {
+        return push_members(out, &event.fields, kind, first);
+    };
+    let shared_name = event.fields.iter().any(|(own, _)| {
+        common
+            .fields()
+            .iter()
+            .any(|(other, _)| other.as_str() == own.as_str())
+    });
+    if shared_name {
+        let all: Vec<(FieldName, Bytes)> = event.all_fields().cloned().collect();
+        return push_members(out, &all, kind, first);
+    }
+    let rendered = common.rendered().get(kind);
+    let mut first = first;
+    if !rendered.is_empty() {
+        if !first {
+            out.push(',');
+        }
+        out.push_str(rendered);
+        first = false;
+    }
+    push_members(out, &event.fields, kind, first)
+}
+
+/// Appends `fields` as object members, each named `kind.key(name)` and skipped where that is
 /// `None`; a comma before each unless `first`. Returns whether nothing was written (and
 /// `first` held). Repeated names become arrays, so no value is lost and the object stays valid
 /// JSON.
-fn push_members<'a>(
+fn push_members(
     out: &mut String,
-    fields: &'a [(FieldName, Bytes)],
-    key: impl Fn(&'a str) -> Option<&'a str>,
+    fields: &[(FieldName, Bytes)],
+    kind: Members,
     mut first: bool,
 ) -> bool {
+    let key = |name| kind.key(name);
     for (i, (name, _)) in fields.iter().enumerate() {
         let Some(n) = key(name.as_str()) else {
             continue;
@@ -290,21 +382,11 @@ fn push_members<'a>(
     first
 }
 
-/// A pod label field's name without its `label.` prefix (nested under `labels`).
-fn label(name: &str) -> Option<&str> {
-    name.strip_prefix(names::LABEL_PREFIX)
-}
-
-/// Any other field's name.
-fn unlabelled(name: &str) -> Option<&str> {
-    (!name.starts_with(names::LABEL_PREFIX)).then_some(name)
-}
-
 /// A `merge_json` event: the app's object as it was written, then what logferry adds where the
 /// app has no key of that name (the rule and its reasons: [`crate::json_merge`]).
 fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
     let object = event.message.trim_ascii();
-    out.reserve(object.len() + 96 + event.fields.len() * 32);
+    out.reserve(object.len() + 96 + members_len(event));
     // Inspected as one valid object: it ends with its closing brace.
     push_lossy(out, object.strip_suffix(b"}").unwrap_or(object));
     let mut first = merged.empty;
@@ -318,17 +400,16 @@ fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
         comma(out);
         push_json_str(out, merged.meta_key);
         out.push_str(":{");
-        let none = push_members(out, &event.fields, unlabelled, true);
+        let none = push_event_members(out, event, Members::Unlabelled, true);
         if event
-            .fields
-            .iter()
-            .any(|(n, _)| label(n.as_str()).is_some())
+            .all_fields()
+            .any(|(n, _)| Members::Labels.key(n.as_str()).is_some())
         {
             if !none {
                 out.push(',');
             }
             out.push_str("\"labels\":{");
-            push_members(out, &event.fields, label, true);
+            push_event_members(out, event, Members::Labels, true);
             out.push('}');
         }
         out.push('}');
@@ -357,6 +438,7 @@ mod tests {
             timestamp_ms: 1_764_087_639_123, // 2025-11-25T16:20:39.123Z
             message: Bytes::copy_from_slice(msg),
             priority: Some(3 * 8 + 6),
+            common: None,
             fields: fields
                 .iter()
                 .map(|(n, v)| (FieldName::Static(n), Bytes::copy_from_slice(v.as_bytes())))
@@ -442,6 +524,60 @@ mod tests {
             super::push_json_str(&mut out, &s);
             let back: String = serde_json::from_str(&out).expect("valid JSON string");
             proptest::prop_assert_eq!(back, s);
+        }
+    }
+
+    proptest::proptest! {
+        /// An event whose fields are partly shared ([`crate::event::CommonFields`], their
+        /// members rendered once) formats byte for byte as one carrying them all itself, in
+        /// every format and merged or not: repeated names, labels, and names in both parts.
+        #[test]
+        fn shared_fields_format_as_own_fields(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "file", "pod", "stream", "node", "label.app", "label.team", "label.",
+                        "hostname", "identifier",
+                    ]),
+                    "[a-z\"\\\n]{0,6}",
+                ),
+                0..10,
+            ),
+            split in 0usize..10,
+            message in proptest::sample::select(vec![
+                "plain \"text\"",
+                "{}",
+                r#"{"a":1,"b":"x\"y"}"#,
+                r#"{"kubernetes":{},"timestamp":1}"#,
+                r#"{"source":"app"}"#,
+            ]),
+        ) {
+            let split = split.min(fields.len());
+            let own = |range: &[(&'static str, String)]| -> Vec<(FieldName, Bytes)> {
+                range
+                    .iter()
+                    .map(|(n, v)| (FieldName::Static(n), Bytes::from(v.clone())))
+                    .collect()
+            };
+            let merged = match crate::json_merge::inspect(message.as_bytes(), false, "kubernetes") {
+                crate::json_merge::Inspection::Merged(m) => Some(m),
+                _ => None,
+            };
+            let mut flat = ev(&[], message.as_bytes());
+            flat.fields = own(&fields);
+            flat.merged = merged;
+            let mut shared = ev(&[], message.as_bytes());
+            shared.common = Some(std::sync::Arc::new(crate::event::CommonFields::new(own(
+                &fields[..split],
+            ))));
+            shared.fields = own(&fields[split..]);
+            shared.merged = merged;
+            for format in [MessageFormat::Json, MessageFormat::Short, MessageFormat::Message] {
+                let (mut a, mut b) = (String::new(), String::new());
+                format_event(&flat, format, &mut a);
+                format_event(&shared, format, &mut b);
+                proptest::prop_assert_eq!(a, b);
+            }
         }
     }
 

@@ -295,6 +295,7 @@ mod tests {
             timestamp_ms: 1_764_087_639_123, // 2025-11-25T16:20:39.123Z
             message: Bytes::copy_from_slice(line.as_bytes()),
             priority: None,
+            common: None,
             fields: fields
                 .iter()
                 .map(|(n, v)| (FieldName::Static(n), Bytes::copy_from_slice(v.as_bytes())))

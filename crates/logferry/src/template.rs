@@ -345,6 +345,7 @@ mod tests {
             timestamp_ms: 0,
             message: Bytes::from_static(b"m"),
             priority: Some(3 * 8 + 6),
+            common: None,
             fields: vec![(
                 FieldName::Static(names::IDENTIFIER),
                 Bytes::copy_from_slice(ident.as_bytes()),

@@ -280,6 +280,7 @@ mod tests {
             timestamp_ms: 0,
             message: bytes::Bytes::from_static(b"m"),
             priority: None,
+            common: None,
             fields: fields
                 .iter()
                 .map(|(k, v)| {

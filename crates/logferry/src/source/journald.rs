@@ -346,6 +346,7 @@ impl ChunkBuilder {
                 timestamp_ms: p.timestamp_ms,
                 message: slice(p.message),
                 priority: p.priority,
+                common: None,
                 fields: spans
                     .get(p.fields.0..p.fields.1)
                     .unwrap_or_default()

@@ -28,7 +28,7 @@ use logferry_kubernetes::{Lookup, PodMeta, PodRef};
 use logferry_tail::multiline::Preset;
 
 use super::decode::Pending;
-use crate::event::{names, FieldName};
+use crate::event::{names, CommonFields, FieldName};
 
 /// Events one file may hold while its pod's labels are looked up, and message bytes all files
 /// together may hold: past either, the file stops waiting and sends without labels. A new pod
@@ -108,7 +108,10 @@ impl Directives {
 #[derive(Debug)]
 pub(super) struct Labels {
     /// Fields every event of this file carries (path, pod metadata).
-    pub fields: Vec<(FieldName, Bytes)>,
+    fields: Vec<(FieldName, Bytes)>,
+    /// `fields` followed by an event's own field (its container stream, or none), as its
+    /// events share them ([`Labels::common`]); made again when `fields` change.
+    commons: Vec<(Option<(FieldName, Bytes)>, Arc<CommonFields>)>,
     /// How many of `fields` come from the path (the rest, from the API, are replaced when the
     /// pod's labels change).
     path_fields: usize,
@@ -133,6 +136,7 @@ impl Labels {
         Labels {
             path_fields: fields.len(),
             fields,
+            commons: Vec::new(),
             state,
             container,
             directives: Directives::default(),
@@ -179,6 +183,7 @@ impl Labels {
         };
         if known.as_ref() != Some(&meta) {
             self.fields.truncate(self.path_fields);
+            self.commons.clear();
             if let Some(m) = &meta {
                 add_pod_fields(&mut self.fields, m, want_node);
             }
@@ -193,6 +198,19 @@ impl Labels {
             checked: now,
         };
         PodAnswer::Applied
+    }
+
+    /// The fields of an event of this file whose own field is `own`: the file's, then `own`,
+    /// held once for all such events.
+    pub fn common(&mut self, own: Option<(FieldName, Bytes)>) -> Arc<CommonFields> {
+        if let Some((_, common)) = self.commons.iter().find(|(o, _)| *o == own) {
+            return common.clone();
+        }
+        let mut fields = self.fields.clone();
+        fields.extend(own.clone());
+        let common = Arc::new(CommonFields::new(fields));
+        self.commons.push((own, common.clone()));
+        common
     }
 
     /// A [`PodLabels::Late`] file starts holding its events, from the file's position `from`,
@@ -492,6 +510,41 @@ mod tests {
             shown(&l),
             ["pod=web"],
             "a pod gone from the API loses its labels"
+        );
+    }
+
+    #[test]
+    fn events_share_the_fields_of_the_last_answer_with_their_own_after_them() {
+        let mut l = labels();
+        let now = Instant::now();
+        let stdout = || {
+            Some((
+                FieldName::Static(names::STREAM),
+                Bytes::from_static(b"stdout"),
+            ))
+        };
+        let shown = |c: &CommonFields| -> Vec<String> {
+            c.fields()
+                .iter()
+                .map(|(k, v)| format!("{}={}", k.as_str(), String::from_utf8_lossy(v)))
+                .collect()
+        };
+        l.learn(answer(Lookup::Found(meta("a"))), true, now);
+        let first = l.common(stdout());
+        assert!(Arc::ptr_eq(&first, &l.common(stdout())), "made once");
+        assert_eq!(
+            shown(&l.common(None)),
+            ["pod=web", "label.app=a", "node=node-1"]
+        );
+        l.learn(answer(Lookup::Found(meta("b"))), true, now);
+        assert_eq!(
+            shown(&l.common(stdout())),
+            ["pod=web", "label.app=b", "node=node-1", "stream=stdout"],
+            "a relabel reaches the next events"
+        );
+        assert_eq!(
+            shown(&first),
+            ["pod=web", "label.app=a", "node=node-1", "stream=stdout"]
         );
     }
 

@@ -331,7 +331,7 @@ impl Reader {
             self.learn_pod(file);
         }
         self.follow_multiline_annotation(file, pending);
-        let Some(st) = self.files.get(&file) else {
+        let Some(st) = self.files.get_mut(&file) else {
             return;
         };
         let Some(pos) = self.tailer.position(file, st.safe_offset()) else {
@@ -389,13 +389,12 @@ impl Reader {
             } else {
                 None
             };
-            let mut fields = st.labels.fields.clone();
-            fields.extend(p.extra);
             chunk.push(Event {
                 timestamp_ms: p.timestamp_ms,
                 message: p.message,
                 priority: None,
-                fields,
+                common: Some(st.labels.common(p.extra)),
+                fields: Vec::new(),
                 source: self.ctx.name.clone(),
                 truncated_bytes: p.truncated_bytes,
                 ack: batch.ack(),

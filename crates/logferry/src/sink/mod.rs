@@ -62,7 +62,7 @@ use tracing::Instrument;
 
 use crate::ack::AckStatus;
 use crate::config::CloudWatchSinkConfig;
-use crate::event::{now_ms, Event};
+use crate::event::{now_ms, CommonFields, Event};
 use crate::format::format_event;
 use crate::template::Template;
 use batch::{split_oversize, Cut, Pending, StreamBatcher, MAX_MESSAGE_BYTES};
@@ -182,6 +182,29 @@ enum Source {
     Building(usize),
 }
 
+/// Where the last event with common fields was routed.
+struct LastRoute {
+    common: Arc<CommonFields>,
+    source: Arc<str>,
+    priority: Option<u8>,
+    key: String,
+}
+
+impl LastRoute {
+    /// Whether `event` goes where the last one went: names and the entity are made of its
+    /// source, priority and fields only, and these are the same (the same common fields, held
+    /// here so their address is not reused, and none of its own).
+    fn routes(&self, event: &Event) -> bool {
+        event.fields.is_empty()
+            && event.priority == self.priority
+            && event
+                .common
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &self.common))
+            && Arc::ptr_eq(&event.source, &self.source)
+    }
+}
+
 /// The sink task's state.
 pub struct CloudWatchSink {
     shared: Arc<Shared>,
@@ -194,6 +217,9 @@ pub struct CloudWatchSink {
     tasks: JoinSet<Finished>,
     puts_in_flight: usize,
     key_buf: String,
+    /// The last routed event's common fields, source and priority, and its key: a file's
+    /// events share all three, so they are routed without rendering names or the entity.
+    last_route: Option<LastRoute>,
     group_buf: String,
     stream_buf: String,
     text_buf: String,
@@ -254,6 +280,7 @@ impl CloudWatchSink {
             tasks: JoinSet::new(),
             puts_in_flight: 0,
             key_buf: String::new(),
+            last_route: None,
             group_buf: String::new(),
             stream_buf: String::new(),
             text_buf: String::new(),
@@ -478,6 +505,24 @@ impl CloudWatchSink {
 
     /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.
     fn route(&mut self, event: &Event, now: Instant) {
+        if let Some(last) = self.last_route.as_ref().filter(|l| l.routes(event)) {
+            self.key_buf.clear();
+            self.key_buf.push_str(&last.key);
+            if let Some(state) = self.streams.get_mut(&self.key_buf) {
+                state.last_used = now;
+                return;
+            }
+        }
+        self.route_afresh(event, now);
+        self.last_route = event.common.as_ref().map(|common| LastRoute {
+            common: common.clone(),
+            source: event.source.clone(),
+            priority: event.priority,
+            key: self.key_buf.clone(),
+        });
+    }
+
+    fn route_afresh(&mut self, event: &Event, now: Instant) {
         let group = match self.group.as_static() {
             Some(g) => g,
             None => {

@@ -18,6 +18,7 @@
 //! (`json`), so a reader can tell.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -87,8 +88,9 @@ fn push_two(out: &mut String, v: u32) {
     out.push(char::from(b'0' + (v % 10) as u8));
 }
 
-/// Formats `event` for CloudWatch into `out` (cleared first).
-pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
+/// Formats `event` for CloudWatch into `out` (cleared first); returns where in it text lies
+/// whose JSON string form is known (for the request body, [`push_json_str_known`]).
+pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) -> Option<KnownSpan> {
     out.clear();
     match format {
         MessageFormat::Message => {
@@ -131,8 +133,9 @@ pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) {
             push_lossy(out, &event.message);
             truncation_note(event, out);
         }
-        MessageFormat::Json => format_json(event, out),
+        MessageFormat::Json => return format_json(event, out),
     }
+    None
 }
 
 fn truncation_note(event: &Event, out: &mut String) {
@@ -185,6 +188,63 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
 /// both escape the same way; clean runs between escapes are copied in one go.
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    push_json_contents(out, s);
+    out.push('"');
+}
+
+/// Appends `message` as a JSON string, as [`push_json_str`] does, but copies the escaped form
+/// of the text `known` says it holds instead of escaping that part again. Escaping maps each
+/// character on its own, so the parts escaped apart make the whole escaped; a span that does
+/// not hold its text (it cannot, by construction) is ignored, so the output never depends on
+/// it being right.
+pub fn push_json_str_known(out: &mut String, message: &str, known: Option<&KnownSpan>) {
+    let Some(k) = known else {
+        return push_json_str(out, message);
+    };
+    let end = k.at + k.text.raw.len();
+    match (
+        message.get(..k.at),
+        message.get(k.at..end),
+        message.get(end..),
+    ) {
+        (Some(before), Some(held), Some(after)) if held == k.text.raw => {
+            out.reserve(message.len() + k.text.escaped.len() - held.len() + 16);
+            out.push('"');
+            push_json_contents(out, before);
+            out.push_str(&k.text.escaped);
+            push_json_contents(out, after);
+            out.push('"');
+        }
+        _ => push_json_str(out, message),
+    }
+}
+
+/// Text many events' messages contain (their common fields' members), with its JSON string
+/// form worked out once: a `json` event's text is mostly quotes to escape, and the request
+/// body escaping every event's copy of the same members again was the largest part of that.
+#[derive(Debug)]
+pub struct Escaped {
+    raw: String,
+    escaped: String,
+}
+
+impl Escaped {
+    fn new(raw: String) -> Self {
+        let mut escaped = String::with_capacity(raw.len() + raw.len() / 4);
+        push_json_contents(&mut escaped, &raw);
+        Escaped { raw, escaped }
+    }
+}
+
+/// Where [`Escaped`] text lies in a formatted message: from byte `at`.
+#[derive(Debug, Clone)]
+pub struct KnownSpan {
+    at: usize,
+    text: Arc<Escaped>,
+}
+
+/// Appends `s`'s characters as a JSON string holds them (escaped, without the quotes).
+fn push_json_contents(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     while let Some(i) = next_escape(bytes, start) {
@@ -203,7 +263,6 @@ pub fn push_json_str(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
-    out.push('"');
 }
 
 fn push_json_bytes(out: &mut String, v: &[u8]) {
@@ -213,10 +272,11 @@ fn push_json_bytes(out: &mut String, v: &[u8]) {
     }
 }
 
-fn format_json(event: &Event, out: &mut String) {
+fn format_json(event: &Event, out: &mut String) -> Option<KnownSpan> {
     if let Some(merged) = event.merged {
         return format_merged_json(event, merged, out);
     }
+    let mut known = None;
     out.reserve(event.message.len() + 128 + members_len(event));
     out.push_str("{\"timestamp\":\"");
     rfc3339_ms(event.timestamp_ms, out);
@@ -232,13 +292,27 @@ fn format_json(event: &Event, out: &mut String) {
             out.push('"');
         }
     }
-    push_event_members(out, event, Members::All, false);
+    match event.common.as_ref().filter(|_| event.fields.is_empty()) {
+        // All its fields are the common ones: their members as rendered once, and known.
+        Some(common) if !common.rendered().all.raw.is_empty() => {
+            out.push(',');
+            known = Some(KnownSpan {
+                at: out.len(),
+                text: common.rendered().all.clone(),
+            });
+            out.push_str(&common.rendered().all.raw);
+        }
+        _ => {
+            push_event_members(out, event, Members::All, false);
+        }
+    }
     out.push_str(",\"source\":");
     push_json_str(out, &event.source);
     if event.truncated_bytes > 0 {
         let _ = write!(out, ",\"truncated_bytes\":{}", event.truncated_bytes);
     }
     out.push('}');
+    known
 }
 
 /// Which fields become members, and under what name.
@@ -266,11 +340,14 @@ impl Members {
 /// Fields' members rendered once for every event that shares them
 /// ([`crate::event::CommonFields`]), as [`push_members`] writes them after an opening brace:
 /// no leading comma, empty when there are none.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RenderedMembers {
-    all: String,
+    all: Arc<Escaped>,
     unlabelled: String,
     labels: String,
+    /// A merged event's member holding them, for the first meta key asked for (a source's
+    /// events all have one).
+    meta: OnceLock<(&'static str, Arc<Escaped>)>,
 }
 
 impl RenderedMembers {
@@ -282,15 +359,31 @@ impl RenderedMembers {
             out
         };
         RenderedMembers {
-            all: render(Members::All),
+            all: Arc::new(Escaped::new(render(Members::All))),
             unlabelled: render(Members::Unlabelled),
             labels: render(Members::Labels),
+            meta: OnceLock::new(),
         }
+    }
+
+    /// The merged member of these fields under `meta_key` (`None`: another key was asked for
+    /// first).
+    fn meta_member(&self, meta_key: &'static str) -> Option<&Arc<Escaped>> {
+        let (key, member) = self.meta.get_or_init(|| {
+            let mut out = String::new();
+            push_meta_member(&mut out, meta_key, !self.labels.is_empty(), |out, kind| {
+                let rendered = self.get(kind);
+                out.push_str(rendered);
+                rendered.is_empty()
+            });
+            (meta_key, Arc::new(Escaped::new(out)))
+        });
+        (*key == meta_key).then_some(member)
     }
 
     fn get(&self, kind: Members) -> &str {
         match kind {
-            Members::All => &self.all,
+            Members::All => &self.all.raw,
             Members::Unlabelled => &self.unlabelled,
             Members::Labels => &self.labels,
         }
@@ -299,7 +392,11 @@ impl RenderedMembers {
 
 /// Roughly the bytes an event's field members take, to reserve.
 fn members_len(event: &Event) -> usize {
-    event.common.as_ref().map_or(0, |c| c.rendered().all.len()) + event.fields.len() * 32
+    event
+        .common
+        .as_ref()
+        .map_or(0, |c| c.rendered().all.raw.len())
+        + event.fields.len() * 32
 }
 
 /// Appends the members of `kind` of all of `event`'s fields, as [`push_members`] over its
@@ -384,7 +481,8 @@ fn push_members(
 
 /// A `merge_json` event: the app's object as it was written, then what logferry adds where the
 /// app has no key of that name (the rule and its reasons: [`crate::json_merge`]).
-fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
+fn format_merged_json(event: &Event, merged: Merged, out: &mut String) -> Option<KnownSpan> {
+    let mut known = None;
     let object = event.message.trim_ascii();
     out.reserve(object.len() + 96 + members_len(event));
     // Inspected as one valid object: it ends with its closing brace.
@@ -398,21 +496,25 @@ fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
     };
     if !merged.has_meta() {
         comma(out);
-        push_json_str(out, merged.meta_key);
-        out.push_str(":{");
-        let none = push_event_members(out, event, Members::Unlabelled, true);
-        if event
-            .all_fields()
-            .any(|(n, _)| Members::Labels.key(n.as_str()).is_some())
-        {
-            if !none {
-                out.push(',');
+        let common = event.common.as_ref().filter(|_| event.fields.is_empty());
+        match common.and_then(|c| c.rendered().meta_member(merged.meta_key)) {
+            // All its fields are the common ones: the member as rendered once, and known.
+            Some(member) => {
+                known = Some(KnownSpan {
+                    at: out.len(),
+                    text: member.clone(),
+                });
+                out.push_str(&member.raw);
             }
-            out.push_str("\"labels\":{");
-            push_event_members(out, event, Members::Labels, true);
-            out.push('}');
+            None => {
+                let labels = event
+                    .all_fields()
+                    .any(|(n, _)| Members::Labels.key(n.as_str()).is_some());
+                push_meta_member(out, merged.meta_key, labels, |out, kind| {
+                    push_event_members(out, event, kind, true)
+                });
+            }
         }
-        out.push('}');
     }
     if !merged.has_timestamp() {
         comma(out);
@@ -424,6 +526,29 @@ fn format_merged_json(event: &Event, merged: Merged, out: &mut String) {
         comma(out);
         out.push_str("\"source\":");
         push_json_str(out, &event.source);
+    }
+    out.push('}');
+    known
+}
+
+/// Appends a merged event's member holding logferry's fields: `"META_KEY":{...}`, the
+/// fields' `members` but pod labels, then (`labels`: there are some) those under `labels`.
+fn push_meta_member(
+    out: &mut String,
+    meta_key: &str,
+    labels: bool,
+    mut members: impl FnMut(&mut String, Members) -> bool,
+) {
+    push_json_str(out, meta_key);
+    out.push_str(":{");
+    let none = members(out, Members::Unlabelled);
+    if labels {
+        if !none {
+            out.push(',');
+        }
+        out.push_str("\"labels\":{");
+        members(out, Members::Labels);
+        out.push('}');
     }
     out.push('}');
 }
@@ -575,9 +700,42 @@ mod tests {
             for format in [MessageFormat::Json, MessageFormat::Short, MessageFormat::Message] {
                 let (mut a, mut b) = (String::new(), String::new());
                 format_event(&flat, format, &mut a);
-                format_event(&shared, format, &mut b);
-                proptest::prop_assert_eq!(a, b);
+                let known = format_event(&shared, format, &mut b);
+                proptest::prop_assert_eq!(&a, &b);
+                // The request body's form of it, with the common members escaped once.
+                let (mut plain, mut spanned) = (String::new(), String::new());
+                push_json_str(&mut plain, &a);
+                push_json_str_known(&mut spanned, &b, known.as_ref());
+                proptest::prop_assert_eq!(plain, spanned);
+                let members = match merged {
+                    None => !fields.is_empty(),
+                    Some(m) => !m.has_meta(),
+                };
+                let expected = format == MessageFormat::Json && split == fields.len() && members;
+                proptest::prop_assert_eq!(known.is_some(), expected, "a span where the members are all common");
             }
+        }
+    }
+
+    /// A span that does not hold the text it names is ignored: the body is right whatever it
+    /// says.
+    #[test]
+    fn a_wrong_known_span_changes_nothing() {
+        let text = Arc::new(Escaped::new("\"a\":\"b\"".to_string()));
+        for (message, at) in [
+            ("x\"a\":\"b\"y", 1),
+            ("x\"a\":\"c\"y", 1),
+            ("\"a\"", 0),
+            ("é\"a\":\"b\"", 1),
+        ] {
+            let known = KnownSpan {
+                at,
+                text: text.clone(),
+            };
+            let (mut plain, mut spanned) = (String::new(), String::new());
+            push_json_str(&mut plain, message);
+            push_json_str_known(&mut spanned, message, Some(&known));
+            assert_eq!(plain, spanned, "{message}");
         }
     }
 

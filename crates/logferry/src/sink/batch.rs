@@ -22,6 +22,7 @@
 use std::time::Instant;
 
 use crate::ack::Ack;
+use crate::format::KnownSpan;
 
 /// Bytes CloudWatch counts per event on top of its message.
 pub const EVENT_OVERHEAD: usize = 26;
@@ -46,6 +47,9 @@ pub struct Pending {
     /// Where its source read it ([`crate::event::Event::origin`]; a part of a split event has
     /// its own), for the in-flight ledger; 0 for none.
     pub origin: u64,
+    /// Where its message holds text whose JSON string form is known, so the request body
+    /// copies that instead of escaping it ([`crate::format::push_json_str_known`]).
+    pub known: Option<KnownSpan>,
 }
 
 impl Pending {
@@ -323,6 +327,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             message,
             ack,
             origin: 0,
+            known: None,
         }];
     }
     // The prefix takes room from each part; 32 bytes covers `[part 99999/99999] `.
@@ -351,6 +356,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             message,
             ack: a.or_else(|| last_ack.take()).unwrap_or_else(Ack::none),
             origin: 0,
+            known: None,
         })
         .collect()
 }
@@ -368,6 +374,7 @@ mod tests {
             message: "x".repeat(len.max(1)),
             ack: Ack::none(),
             origin: 0,
+            known: None,
         }
     }
 

@@ -426,6 +426,7 @@ mod tests {
             message: msg.to_string(),
             ack: Ack::none(),
             origin,
+            known: None,
         }
     }
 

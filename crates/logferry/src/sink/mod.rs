@@ -406,7 +406,7 @@ impl CloudWatchSink {
             // Formatted into a reused buffer and copied out at its exact size: the message is
             // held until its request is encoded, and `format_event`'s headroom (64 bytes a line)
             // was a third of that.
-            format_event(&event, format, &mut self.text_buf);
+            let known = format_event(&event, format, &mut self.text_buf);
             let text = self.text_buf.as_str().to_owned();
             if self.text_buf.capacity() > 64 << 10 {
                 // Not kept at the size of the largest message ever seen.
@@ -431,6 +431,9 @@ impl CloudWatchSink {
             };
             let origin = event.origin;
             let mut parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
+            if let [whole] = &mut parts[..] {
+                whole.known = known;
+            }
             if parts.len() > 1 {
                 stats
                     .split_parts

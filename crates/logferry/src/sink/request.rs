@@ -23,7 +23,7 @@ use super::dead_letter::{Reason, Record};
 use super::retry::{backoff, classify, Failure, RetryKind};
 use super::Shared;
 use crate::ack::AckStatus;
-use crate::format::push_json_str;
+use crate::format::{push_json_str, push_json_str_known};
 
 /// Which events of a request CloudWatch rejected, per the AWS documentation:
 /// `tooOldLogEventEndIndex` and `expiredLogEventEndIndex` are exclusive ends,
@@ -79,7 +79,7 @@ pub fn encode_body(
             out.push(',');
         }
         let _ = write!(out, "{{\"timestamp\":{},\"message\":", p.timestamp_ms);
-        push_json_str(&mut out, &p.message);
+        push_json_str_known(&mut out, &p.message, p.known.as_ref());
         out.push('}');
     }
     out.push_str("]}");
@@ -148,6 +148,7 @@ impl Request {
         let body = encode_body(group, stream, entity, &self.events);
         for p in &mut self.events {
             p.message = String::new();
+            p.known = None;
         }
         self.body = Some(body.clone());
         body
@@ -625,6 +626,7 @@ mod tests {
                 message: m.to_string(),
                 ack: crate::ack::Ack::none(),
                 origin: 0,
+                known: None,
             })
             .collect();
         let mut req = Request::new(events, Instant::now(), 0.5);
@@ -653,6 +655,7 @@ mod tests {
             message: m.to_string(),
             ack: crate::ack::Ack::none(),
             origin: 0,
+            known: None,
         })
         .collect();
         let body = encode_body("/g\"", "s", None, &events);

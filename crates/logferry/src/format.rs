@@ -69,6 +69,27 @@ pub fn civil_from_ms(ms: i64) -> Civil {
 /// `2026-11-25T16:20:39.123Z`
 pub fn rfc3339_ms(ms: i64, out: &mut String) {
     let c = civil_from_ms(ms);
+    if (0..=9999).contains(&c.year) {
+        // Digit by digit: `write!` with widths was 3% of a `json` run's CPU.
+        let year = c.year as u32;
+        push_two(out, year / 100);
+        push_two(out, year % 100);
+        out.push('-');
+        push_two(out, c.month);
+        out.push('-');
+        push_two(out, c.day);
+        out.push('T');
+        push_two(out, c.hour);
+        out.push(':');
+        push_two(out, c.minute);
+        out.push(':');
+        push_two(out, c.second);
+        out.push('.');
+        out.push(char::from(b'0' + (c.millis / 100) as u8));
+        push_two(out, c.millis % 100);
+        out.push('Z');
+        return;
+    }
     let _ = write!(
         out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -573,6 +594,22 @@ mod tests {
             ack: Ack::none(),
             origin: 0,
             merged: None,
+        }
+    }
+
+    proptest::proptest! {
+        /// Timestamps written digit by digit read as `write!` with widths writes them, from
+        /// year 0 to 9999 and past (where `write!` still does it).
+        #[test]
+        fn rfc3339_by_digits_is_the_formatted_one(ms in -70_000_000_000_000i64..260_000_000_000_000) {
+            let mut out = String::new();
+            rfc3339_ms(ms, &mut out);
+            let c = civil_from_ms(ms);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+            );
+            proptest::prop_assert_eq!(out, expected);
         }
     }
 

@@ -63,7 +63,13 @@ pub fn encode_body(
     events: &[Pending],
 ) -> bytes::Bytes {
     use std::fmt::Write as _;
-    let size: usize = events.iter().map(|p| p.message.len() + 40).sum::<usize>() + 128;
+    // Room for the escapes too (a `json` event's quotes double), so the body is not copied
+    // to a larger buffer as it grows.
+    let size: usize = events
+        .iter()
+        .map(|p| p.message.len() + p.message.len() / 4 + 48)
+        .sum::<usize>()
+        + 128;
     let mut out = String::with_capacity(size);
     out.push_str("{\"logGroupName\":");
     push_json_str(&mut out, group);

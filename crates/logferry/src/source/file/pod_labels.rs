@@ -104,6 +104,9 @@ impl Directives {
     }
 }
 
+/// The field an event has of its own after its file's (its container stream), if any.
+type OwnField = Option<(FieldName, Bytes)>;
+
 /// A file's event fields and its pod's labels.
 #[derive(Debug)]
 pub(super) struct Labels {
@@ -111,7 +114,7 @@ pub(super) struct Labels {
     fields: Vec<(FieldName, Bytes)>,
     /// `fields` followed by an event's own field (its container stream, or none), as its
     /// events share them ([`Labels::common`]); made again when `fields` change.
-    commons: Vec<(Option<(FieldName, Bytes)>, Arc<CommonFields>)>,
+    commons: Vec<(OwnField, Arc<CommonFields>)>,
     /// How many of `fields` come from the path (the rest, from the API, are replaced when the
     /// pod's labels change).
     path_fields: usize,
@@ -202,7 +205,7 @@ impl Labels {
 
     /// The fields of an event of this file whose own field is `own`: the file's, then `own`,
     /// held once for all such events.
-    pub fn common(&mut self, own: Option<(FieldName, Bytes)>) -> Arc<CommonFields> {
+    pub fn common(&mut self, own: OwnField) -> Arc<CommonFields> {
         if let Some((_, common)) = self.commons.iter().find(|(o, _)| *o == own) {
             return common.clone();
         }

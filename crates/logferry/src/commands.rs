@@ -24,7 +24,7 @@ use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::format::format_event;
 use crate::sink::{client, endpoint};
 use crate::source::stats::{SourceKind, SourceStats};
-use crate::source::{self, SourceContext};
+use crate::source::{self, SinkInput, SourceContext};
 use tracing::Instrument;
 
 struct Report {
@@ -524,8 +524,9 @@ pub async fn tail(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
     let (mut g, mut s) = (String::new(), String::new());
     loop {
         tokio::select! {
-            chunk = rx.recv() => {
-                let Some(chunk) = chunk else { break };
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                let SinkInput::Events(chunk) = input else { continue };
                 for event in chunk {
                     let Some((_, format, group, stream)) = sinks.iter().find(|(inputs, ..)| inputs.iter().any(|i| **i == *event.source)) else { continue };
                     format_event(&event, *format, &mut text);

@@ -32,7 +32,7 @@ use crate::sink::dead_letter::DeadLetterFile;
 use crate::sink::stats::SinkStats;
 use crate::sink::{client, retry::LogLimiter, CloudWatchSink, Shared};
 use crate::source::stats::{SourceKind, SourceStats};
-use crate::source::{self, Chunk, SourceContext};
+use crate::source::{self, SinkInput, SourceContext};
 
 /// Channel capacity between sources and a sink, in chunks (of up to 1024 events).
 const SINK_CHANNEL_CHUNKS: usize = 8;
@@ -162,7 +162,7 @@ async fn run_pipeline(
     let sink_cancel = CancellationToken::new();
     let source_shutdown = CancellationToken::new();
     let mut sink_tasks = JoinSet::new();
-    let mut sink_inputs: Vec<(Vec<String>, mpsc::Sender<Chunk>)> = Vec::new();
+    let mut sink_inputs: Vec<(Vec<String>, mpsc::Sender<SinkInput>)> = Vec::new();
     let mut all_stats: Vec<(String, Arc<SinkStats>)> = Vec::new();
 
     for (name, sink) in &config.sinks {

@@ -1,6 +1,6 @@
 //! Faults CloudWatch inflicts that no other test injects, for real, through `cwl-proxy` in front
-//! of moto: a request CloudWatch stored whose answer never came back, and a connection that
-//! hangs. The proxy counts what it forwarded, what moto ingested and what it let logferry hear
+//! of moto: a request CloudWatch stored whose answer never came back, a connection that
+//! hangs, and a request refused for one event in it. The proxy counts what it forwarded, what moto ingested and what it let logferry hear
 //! of, so the books can be checked exactly, not only "nothing lost".
 
 mod support;
@@ -137,6 +137,71 @@ fn a_hung_connection_times_out_and_is_retried_without_loss() {
 }
 
 /// Sends `tag 000..n` and asserts exactly those arrive in the (possibly re-created) stream.
+#[test]
+fn a_request_refused_for_one_event_is_split_until_that_event_is_dead_lettered_alone() {
+    // CloudWatch refuses the whole request for one bad event; the sink cannot tell which, so it
+    // splits the request in halves (reading the events back out of the sent body) until the
+    // event stands alone. Every other line must arrive once, the bad one be dead-lettered once,
+    // with its text intact.
+    let (moto, proxy) = moto_behind_faulty_proxy(json!({
+        "operations": ["PutLogEvents"],
+        "error_code": "InvalidParameterException",
+        "error_message": "Log event is invalid (injected by cwl-proxy)",
+        "error_body_contains": "POISON",
+    }));
+    let port = free_port();
+    let (lf, metrics) = start_with_metrics(&config(port, &proxy.endpoint(), ""));
+    lf.wait_listening(1);
+    let n = 300;
+    let poison = 137;
+    let text = |i: usize| {
+        if i == poison {
+            format!("line {i:03} carries a POISON pill \"quoted\" \u{e9}t\u{e9}")
+        } else {
+            format!("line {i:03}")
+        }
+    };
+    let lines: String = (0..n)
+        .map(|i| format!("<14>1 - h a - - - {}\n", text(i)))
+        .collect();
+    tcp_send(port, lines.as_bytes());
+
+    let got = wait_events(&moto.endpoint(), GROUP, "s", n - 1, WAIT);
+    assert!(
+        wait_until(WAIT, || !dead_letters(&lf.data_dir(), "cw").is_empty()),
+        "nothing dead-lettered\n{}",
+        lf.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got_later = events(&moto.endpoint(), GROUP, "s");
+    assert_eq!(got_later.len(), got.len(), "more arrived after the split");
+    let counts = tally(&got_later);
+    assert_none_twice(&counts, "lines");
+    let expected: Vec<String> = (0..n).filter(|i| *i != poison).map(text).collect();
+    let mut arrived: Vec<&str> = counts.keys().copied().collect();
+    arrived.sort_unstable();
+    assert_eq!(arrived, expected, "every other line arrives once");
+
+    let dead = dead_letters(&lf.data_dir(), "cw");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the bad line alone is dead-lettered: {dead:?}"
+    );
+    assert_eq!(dead[0]["message"].as_str(), Some(text(poison).as_str()));
+    assert_eq!(
+        metric(&metrics, "logferry_sink_events_dead_lettered_total", &[]),
+        Some(1.0)
+    );
+    // The halving took a few refused requests, each counted by the proxy; none was forwarded.
+    let refused = faults_of(&proxy.stats().expect("proxy stats"), "aws_error");
+    assert!(
+        (2..=20).contains(&refused),
+        "{refused} requests refused: the split should take about log2(events) steps"
+    );
+    assert_no_violations(&proxy);
+}
+
 fn wave(port: u16, moto: &Moto, tag: &str, n: usize, lf: &Logferry) {
     let lines: String = (0..n).map(|i| format!("{tag} {i:03}\n")).collect();
     tcp_send(port, lines.as_bytes());

@@ -64,6 +64,7 @@ use crate::ack::AckStatus;
 use crate::config::CloudWatchSinkConfig;
 use crate::event::{now_ms, Event};
 use crate::format::format_event;
+use crate::source::SinkInput;
 use crate::template::Template;
 use batch::{split_oversize, Cut, Pending, StreamBatcher, MAX_MESSAGE_BYTES};
 use control::ControlPlane;
@@ -294,7 +295,7 @@ impl CloudWatchSink {
 
     /// Runs until every sender of `rx` is gone and everything is delivered, or until the
     /// cancel token fires after that (then what is left stays unacknowledged).
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<SinkInput>) {
         // Before the first event: sources are already re-reading past their saved positions.
         self.settle().await;
         let busy_every = (self.shared.config.batch_timeout / 4)
@@ -323,10 +324,9 @@ impl CloudWatchSink {
                         Err(e) => task_failed(e),
                     }
                 }
-                chunk = rx.recv(), if intake => match chunk {
-                    // A source read the end of a backlog (`SourceContext::caught_up`).
-                    Some(events) if events.is_empty() => self.make_all_ready(),
-                    Some(events) => self.ingest(events),
+                input = rx.recv(), if intake => match input {
+                    Some(SinkInput::CaughtUp) => self.make_all_ready(),
+                    Some(SinkInput::Events(events)) => self.ingest(events),
                     None => {
                         open = false;
                         self.make_all_ready();

@@ -41,13 +41,23 @@ pub type Chunk = Vec<Event>;
 /// Most events a source puts in one chunk.
 pub const CHUNK_EVENTS: usize = 1024;
 
+/// What a source sends a sink.
+#[derive(Debug)]
+pub enum SinkInput {
+    /// Events read (never empty).
+    Events(Chunk),
+    /// The source has just read the end of a backlog ([`SourceContext::caught_up`]): the
+    /// sink sends what it is building now instead of waiting `batch_timeout` for more.
+    CaughtUp,
+}
+
 /// What a source task is given.
 #[derive(Clone)]
 pub struct SourceContext {
     /// The source's name (its key in the config).
     pub name: Arc<str>,
     /// One sender per sink fed by this source.
-    pub outputs: Vec<mpsc::Sender<Chunk>>,
+    pub outputs: Vec<mpsc::Sender<SinkInput>>,
     /// Cancelled when the source must stop reading.
     pub shutdown: CancellationToken,
     /// The source's counters (for metrics).
@@ -84,14 +94,14 @@ impl SourceContext {
                     .map(|c| c.iter().map(fork_event).collect())
                     .unwrap_or_default()
             };
-            alive |= out.send(events).await.is_ok();
+            alive |= out.send(SinkInput::Events(events)).await.is_ok();
         }
         alive
     }
 }
 
 impl SourceContext {
-    /// Tells every sink that this source has just read the end of a backlog (an empty chunk):
+    /// Tells every sink that this source has just read the end of a backlog:
     /// nothing more of it is coming now, so the requests being built need not wait
     /// `batch_timeout` for more events (the last part of a backfill went a second late).
     /// Sent only after a backlog ([`CAUGHT_UP_AFTER`] events or more without reaching the end
@@ -100,7 +110,7 @@ impl SourceContext {
     pub async fn caught_up(&self) -> bool {
         let mut alive = false;
         for out in &self.outputs {
-            alive |= out.send(Vec::new()).await.is_ok();
+            alive |= out.send(SinkInput::CaughtUp).await.is_ok();
         }
         alive
     }

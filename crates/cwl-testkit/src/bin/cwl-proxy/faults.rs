@@ -87,6 +87,10 @@ pub(crate) struct Faults {
     pub(crate) error_count: Option<u64>,
     /// Only requests signed (SigV4 `Credential=`) with this access key id get `error_code`.
     pub(crate) error_access_key_id: Option<String>,
+    /// Only requests whose body contains this text get `error_code`: CloudWatch refusing a
+    /// request for one event in it (`InvalidParameterException`), which the sender must find
+    /// by splitting the request until the event stands alone.
+    pub(crate) error_body_contains: Option<String>,
     /// A PutLogEvents that carries an entity and that moto accepts is answered with
     /// `rejectedEntityInfo` of this error type (e.g. `InvalidAttributes`), as CloudWatch
     /// answers an entity it refuses while it keeps the events.
@@ -113,6 +117,7 @@ impl Default for Faults {
             error_message: None,
             error_count: None,
             error_access_key_id: None,
+            error_body_contains: None,
             reject_entity: None,
         }
     }

@@ -262,13 +262,20 @@ enum Action {
 }
 
 /// The chosen AWS error for this request, if `error_code` applies to it (and counts it).
-fn aws_error_fault(inner: &mut Inner, key_id: Option<&str>) -> Option<Action> {
+fn aws_error_fault(inner: &mut Inner, key_id: Option<&str>, body: &[u8]) -> Option<Action> {
     let f = &inner.faults;
     let code = f.error_code.clone()?;
     if f.error_access_key_id
         .as_deref()
         .is_some_and(|k| Some(k) != key_id)
     {
+        return None;
+    }
+    if f.error_body_contains.as_deref().is_some_and(|text| {
+        !body
+            .windows(text.len().max(1))
+            .any(|w| w == text.as_bytes())
+    }) {
         return None;
     }
     match &mut inner.errors_left {
@@ -283,7 +290,12 @@ fn aws_error_fault(inner: &mut Inner, key_id: Option<&str>) -> Option<Action> {
     Some(Action::AwsError(code, message))
 }
 
-fn decide(inner: &mut Inner, op: &str, key_id: Option<&str>) -> (Action, Option<&'static str>) {
+fn decide(
+    inner: &mut Inner,
+    op: &str,
+    key_id: Option<&str>,
+    body: &[u8],
+) -> (Action, Option<&'static str>) {
     let f = &inner.faults;
     if f.outage {
         return (Action::Outage(f.outage_mode, f.hang_ms), Some("outage"));
@@ -318,7 +330,7 @@ fn decide(inner: &mut Inner, op: &str, key_id: Option<&str>) -> (Action, Option<
         0 => f.latency_ms,
         jitter => f.latency_ms + inner.rng.next_u64() % (jitter + 1),
     };
-    if let Some(action) = aws_error_fault(inner, key_id) {
+    if let Some(action) = aws_error_fault(inner, key_id, body) {
         return (action, Some("aws_error"));
     }
     let kind = match inner.script.pop_front() {
@@ -599,7 +611,7 @@ async fn handle(
                 s.records_dropped += 1;
             }
         }
-        let (action, fault) = decide(inner, &op, signing_key_id(&parts.headers));
+        let (action, fault) = decide(inner, &op, signing_key_id(&parts.headers), &body);
         if let Some(f) = fault {
             *inner.stats.faults.entry(f).or_default() += 1;
         }

@@ -460,7 +460,9 @@ impl CloudWatchSink {
         if part.origin != 0 && !self.skip.is_empty() && self.skip.remove(&part.origin) {
             let stats = &self.shared.stats;
             stats.events_delivered.fetch_add(1, Ordering::Relaxed);
-            stats.events_skipped_delivered.fetch_add(1, Ordering::Relaxed);
+            stats
+                .events_skipped_delivered
+                .fetch_add(1, Ordering::Relaxed);
             part.ack.resolve(AckStatus::Delivered);
             return;
         }

@@ -426,7 +426,11 @@ mod tests {
             framing: Framing::NewlineDelimited,
         };
         let long_peer = Bytes::from(vec![b'p'; 70_000]);
-        for peer in [None, Some(Bytes::from_static(b"[::1]:514")), Some(long_peer)] {
+        for peer in [
+            None,
+            Some(Bytes::from_static(b"[::1]:514")),
+            Some(long_peer),
+        ] {
             let mut buf = BytesMut::new();
             encode(&frame, peer.as_ref(), 7, &mut buf);
             assert_eq!(buf.len(), record_len(&frame, peer.as_ref()));

@@ -23,7 +23,7 @@ log_stream = "{stream}"
 format = "{fmt}"
 region = "us-east-1"
 endpoint = "{endpoint}"
-'''
+''' + os.environ.get("LOGFERRY_BENCH_SINK_EXTRA", "").replace(";", "\n") + "\n"
 
 
 def free_port():

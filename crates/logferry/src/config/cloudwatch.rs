@@ -66,6 +66,9 @@ pub struct CloudWatchSinkConfig {
     pub max_in_flight: usize,
     /// Requests in flight for one stream.
     pub stream_concurrency: usize,
+    /// Bytes the sink may hold (requests being built, ready and in flight; messages + 26
+    /// each) before its sources wait ([`crate::sink`]'s "Backpressure").
+    pub max_held_bytes: usize,
     /// Time allowed for one PutLogEvents attempt.
     pub request_timeout: Duration,
     /// Upper bound of the retry backoff.
@@ -202,6 +205,7 @@ pub(super) struct RawCloudWatch {
     max_batch_bytes: Option<usize>,
     max_in_flight: Option<usize>,
     stream_concurrency: Option<usize>,
+    max_held_bytes: Option<usize>,
     #[serde(default, deserialize_with = "de_duration_opt")]
     request_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration_opt")]
@@ -404,6 +408,12 @@ pub(super) fn cloudwatch_config(
         4,
         1..=64,
     );
+    let max_held_bytes = ctx.in_range(
+        &["sinks", name, "max_held_bytes"],
+        raw.max_held_bytes,
+        crate::sink::MAX_HELD_BYTES,
+        1_048_576..=1 << 30,
+    );
     if let Some(ep) = &raw.endpoint {
         if !(ep.starts_with("http://") || ep.starts_with("https://")) {
             err(
@@ -441,6 +451,7 @@ pub(super) fn cloudwatch_config(
         max_batch_bytes,
         max_in_flight,
         stream_concurrency,
+        max_held_bytes,
         request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(30)),
         max_backoff: raw.max_backoff.unwrap_or(Duration::from_secs(30)),
         dead_letter_path: raw

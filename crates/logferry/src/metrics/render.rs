@@ -355,7 +355,7 @@ fn spools(x: &mut Exposition, sources: &[SourceEntry], now: i64) {
 
 /// Every sink's books, requests, dead letters and PutLogEvents latency.
 fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
-    let counters: [(&'static str, &'static str, SinkCounter); 16] = [
+    let counters: [(&'static str, &'static str, SinkCounter); 18] = [
         (
             "logferry_sink_events_received_total",
             "Events a sink took in.",
@@ -378,7 +378,7 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
         ),
         (
             "logferry_sink_budget_flushes_total",
-            "Requests sent before they were full because all streams' requests being built held 16 MiB together.",
+            "Requests sent before they were full because the sink held max_held_bytes, most of it in requests being built.",
             |s| &s.budget_flushes,
         ),
         (
@@ -435,6 +435,16 @@ fn sinks(x: &mut Exposition, sinks: &[(String, std::sync::Arc<SinkStats>)]) {
             "logferry_sink_requests_in_flight",
             "PutLogEvents requests in flight.",
             |s| &s.in_flight,
+        ),
+        (
+            "logferry_sink_held_bytes",
+            "Bytes the sink holds (messages + 26 each) in requests being built, ready and in flight; sources wait past max_held_bytes.",
+            |s| &s.held_bytes,
+        ),
+        (
+            "logferry_sink_held_bytes_peak",
+            "The most bytes the sink has held since start.",
+            |s| &s.held_bytes_peak,
         ),
     ];
     for (name, help, get) in counters {

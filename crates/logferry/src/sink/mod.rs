@@ -29,13 +29,16 @@
 //! millisecond, one request per round trip (150,000 events/s for a journal backfill); the
 //! batcher keeps that millisecond's events back for the next request, so they do not.
 //!
-//! Backpressure: at most `stream_concurrency` requests per stream and `max_in_flight` overall
-//! are in flight, and what the sink holds unsent is capped ([`BUILDING_BUDGET`]): past the cap
-//! the fullest request being built is made ready at once and intake stops until the held bytes
-//! drop, so the channel fills and sources stop reading. Intake also stops while more than a few
-//! full requests wait to go ([`READY_BUDGET`]): more would only wait in memory. Per-stream
-//! state is dropped once a stream has been idle for a while, so memory does not grow with the
-//! number of streams ever seen (a Vector bug with per-pod streams).
+//! Backpressure: one budget, `max_held_bytes` ([`MAX_HELD_BYTES`] by default), bounds every
+//! byte of text the sink holds, across all streams: requests being built, ready, and in flight
+//! (a request's bytes stay counted until its answer). Past it, intake stops in the middle of
+//! a chunk, so the channel fills and sources stop reading; the budget is exceeded by one event
+//! at most. When requests being built hold most of it, the fullest is made ready at once;
+//! when ready and in-flight ones do, the sink waits for answers instead (cutting builders
+//! then would only make the next requests tiny). At most `stream_concurrency` requests per
+//! stream and `max_in_flight` overall are in flight. Per-stream state is dropped once a stream
+//! has been idle for a while, so memory does not grow with the number of streams ever seen
+//! (a Vector bug with per-pod streams).
 
 pub mod batch;
 pub mod client;
@@ -82,16 +85,16 @@ const STREAM_IDLE: Duration = Duration::from_secs(300);
 /// How often an idle sink looks for streams unused for [`STREAM_IDLE`] (and the end of
 /// [`SKIP_FOR`]); both are minutes, so this need not be sooner.
 const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(10);
-/// Bytes the sink may hold unsent (being built or waiting for budget) before it stops taking
-/// events and makes the fullest request ready.
-pub const BUILDING_BUDGET: usize = 16 << 20;
-/// Bytes of requests ready to go (full, or sent back) past which the sink takes no more
-/// events. A stream has at most `stream_concurrency` requests in flight, and one whose
-/// timestamps overlap an in-flight one's waits for its answer, so full requests queued beyond
-/// a few only hold memory: a one-stream syslog backlog kept [`BUILDING_BUDGET`] of them, a
-/// third of the process's peak. Past this the input waits upstream instead, in the spool or
-/// in the client's TCP buffers.
-pub const READY_BUDGET: usize = 2 << 20;
+/// The default `max_held_bytes`: text (messages + 26 bytes each) the sink holds in requests
+/// being built, ready and in flight, across all streams, before its sources wait.
+///
+/// Separate caps per stage (16 MiB being built, 2 MiB ready, in flight uncapped) let the
+/// sink be most of the process's peak: up to 72 MiB of heap with a hundred container
+/// streams. What the budget must allow: a full request (1 MiB) in flight while the next one
+/// fills, and enough bytes in flight to cover the round trip; see ARCHITECTURE.md's
+/// performance notes for what was measured. Past it the input waits upstream, in files, the
+/// journal, the spool or the client's TCP buffers.
+pub const MAX_HELD_BYTES: usize = 2 << 20;
 
 /// What request tasks share.
 pub struct Shared {
@@ -152,11 +155,12 @@ struct StreamState {
     last_used: Instant,
 }
 
-/// A request in flight: its number and the timestamps its events cover.
+/// A request in flight: its number, the timestamps its events cover and the bytes it holds.
 struct Flying {
     seq: u64,
     first: i64,
     last: i64,
+    bytes: usize,
 }
 
 /// Whether a request covering `span` shares a timestamp range with one in flight, and so must
@@ -199,10 +203,10 @@ pub struct CloudWatchSink {
     stream_buf: String,
     text_buf: String,
     rejected: Vec<(Pending, Reason)>,
-    /// Bytes held unsent: being built or ready.
+    /// The rest of a chunk taken in while the budget was full: taken in first once it is not.
+    unread: std::vec::IntoIter<Event>,
+    /// Bytes held: being built, ready or in flight (see "Backpressure" above).
     held_bytes: usize,
-    /// The part of `held_bytes` in ready requests.
-    ready_bytes: usize,
     /// When the sink began waiting for budget with a request ready, if it is.
     waiting_since: Option<Instant>,
     /// When each in-flight request's oldest event was taken in, by request number.
@@ -259,8 +263,8 @@ impl CloudWatchSink {
             stream_buf: String::new(),
             text_buf: String::new(),
             rejected: Vec::new(),
+            unread: Vec::new().into_iter(),
             held_bytes: 0,
-            ready_bytes: 0,
             waiting_since: None,
             in_flight_opened: BTreeMap::new(),
             request_seq: 0,
@@ -303,13 +307,17 @@ impl CloudWatchSink {
         let mut last_housekeeping = Instant::now();
         let mut open = true;
         let cancel = self.shared.cancel.clone();
+        let budget = self.shared.config.max_held_bytes;
         loop {
+            if !self.unread.as_slice().is_empty() && self.held_bytes < budget {
+                self.take_in();
+            }
+            self.note_held();
             let wake = self.send_what_may_go();
             if !open && self.is_idle() {
                 break;
             }
-            let intake =
-                open && self.held_bytes <= BUILDING_BUDGET && self.ready_bytes <= READY_BUDGET;
+            let intake = open && self.unread.as_slice().is_empty() && self.held_bytes < budget;
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
             let housekeeping_at = self
                 .housekeeping_every(busy_every)
@@ -359,7 +367,8 @@ impl CloudWatchSink {
     }
 
     fn is_idle(&self) -> bool {
-        self.tasks.is_empty()
+        self.unread.as_slice().is_empty()
+            && self.tasks.is_empty()
             && self.control.is_idle()
             && self
                 .streams
@@ -368,20 +377,31 @@ impl CloudWatchSink {
     }
 
     fn ingest(&mut self, events: Vec<Event>) {
-        let stats = self.shared.stats.clone();
-        stats
+        self.shared
+            .stats
             .events_received
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.unread = events.into_iter();
+        self.take_in();
+    }
+
+    /// Takes in events of the last chunk until they are all in or the budget is full.
+    fn take_in(&mut self) {
+        let stats = self.shared.stats.clone();
         let now = now_ms();
         let taken_in = Instant::now();
         let format = self.shared.config.format;
+        let budget = self.shared.config.max_held_bytes;
         // With fixed group and stream names and no entity, every event goes to one stream:
-        // routed once per chunk rather than once per event.
+        // routed once per call rather than once per event.
         let one_route = self.group.as_static().is_some()
             && self.stream.as_static().is_some()
             && self.entities.is_none();
         let mut routed = false;
-        for event in events {
+        while self.held_bytes < budget {
+            let Some(event) = self.unread.next() else {
+                break;
+            };
             // Formatted into a reused buffer and copied out at its exact size: the message is
             // held until its request is encoded, and `format_event`'s headroom (64 bytes a line)
             // was a third of that.
@@ -447,10 +467,18 @@ impl CloudWatchSink {
             // they go, and cutting a builder would only make the next request tiny (at the
             // cap, each new chunk became a request of its own: 34 events a request, 27,000
             // events/s on one syslog stream).
-            if self.held_bytes > BUILDING_BUDGET && self.building_bytes() > BUILDING_BUDGET / 2 {
+            if self.held_bytes >= budget && self.building_bytes() > budget / 2 {
                 self.make_fullest_ready();
             }
         }
+    }
+
+    /// Publishes the held bytes and their peak.
+    fn note_held(&self) {
+        let stats = &self.shared.stats;
+        let held = self.held_bytes as u64;
+        stats.held_bytes.store(held, Ordering::Relaxed);
+        stats.held_bytes_peak.fetch_max(held, Ordering::Relaxed);
     }
 
     /// Takes one event (or part of a split one) into stream `key`'s requests: acknowledged
@@ -478,9 +506,7 @@ impl CloudWatchSink {
         self.held_bytes = self.held_bytes - before + state.building.bytes();
         if let Some(cut) = cut {
             // Still held, now as a ready request.
-            let bytes = cut_bytes(&cut);
-            self.held_bytes += bytes;
-            self.ready_bytes += bytes;
+            self.held_bytes += cut_bytes(&cut);
             state.ready.push_back(into_request(cut));
         }
     }
@@ -555,7 +581,7 @@ impl CloudWatchSink {
         self.streams.values().map(|s| s.building.bytes()).sum()
     }
 
-    /// Makes the fullest request being built ready at once, to keep [`BUILDING_BUDGET`].
+    /// Makes the fullest request being built ready at once, to keep within the budget.
     fn make_fullest_ready(&mut self) {
         let fullest = self
             .streams
@@ -570,7 +596,6 @@ impl CloudWatchSink {
                     .stats
                     .budget_flushes
                     .fetch_add(1, Ordering::Relaxed);
-                self.ready_bytes += cut_bytes(&cut);
                 state.ready.push_back(into_request(cut));
             }
         }
@@ -581,7 +606,6 @@ impl CloudWatchSink {
     fn make_all_ready(&mut self) {
         for state in self.streams.values_mut() {
             for cut in state.building.take_all() {
-                self.ready_bytes += cut_bytes(&cut);
                 state.ready.push_back(into_request(cut));
             }
         }
@@ -633,9 +657,7 @@ impl CloudWatchSink {
                 break;
             };
             let req = match source {
-                Source::Ready => state.ready.pop_front().inspect(|r| {
-                    self.ready_bytes = self.ready_bytes.saturating_sub(r.bytes);
-                }),
+                Source::Ready => state.ready.pop_front(),
                 Source::Building(i) => state.building.take(i).map(into_request),
             };
             let Some(mut req) = req else { break };
@@ -645,12 +667,17 @@ impl CloudWatchSink {
                         Some(l.sent(&state.group, &state.stream, &req.events, now_ms()));
                 }
             }
-            self.held_bytes = self.held_bytes.saturating_sub(req.bytes);
+            // Still held (in flight) until its answer.
             self.puts_in_flight += 1;
             self.request_seq += 1;
             let seq = self.request_seq;
             let (first, last) = req.span().unwrap_or((i64::MIN, i64::MAX));
-            state.in_flight.push(Flying { seq, first, last });
+            state.in_flight.push(Flying {
+                seq,
+                first,
+                last,
+                bytes: req.bytes,
+            });
             self.in_flight_opened.insert(seq, req.opened);
             let (shared, group, stream, entity) = (
                 self.shared.clone(),
@@ -775,10 +802,13 @@ impl CloudWatchSink {
         let Some(state) = self.streams.get_mut(&key) else {
             return;
         };
-        state.in_flight.retain(|f| f.seq != seq);
-        let mut back = |req: Request, (held, ready): (&mut usize, &mut usize)| {
+        if let Some(i) = state.in_flight.iter().position(|f| f.seq == seq) {
+            let flying = state.in_flight.swap_remove(i);
+            self.held_bytes -= flying.bytes;
+        }
+        // A request sent back is held again, as ready.
+        let mut back = |req: Request, held: &mut usize| {
             *held += req.bytes;
-            *ready += req.bytes;
             state.ready.push_front(req);
         };
         match answer {
@@ -788,12 +818,10 @@ impl CloudWatchSink {
                 }
             }
             Answer::Cancelled => {}
-            Answer::Throttled(req) | Answer::Retry(req) => {
-                back(req, (&mut self.held_bytes, &mut self.ready_bytes))
-            }
+            Answer::Throttled(req) | Answer::Retry(req) => back(req, &mut self.held_bytes),
             Answer::Split(first, second) => {
-                back(second, (&mut self.held_bytes, &mut self.ready_bytes));
-                back(first, (&mut self.held_bytes, &mut self.ready_bytes));
+                back(second, &mut self.held_bytes);
+                back(first, &mut self.held_bytes);
             }
             Answer::NotFound { mut req, group } => {
                 if !self.shared.config.create_missing_stream {
@@ -825,7 +853,7 @@ impl CloudWatchSink {
                         group,
                     );
                 }
-                back(req, (&mut self.held_bytes, &mut self.ready_bytes));
+                back(req, &mut self.held_bytes);
             }
         }
     }

@@ -33,8 +33,8 @@ pub struct SinkStats {
     pub dropped_empty: AtomicU64,
     /// Extra events created by splitting oversize messages into parts.
     pub split_parts: AtomicU64,
-    /// Requests sent before they were full because all streams' builders together held
-    /// `BUILDING_BUDGET`.
+    /// Requests sent before they were full because the sink's held bytes reached
+    /// `max_held_bytes` with most of them in requests being built.
     pub budget_flushes: AtomicU64,
     /// PutLogEvents requests sent (attempts).
     pub requests: AtomicU64,
@@ -88,6 +88,10 @@ pub struct SinkStats {
     pub streams_created: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
+    /// Bytes the sink holds now (messages + 26 each): being built, ready and in flight.
+    pub held_bytes: AtomicU64,
+    /// The most `held_bytes` has been since start.
+    pub held_bytes_peak: AtomicU64,
     /// Age of the oldest event the sink holds, in ms (0 when none), refreshed every tick.
     pub oldest_held_age_ms: AtomicU64,
     /// When CloudWatch last accepted a request (Unix ms; 0 = never).

@@ -77,11 +77,16 @@ class FakeCloudWatch:
         raise RuntimeError("fake-cloudwatch /stats unreachable")
 
     def wait_events(self, total, timeout=600):
-        """Polls until the endpoint has counted `total` events (or `timeout` s): the count."""
+        """Polls until the endpoint has counted `total` events (or `timeout` s): the count.
+        `first` is then (time.monotonic(), events) of the first poll that counted some, to tell
+        the start (config, TLS, stream creation) from the rate after it."""
         deadline = time.monotonic() + timeout
         events = 0
+        self.first = None
         while time.monotonic() < deadline:
             events = self.stats()["events"]
+            if self.first is None and events > 0:
+                self.first = (time.monotonic(), events)
             if events >= total:
                 break
             time.sleep(0.02)

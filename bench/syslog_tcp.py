@@ -7,7 +7,12 @@ seconds (utime+stime from /proc) and peak RSS (VmHWM), plus a reference run in t
 invocation (the same bytes through `ncat` into `ncat -l > /dev/null`) and the ratio, because
 these machines are noisy and absolute figures alone mislead.
 
-Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool]
+`--stream-exists`: the endpoint treats the log group and stream as existing (a restarted node's
+stream), so the run measures the data path; without it the first request waits for
+CreateLogGroup/CreateLogStream at the control plane's fleet-safe pace (ARCHITECTURE.md, "Pacing
+at start"). `first_event_s` and `steady_events_per_s` tell that start from the rate after it.
+
+Usage: bench/syslog_tcp.py [--lines N] [--target-dir DIR] [--spool] [--stream-exists]
 """
 import argparse
 import datetime, json, os, socket, subprocess, sys, time
@@ -48,12 +53,14 @@ def main():
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/var/tmp/logferry-target"))
     ap.add_argument("--spool", action="store_true", help="put the syslog source behind the disk spool")
+    ap.add_argument("--stream-exists", action="store_true",
+                    help="the group and stream exist already (a restarted node's): no creates")
     args = ap.parse_args()
     rel = os.path.join(args.target_dir, "release")
     tmp = scratch_dir("lf-bench-")
     data = os.path.join(tmp, "lines.txt")
     make_lines(data, args.lines)
-    fake = FakeCloudWatch(rel, tmp)
+    fake = FakeCloudWatch(rel, tmp, auto_create=args.stream_exists)
     fake_stats = fake.stats
     addr = fake.endpoint
 
@@ -81,6 +88,7 @@ address = "tcp://127.0.0.1:{sport}"{spool}
     t_sent = time.monotonic() - t0
     events = fake.wait_events(args.lines)
     elapsed = time.monotonic() - t0
+    first = (fake.first[0] - t0, fake.first[1]) if fake.first else None
     cpu = proc_cpu(lf.pid) - cpu0
     hwm = proc_hwm_kib(lf.pid)
     lf.terminate(); lf.wait(timeout=60)
@@ -91,9 +99,12 @@ address = "tcp://127.0.0.1:{sport}"{spool}
     result = {
         "lines": args.lines, "delivered": events, "delivered_at_exit": st.get("events"), "violations": st.get("violations"),
         "requests": st.get("requests"), "seconds": round(elapsed, 3), "send_seconds": round(t_sent, 3),
-        "events_per_s": round(rate), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(hwm / 1024, 1),
+        "events_per_s": round(rate),
+        # Until the first accepted request (config, TLS, stream creation), and the rate after.
+        "first_event_s": round(first[0], 3) if first else None,
+        "steady_events_per_s": round((events - first[1]) / (elapsed - first[0])) if first and elapsed > first[0] else None, "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(hwm / 1024, 1),
         "reference_ncat_lines_per_s": round(ref), "ratio_vs_reference": round(rate / ref, 3),
-        "spool": args.spool,
+        "spool": args.spool, "stream_exists": args.stream_exists,
     }
     print(json.dumps(result, indent=1))
     # Exactly once: counted after logferry's shutdown flush, so a duplicate cannot hide a loss.

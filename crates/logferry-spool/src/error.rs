@@ -32,6 +32,10 @@ pub enum SpoolError {
     /// A batch larger than `max_bytes` can never be appended.
     #[error("batch of {len} bytes can never fit in a spool bounded to {max} bytes")]
     BatchTooLarge { len: u64, max: u64 },
+    /// A [`crate::Payloads`] wrote other lengths than it announced: a bug in
+    /// the caller. Nothing was appended.
+    #[error("a payload announced {announced} bytes and wrote {written}")]
+    PayloadLengths { announced: usize, written: usize },
     /// The configuration cannot work, whatever the caller waits for: fix it. (`segment_bytes`
     /// above half of `max_bytes`: the active segment is never deleted, so a spool whose
     /// active segment fills most of the bound could stay full for good with every record

@@ -153,7 +153,7 @@ use crate::acks::AckSet;
 use crate::checkpoint::{background_loop, Background};
 pub use crate::error::{RecoveryEvent, SpoolError};
 use crate::format::{
-    encode_checkpoint, parse_record, put_record, segment_file_name, Parsed, CHECKPOINT_FILE,
+    encode_checkpoint, encode_header, parse_record, segment_file_name, Parsed, CHECKPOINT_FILE,
     HEADER_LEN, LOCK_FILE,
 };
 use crate::recovery::{fsync_dir, push_time_mark, SegMeta};
@@ -234,6 +234,32 @@ pub struct Record {
     /// Wall-clock append time, milliseconds since the Unix epoch.
     pub appended_ms: u64,
     pub payload: Bytes,
+}
+
+/// A batch of payloads that writes each payload straight into the spool's write buffer
+/// ([`Spool::append_payloads`]), for a caller whose records are made of parts: building
+/// each as a buffer of its own first cost an allocation and a copy per record.
+pub trait Payloads {
+    /// How many payloads.
+    fn count(&self) -> usize;
+    /// The length of payload `i`: exactly what [`Payloads::write`] writes.
+    fn len(&self, i: usize) -> usize;
+    /// Appends payload `i` to `out`.
+    fn write(&self, i: usize, out: &mut BytesMut);
+}
+
+impl<B: AsRef<[u8]>> Payloads for [B] {
+    fn count(&self) -> usize {
+        <[B]>::len(self)
+    }
+
+    fn len(&self, i: usize) -> usize {
+        self[i].as_ref().len()
+    }
+
+    fn write(&self, i: usize, out: &mut BytesMut) {
+        out.extend_from_slice(self[i].as_ref());
+    }
 }
 
 /// Result of a successful append: the batch got ids
@@ -541,11 +567,22 @@ impl Spool {
         &self,
         payloads: &[B],
     ) -> Result<AppendOutcome, SpoolError> {
+        self.append_payloads(payloads)
+    }
+
+    /// Appends a batch whose payloads write themselves into the write buffer
+    /// ([`Payloads`]): like [`Spool::append_batch`], without a buffer per
+    /// payload built first and copied.
+    pub fn append_payloads<P: Payloads + ?Sized>(
+        &self,
+        payloads: &P,
+    ) -> Result<AppendOutcome, SpoolError> {
         let inner = &*self.inner;
         let max_rec = inner.cfg.max_record_bytes;
+        let n = payloads.count();
         let mut total: u64 = 0;
-        for p in payloads {
-            let len = p.as_ref().len();
+        for i in 0..n {
+            let len = payloads.len(i);
             if len > max_rec as usize {
                 return Err(SpoolError::RecordTooLarge { len, max: max_rec });
             }
@@ -555,7 +592,7 @@ impl Spool {
         if let Some(p) = &w.poisoned {
             return Err(SpoolError::Poisoned(p.clone()));
         }
-        if payloads.is_empty() {
+        if n == 0 {
             return Ok(AppendOutcome {
                 first_id: w.next_id,
                 ..AppendOutcome::default()
@@ -576,12 +613,26 @@ impl Spool {
             inner.rotate(&mut w)?;
         }
         let first_id = w.next_id;
-        let n = payloads.len() as u64;
         let ts = now_ms();
         let mut buf = BytesMut::with_capacity(total as usize);
-        for (i, p) in payloads.iter().enumerate() {
-            put_record(&mut buf, first_id + i as u64, ts, p.as_ref());
+        for i in 0..n {
+            // The header goes in front of the payload once the payload is there to checksum.
+            let start = buf.len();
+            buf.resize(start + HEADER_LEN, 0);
+            payloads.write(i, &mut buf);
+            let payload = &buf[start + HEADER_LEN..];
+            if payload.len() != payloads.len(i) {
+                // Room was made for the announced lengths, and the memory tail is cut by
+                // them: nothing of such a batch is written.
+                return Err(SpoolError::PayloadLengths {
+                    announced: payloads.len(i),
+                    written: payload.len(),
+                });
+            }
+            let header = encode_header(first_id + i as u64, ts, payload);
+            buf[start..start + HEADER_LEN].copy_from_slice(&header);
         }
+        let n = n as u64;
         let buf = buf.freeze();
         let mut retried = false;
         loop {
@@ -634,8 +685,8 @@ impl Spool {
             let cap = inner.cfg.memory_tail_bytes;
             if cap > 0 {
                 let mut off = 0usize;
-                for (i, p) in payloads.iter().enumerate() {
-                    let len = p.as_ref().len();
+                for i in 0..n as usize {
+                    let len = payloads.len(i);
                     st.mem.push_back(MemRec {
                         id: first_id + i as u64,
                         appended_ms: ts,
@@ -657,7 +708,7 @@ impl Spool {
         }
         Ok(AppendOutcome {
             first_id,
-            count: payloads.len(),
+            count: n as usize,
             dropped_records,
             dropped_bytes,
         })

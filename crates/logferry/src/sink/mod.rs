@@ -419,6 +419,12 @@ impl CloudWatchSink {
         let taken_in = Instant::now();
         let format = self.shared.config.format;
         let budget = self.shared.config.max_held_bytes;
+        // With fixed group and stream names and no entity, every event goes to one stream:
+        // routed once per call rather than once per event.
+        let one_route = self.group.as_static().is_some()
+            && self.stream.as_static().is_some()
+            && self.entities.is_none();
+        let mut routed = false;
         while self.held_bytes < budget {
             let Some(event) = self.unread.next() else {
                 break;
@@ -438,7 +444,10 @@ impl CloudWatchSink {
                 event.ack.resolve(AckStatus::DeadLettered);
                 continue;
             }
-            self.route(&event, taken_in);
+            if !(one_route && routed) {
+                self.route(&event, taken_in);
+                routed = true;
+            }
             // Borrowed out of `key_buf` (and put back) so no event allocates its key.
             let key = std::mem::take(&mut self.key_buf);
             let ts = event.timestamp_ms;
@@ -450,45 +459,36 @@ impl CloudWatchSink {
                 None
             };
             let origin = event.origin;
-            let mut parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
-            if let [whole] = &mut parts[..] {
-                whole.known = known;
-            }
-            if parts.len() > 1 {
+            if text.len() <= MAX_MESSAGE_BYTES {
+                let part = Pending {
+                    timestamp_ms: ts,
+                    message: text,
+                    ack: event.ack,
+                    origin,
+                    known,
+                };
+                self.take_part(&key, part, reject);
+            } else {
+                let parts = split_oversize(ts, text, event.ack, MAX_MESSAGE_BYTES);
                 stats
                     .split_parts
                     .fetch_add(parts.len() as u64 - 1, Ordering::Relaxed);
-            }
-            if origin != 0 {
-                for (i, p) in parts.iter_mut().enumerate() {
-                    p.origin = if i == 0 {
-                        origin
-                    } else {
-                        crate::event::origin(&[&origin.to_le_bytes(), &(i as u64).to_le_bytes()])
-                    };
-                }
-            }
-            if !self.skip.is_empty() {
-                parts = self.skip_delivered(parts);
-                if parts.is_empty() {
-                    self.key_buf = key;
-                    continue;
-                }
-            }
-            if let Some(reason) = reject {
-                self.rejected.extend(parts.into_iter().map(|p| (p, reason)));
-                self.flush_rejected(&key);
-            } else if let Some(state) = self.streams.get_mut(&key) {
-                for part in parts {
-                    let before = state.building.bytes();
-                    let cut = state.building.push(part);
-                    self.held_bytes = self.held_bytes - before + state.building.bytes();
-                    if let Some(cut) = cut {
-                        // Still held, now as a ready request.
-                        self.held_bytes += cut_bytes(&cut);
-                        state.ready.push_back(into_request(cut));
+                for (i, mut part) in parts.into_iter().enumerate() {
+                    if origin != 0 {
+                        part.origin = if i == 0 {
+                            origin
+                        } else {
+                            crate::event::origin(&[
+                                &origin.to_le_bytes(),
+                                &(i as u64).to_le_bytes(),
+                            ])
+                        };
                     }
+                    self.take_part(&key, part, reject);
                 }
+            }
+            if reject.is_some() {
+                self.flush_rejected(&key);
             }
             self.key_buf = key;
             // Only when builders hold most of it: when ready requests do, they free it as
@@ -509,27 +509,34 @@ impl CloudWatchSink {
         stats.held_bytes_peak.fetch_max(held, Ordering::Relaxed);
     }
 
-    /// Acknowledges, without sending, the parts whose origin is known to be in CloudWatch
-    /// ([`settle`]); returns the others.
-    fn skip_delivered(&mut self, parts: Vec<Pending>) -> Vec<Pending> {
-        let mut kept = Vec::with_capacity(parts.len());
-        let mut skipped = 0u64;
-        for p in parts {
-            if p.origin != 0 && self.skip.remove(&p.origin) {
-                skipped += 1;
-                p.ack.resolve(AckStatus::Delivered);
-            } else {
-                kept.push(p);
-            }
-        }
-        if skipped > 0 {
+    /// Takes one event (or part of a split one) into stream `key`'s requests: acknowledged
+    /// without sending if its origin is known to be in CloudWatch ([`settle`]), set aside for
+    /// the dead-letter file if `reject` says so.
+    fn take_part(&mut self, key: &str, part: Pending, reject: Option<Reason>) {
+        if part.origin != 0 && !self.skip.is_empty() && self.skip.remove(&part.origin) {
             let stats = &self.shared.stats;
-            stats.events_delivered.fetch_add(skipped, Ordering::Relaxed);
+            stats.events_delivered.fetch_add(1, Ordering::Relaxed);
             stats
                 .events_skipped_delivered
-                .fetch_add(skipped, Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
+            part.ack.resolve(AckStatus::Delivered);
+            return;
         }
-        kept
+        if let Some(reason) = reject {
+            self.rejected.push((part, reason));
+            return;
+        }
+        let Some(state) = self.streams.get_mut(key) else {
+            return;
+        };
+        let before = state.building.bytes();
+        let cut = state.building.push(part);
+        self.held_bytes = self.held_bytes - before + state.building.bytes();
+        if let Some(cut) = cut {
+            // Still held, now as a ready request.
+            self.held_bytes += cut_bytes(&cut);
+            state.ready.push_back(into_request(cut));
+        }
     }
 
     /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.

@@ -27,7 +27,7 @@ use stats::SourceKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use logferry_syslog::{Frame, Message, ParseOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -146,7 +146,7 @@ pub fn syslog_event(
     opts: &ParseOptions,
     ack: Ack,
 ) -> Event {
-    let data = frame.data;
+    let mut data = frame.data;
     let msg: Message<'_> = logferry_syslog::parse(&data, opts);
     let slice = |s: &[u8]| -> Bytes {
         if s.is_empty() {
@@ -172,7 +172,19 @@ pub fn syslog_event(
     let timestamp_ms = msg.timestamp_unix_ms.unwrap_or(opts.now_unix_ms);
     let priority = msg.priority;
     // For unrecognised frames the codec returns the whole frame (less a valid PRI) as message.
-    let message = slice(msg.message);
+    // The message is the frame cut down to it (no reference count taken and dropped).
+    let message_at = (!msg.message.is_empty()).then(|| {
+        let start = msg.message.as_ptr() as usize - data.as_ptr() as usize;
+        (start, start + msg.message.len())
+    });
+    let message = match message_at {
+        Some((start, end)) => {
+            data.truncate(end);
+            data.advance(start);
+            data
+        }
+        None => Bytes::new(),
+    };
     Event {
         timestamp_ms,
         message,

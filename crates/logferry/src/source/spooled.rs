@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use logferry_spool::{FsyncPolicy, FullPolicy, Spool, SpoolConfig, SpoolError};
 use logferry_syslog::{Frame, Framing, ParseOptions};
 use tokio::sync::mpsc;
@@ -103,11 +103,20 @@ pub fn open(
     Ok(Arc::new(spool))
 }
 
+/// The peer address as a record keeps it (at most `u16::MAX` bytes).
+fn record_peer(peer: Option<&Bytes>) -> &[u8] {
+    peer.map(|p| &p[..p.len().min(u16::MAX as usize)])
+        .unwrap_or(&[])
+}
+
+/// The length of a frame's spool record.
+fn record_len(frame: &Frame, peer: Option<&Bytes>) -> usize {
+    1 + 8 + 8 + 2 + record_peer(peer).len() + frame.data.len()
+}
+
 /// Encodes a frame as a spool record.
 pub fn encode(frame: &Frame, peer: Option<&Bytes>, received_ms: i64, out: &mut BytesMut) {
-    let peer = peer
-        .map(|p| &p[..p.len().min(u16::MAX as usize)])
-        .unwrap_or(&[]);
+    let peer = record_peer(peer);
     out.reserve(1 + 8 + 8 + 2 + peer.len() + frame.data.len());
     out.put_u8(RECORD_VERSION);
     out.put_i64_le(received_ms);
@@ -117,27 +126,80 @@ pub fn encode(frame: &Frame, peer: Option<&Bytes>, received_ms: i64, out: &mut B
     out.put_slice(&frame.data);
 }
 
-/// Decodes a spool record: (frame, peer, received_ms). `None` for a record this version does
-/// not understand (it is then delivered as raw text rather than lost).
-pub fn decode(record: &Bytes) -> Option<(Frame, Option<Bytes>, i64)> {
-    let b = record.as_ref();
+/// Decodes a spool record: (frame, peer, received_ms). The record back for one this version
+/// does not understand (it is then delivered as raw text rather than lost).
+pub fn decode(record: Bytes) -> Result<(Frame, Option<Bytes>, i64), Bytes> {
+    let Some((received_ms, truncated_bytes, data_start)) = decode_header(&record) else {
+        return Err(record);
+    };
+    let peer = (data_start > 19).then(|| record.slice(19..data_start));
+    let mut data = record;
+    data.advance(data_start);
+    let frame = Frame {
+        data,
+        truncated_bytes,
+        framing: Framing::NewlineDelimited,
+    };
+    Ok((frame, peer, received_ms))
+}
+
+/// A record's (received_ms, truncated_bytes, where the frame starts), if it is one.
+fn decode_header(b: &[u8]) -> Option<(i64, u64, usize)> {
     if b.len() < 19 || b[0] != RECORD_VERSION {
         return None;
     }
     let received_ms = i64::from_le_bytes(b[1..9].try_into().ok()?);
     let truncated_bytes = u64::from_le_bytes(b[9..17].try_into().ok()?);
     let peer_len = usize::from(u16::from_le_bytes(b[17..19].try_into().ok()?));
-    let data_start = 19usize.checked_add(peer_len)?;
-    if data_start > b.len() {
-        return None;
+    let data_start = 19 + peer_len;
+    (data_start <= b.len()).then_some((received_ms, truncated_bytes, data_start))
+}
+
+/// The payloads of one spool read copied into one buffer of their own, as slices of it.
+///
+/// Every field of an event is a slice of its record, so a reference count taken here and
+/// dropped when the sink has formatted the event. Slices of the spool's own buffers (an
+/// append's batch, a 256 KiB read) put those counts of thousands of events on one cache line
+/// that this thread and the sink's wrote in turn, per field per event; a copy per read
+/// (about 40 KiB) gives each read's events a count of their own.
+fn own_copy(records: &[logferry_spool::Record]) -> Vec<Bytes> {
+    let total = records.iter().map(|r| r.payload.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for r in records {
+        buf.extend_from_slice(&r.payload);
     }
-    let peer = (peer_len > 0).then(|| record.slice(19..data_start));
-    let frame = Frame {
-        data: record.slice(data_start..),
-        truncated_bytes,
-        framing: Framing::NewlineDelimited,
-    };
-    Some((frame, peer, received_ms))
+    let buf = buf.freeze();
+    let mut at = 0;
+    records
+        .iter()
+        .map(|r| {
+            let payload = buf.slice(at..at + r.payload.len());
+            at += r.payload.len();
+            payload
+        })
+        .collect()
+}
+
+/// One read's frames as spool records, encoded straight into the spool's write buffer.
+struct FrameRecords<'a> {
+    frames: &'a [(Frame, Option<Bytes>)],
+    received_ms: i64,
+}
+
+impl logferry_spool::Payloads for FrameRecords<'_> {
+    fn count(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn len(&self, i: usize) -> usize {
+        let (frame, peer) = &self.frames[i];
+        record_len(frame, peer.as_ref())
+    }
+
+    fn write(&self, i: usize, out: &mut BytesMut) {
+        let (frame, peer) = &self.frames[i];
+        encode(frame, peer.as_ref(), self.received_ms, out);
+    }
 }
 
 /// Appends frames, waiting for space when the spool is full (`block`). Returns false if the
@@ -152,16 +214,13 @@ pub async fn append_frames(
     if frames.is_empty() {
         return true;
     }
-    let received = now_ms();
-    let mut buf = BytesMut::new();
-    let mut records: Vec<Bytes> = Vec::with_capacity(frames.len());
-    for (f, peer) in frames {
-        encode(f, peer.as_ref(), received, &mut buf);
-        records.push(buf.split().freeze());
-    }
+    let records = FrameRecords {
+        frames,
+        received_ms: now_ms(),
+    };
     let mut warned = false;
     loop {
-        match spool.append_batch(&records) {
+        match spool.append_payloads(&records) {
             Ok(outcome) => {
                 if outcome.dropped_records > 0 {
                     counters
@@ -202,7 +261,8 @@ pub async fn append_frames(
                 return true;
             }
             Err(e @ SpoolError::RecordTooLarge { .. })
-            | Err(e @ SpoolError::BatchTooLarge { .. }) => {
+            | Err(e @ SpoolError::BatchTooLarge { .. })
+            | Err(e @ SpoolError::PayloadLengths { .. }) => {
                 tracing::error!(error = %e, "cannot spool frames");
                 return true;
             }
@@ -278,12 +338,13 @@ pub async fn run_reader(
         let batch = AckBatch::new(batch_id, &tx);
         let mut ids = Vec::with_capacity(records.len());
         let mut chunk: Chunk = Vec::with_capacity(records.len());
-        for rec in records {
+        let payloads = own_copy(&records);
+        for (rec, payload) in records.iter().zip(payloads) {
             ids.push(rec.id);
-            let (frame, peer, received) = decode(&rec.payload).unwrap_or_else(|| {
+            let (frame, peer, received) = decode(payload).unwrap_or_else(|payload| {
                 (
                     Frame {
-                        data: rec.payload.clone(),
+                        data: payload,
                         truncated_bytes: 0,
                         framing: Framing::NewlineDelimited,
                     },
@@ -347,26 +408,46 @@ mod tests {
         let mut buf = BytesMut::new();
         encode(&frame, Some(&peer), 1234, &mut buf);
         let rec = buf.freeze();
-        let (f, p, t) = decode(&rec).expect("decodes");
+        let (f, p, t) = decode(rec).expect("decodes");
         assert_eq!(f.data, frame.data);
         assert_eq!(f.truncated_bytes, 7);
         assert_eq!(p.as_deref(), Some(&b"127.0.0.1:5000"[..]));
         assert_eq!(t, 1234);
         let mut buf = BytesMut::new();
         encode(&frame, None, 5, &mut buf);
-        assert_eq!(decode(&buf.freeze()).expect("decodes").1, None);
+        assert_eq!(decode(buf.freeze()).expect("decodes").1, None);
+    }
+
+    #[test]
+    fn a_record_is_as_long_as_announced() {
+        let frame = Frame {
+            data: Bytes::from_static(b"<13>1 - h app - - - hi"),
+            truncated_bytes: 0,
+            framing: Framing::NewlineDelimited,
+        };
+        let long_peer = Bytes::from(vec![b'p'; 70_000]);
+        for peer in [
+            None,
+            Some(Bytes::from_static(b"[::1]:514")),
+            Some(long_peer),
+        ] {
+            let mut buf = BytesMut::new();
+            encode(&frame, peer.as_ref(), 7, &mut buf);
+            assert_eq!(buf.len(), record_len(&frame, peer.as_ref()));
+        }
     }
 
     #[test]
     fn damaged_records_are_refused_not_panicked_on() {
         for len in 0..40 {
             let junk = Bytes::from(vec![1u8; len]);
-            let _ = decode(&junk);
+            // Too short, or (from 19 bytes) a peer of 257 bytes past the end.
+            assert_eq!(decode(junk.clone()).err(), Some(junk));
         }
         let mut bad = vec![1u8; 19];
         bad[17] = 0xff;
         bad[18] = 0xff;
-        assert!(decode(&Bytes::from(bad)).is_none());
-        assert!(decode(&Bytes::from_static(b"\x02xxxxxxxxxxxxxxxxxxxxxxx")).is_none());
+        assert!(decode(Bytes::from(bad)).is_err());
+        assert!(decode(Bytes::from_static(b"\x02xxxxxxxxxxxxxxxxxxxxxxx")).is_err());
     }
 }

@@ -79,11 +79,7 @@ pub fn rfc3339_ms(ms: i64, out: &mut String) {
         out.push('-');
         push_two(out, c.day);
         out.push('T');
-        push_two(out, c.hour);
-        out.push(':');
-        push_two(out, c.minute);
-        out.push(':');
-        push_two(out, c.second);
+        push_clock(out, &c);
         out.push('.');
         out.push(char::from(b'0' + (c.millis / 100) as u8));
         push_two(out, c.millis % 100);
@@ -102,6 +98,15 @@ fn push_lossy(out: &mut String, bytes: &[u8]) {
         Ok(s) => out.push_str(s),
         Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
+}
+
+/// `HH:MM:SS`
+fn push_clock(out: &mut String, c: &Civil) {
+    push_two(out, c.hour);
+    out.push(':');
+    push_two(out, c.minute);
+    out.push(':');
+    push_two(out, c.second);
 }
 
 fn push_two(out: &mut String, v: u32) {
@@ -129,11 +134,7 @@ pub fn format_event(event: &Event, format: MessageFormat, out: &mut String) -> O
                 out.push(' ');
                 push_two(out, c.day);
                 out.push(' ');
-                push_two(out, c.hour);
-                out.push(':');
-                push_two(out, c.minute);
-                out.push(':');
-                push_two(out, c.second);
+                push_clock(out, &c);
                 out.push(' ');
                 match host {
                     Some(h) => push_lossy(out, h),

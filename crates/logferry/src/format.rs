@@ -190,7 +190,7 @@ fn word_needs_escape(w: u64) -> bool {
 }
 
 /// The index of the first byte at or after `from` that needs escaping.
-fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 8 <= bytes.len() {
         let mut word = [0u8; 8];

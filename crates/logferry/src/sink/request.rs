@@ -62,7 +62,6 @@ pub fn encode_body(
     entity: Option<&str>,
     events: &[Pending],
 ) -> bytes::Bytes {
-    use std::fmt::Write as _;
     // Room for the escapes too (a `json` event's quotes double), so the body is not copied
     // to a larger buffer as it grows.
     let size: usize = events
@@ -84,12 +83,33 @@ pub fn encode_body(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"timestamp\":{},\"message\":", p.timestamp_ms);
+        out.push_str("{\"timestamp\":");
+        push_i64(&mut out, p.timestamp_ms);
+        out.push_str(",\"message\":");
         push_json_str_known(&mut out, &p.message, p.known.as_ref());
         out.push('}');
     }
     out.push_str("]}");
     bytes::Bytes::from(out.into_bytes())
+}
+
+/// Appends `v` in decimal, as `write!` does (which, per event, was ~1% of the CPU).
+fn push_i64(out: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = v.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// A request waiting for budget, or in flight.
@@ -645,6 +665,15 @@ mod tests {
         let back: Vec<&str> = req.events.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(back, texts);
         assert!(req.body.is_none());
+    }
+
+    #[test]
+    fn timestamps_are_written_as_write_does() {
+        for v in [0, 7, -7, 10, -10, 1_764_087_639_123, i64::MIN, i64::MAX, -999_999] {
+            let mut out = String::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl LastRoute {
     /// here so their address is not reused, and none of its own).
     fn routes(&self, event: &Event) -> bool {
         event.fields.is_empty()
+            && event.header.is_none()
             && event.priority == self.priority
             && event
                 .common

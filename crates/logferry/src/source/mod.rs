@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::Ack;
-use crate::event::{names, Event, FieldName};
+use crate::event::{Event, SyslogHeader};
 
 /// Events travel to sinks in chunks, to keep per-event channel costs out of the hot path.
 pub type Chunk = Vec<Event>;
@@ -129,6 +129,7 @@ fn fork_event(e: &Event) -> Event {
         priority: e.priority,
         common: e.common.clone(),
         fields: e.fields.clone(),
+        header: e.header.clone(),
         source: e.source.clone(),
         truncated_bytes: e.truncated_bytes,
         ack: e.ack.fork(),
@@ -138,7 +139,8 @@ fn fork_event(e: &Event) -> Event {
 }
 
 /// Turns a syslog frame into an event. Every slice the parser returns lies within the frame,
-/// so fields are zero-copy views of it.
+/// so the header's fields are places in the frame's head, and the message is the frame cut
+/// down to it: no copy, no field `Vec`, one reference count for the head.
 pub fn syslog_event(
     frame: Frame,
     peer: Option<&Bytes>,
@@ -148,33 +150,32 @@ pub fn syslog_event(
 ) -> Event {
     let mut data = frame.data;
     let msg: Message<'_> = logferry_syslog::parse(&data, opts);
-    let slice = |s: &[u8]| -> Bytes {
-        if s.is_empty() {
-            Bytes::new()
-        } else {
-            data.slice_ref(s)
-        }
-    };
-    let mut fields = Vec::with_capacity(6);
-    let mut push = |name: &'static str, v: Option<&str>| {
-        if let Some(v) = v {
-            fields.push((FieldName::Static(name), slice(v.as_bytes())));
-        }
-    };
-    push(names::HOSTNAME, msg.hostname);
-    push(names::IDENTIFIER, msg.app_name);
-    push(names::PID, msg.procid);
-    push(names::MSGID, msg.msgid);
-    push(names::STRUCTURED_DATA, msg.structured_data);
-    if let Some(p) = peer {
-        fields.push((FieldName::Static(names::PEER), p.clone()));
-    }
     let timestamp_ms = msg.timestamp_unix_ms.unwrap_or(opts.now_unix_ms);
     let priority = msg.priority;
+    let values = [
+        msg.hostname,
+        msg.app_name,
+        msg.procid,
+        msg.msgid,
+        msg.structured_data,
+    ]
+    .map(|v| v.map(str::as_bytes));
+    // The head ends where the last header value does (before the message, in every dialect).
+    let offset = |v: &[u8]| v.as_ptr() as usize - data.as_ptr() as usize;
+    let head_end = values
+        .iter()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(|v| offset(v) + v.len())
+        .max();
+    let header = (head_end.is_some() || peer.is_some()).then(|| {
+        let head = head_end.map_or_else(Bytes::new, |end| data.slice(..end));
+        SyslogHeader::new(head, values, peer.cloned())
+    });
     // For unrecognised frames the codec returns the whole frame (less a valid PRI) as message.
     // The message is the frame cut down to it (no reference count taken and dropped).
     let message_at = (!msg.message.is_empty()).then(|| {
-        let start = msg.message.as_ptr() as usize - data.as_ptr() as usize;
+        let start = offset(msg.message);
         (start, start + msg.message.len())
     });
     let message = match message_at {
@@ -190,7 +191,8 @@ pub fn syslog_event(
         message,
         priority,
         common: None,
-        fields,
+        fields: Vec::new(),
+        header,
         source: source.clone(),
         truncated_bytes: frame.truncated_bytes,
         ack,

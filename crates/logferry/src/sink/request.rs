@@ -110,9 +110,7 @@ fn push_decimal(out: &mut String, v: i64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// A request waiting for budget, or in flight.
@@ -656,6 +654,7 @@ mod tests {
                 ack: crate::ack::Ack::none(),
                 origin: 0,
                 known: None,
+                content: None,
             })
             .collect();
         let mut req = Request::new(events, Instant::now(), 0.5);
@@ -685,6 +684,7 @@ mod tests {
             ack: crate::ack::Ack::none(),
             origin: 0,
             known: None,
+            content: None,
         })
         .collect();
         let body = encode_body("/g\"", "s", None, &events);

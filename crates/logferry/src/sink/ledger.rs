@@ -331,6 +331,11 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether requests are recorded (the ledger's file opened).
+    pub fn recording(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Records a request about to be sent for the first time; returns its id.
     pub fn sent(&mut self, group: &str, stream: &str, events: &[Pending], now_ms: i64) -> u64 {
         let id = self.next_id;
@@ -346,7 +351,9 @@ impl Ledger {
                 max_ts = max_ts.max(p.timestamp_ms);
                 Mark {
                     origin: p.origin,
-                    content: content_hash(p.timestamp_ms, &p.message),
+                    content: p
+                        .content
+                        .unwrap_or_else(|| content_hash(p.timestamp_ms, &p.message)),
                 }
             })
             .collect();
@@ -427,6 +434,7 @@ mod tests {
             ack: Ack::none(),
             origin,
             known: None,
+            content: None,
         }
     }
 

@@ -62,7 +62,6 @@ pub fn encode_body(
     entity: Option<&str>,
     events: &[Pending],
 ) -> bytes::Bytes {
-    use std::fmt::Write as _;
     // Room for the escapes too (a `json` event's quotes double), so the body is not copied
     // to a larger buffer as it grows.
     let size: usize = events
@@ -84,12 +83,34 @@ pub fn encode_body(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"timestamp\":{},\"message\":", p.timestamp_ms);
+        out.push_str("{\"timestamp\":");
+        push_decimal(&mut out, p.timestamp_ms);
+        out.push_str(",\"message\":");
         push_json_str_known(&mut out, &p.message, p.known.as_ref());
         out.push('}');
     }
     out.push_str("]}");
     bytes::Bytes::from(out.into_bytes())
+}
+
+/// Writes `v` in decimal, as `write!` would, without `core::fmt`'s machinery: once per event
+/// of every request (2% of a syslog run went to formatting timestamps).
+fn push_decimal(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    let mut n = v.unsigned_abs();
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// A request waiting for budget, or in flight.
@@ -633,6 +654,7 @@ mod tests {
                 ack: crate::ack::Ack::none(),
                 origin: 0,
                 known: None,
+                content: None,
             })
             .collect();
         let mut req = Request::new(events, Instant::now(), 0.5);
@@ -662,6 +684,7 @@ mod tests {
             ack: crate::ack::Ack::none(),
             origin: 0,
             known: None,
+            content: None,
         })
         .collect();
         let body = encode_body("/g\"", "s", None, &events);

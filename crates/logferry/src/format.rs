@@ -328,6 +328,10 @@ fn format_json(event: &Event, out: &mut String) -> Option<KnownSpan> {
             out.push_str(&common.rendered().all.raw);
         }
         _ => {
+            if let Some(header) = &event.header {
+                // A syslog event's header fields, ahead of its own (`Event::header`).
+                push_members(out, &header.to_fields(), Members::All, false);
+            }
             push_event_members(out, event, Members::All, false);
         }
     }
@@ -597,6 +601,7 @@ mod tests {
             truncated_bytes: 0,
             ack: Ack::none(),
             origin: 0,
+            header: None,
             merged: None,
         }
     }

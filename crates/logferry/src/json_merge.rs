@@ -480,6 +480,7 @@ mod tests {
             truncated_bytes: 0,
             ack: Ack::none(),
             origin: 0,
+            header: None,
             merged,
         }
     }
@@ -753,7 +754,10 @@ mod tests {
         assert!(quick_scan(nested(QUICK_DEPTH).as_bytes(), "k").is_some());
         let deep = nested(QUICK_DEPTH + 1);
         assert_eq!(quick_scan(deep.as_bytes(), "k"), None);
-        assert!(matches!(inspect(deep.as_bytes(), false, "k"), Inspection::Merged(_)));
+        assert!(matches!(
+            inspect(deep.as_bytes(), false, "k"),
+            Inspection::Merged(_)
+        ));
     }
 
     #[test]

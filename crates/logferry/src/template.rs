@@ -354,6 +354,7 @@ mod tests {
             truncated_bytes: 0,
             ack: Ack::none(),
             origin: 0,
+            header: None,
             merged: None,
         }
     }

@@ -737,7 +737,10 @@ fn a_turn_is_several_reads_and_goes_on_past_the_callers_limit() {
             .all(|&n| n > turn - read && n < turn + read),
         "{lens:?}"
     );
-    assert!(lens.len() <= 2 * 50_000usize.div_ceil(turn - read), "{lens:?}");
+    assert!(
+        lens.len() <= 2 * 50_000usize.div_ceil(turn - read),
+        "{lens:?}"
+    );
 }
 
 #[test]

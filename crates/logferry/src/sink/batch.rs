@@ -50,6 +50,10 @@ pub struct Pending {
     /// Where its message holds text whose JSON string form is known, so the request body
     /// copies that instead of escaping it ([`crate::format::push_json_str_known`]).
     pub known: Option<KnownSpan>,
+    /// The in-flight ledger's hash of its timestamp and message
+    /// ([`super::ledger::content_hash`]), when it was taken while the text was just formatted;
+    /// `None`: the ledger hashes it when it records the request.
+    pub content: Option<u64>,
 }
 
 impl Pending {
@@ -328,6 +332,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             ack,
             origin: 0,
             known: None,
+            content: None,
         }];
     }
     // The prefix takes room from each part; 32 bytes covers `[part 99999/99999] `.
@@ -357,6 +362,7 @@ pub fn split_oversize(timestamp_ms: i64, message: String, ack: Ack, max: usize) 
             ack: a.or_else(|| last_ack.take()).unwrap_or_else(Ack::none),
             origin: 0,
             known: None,
+            content: None,
         })
         .collect()
 }
@@ -375,6 +381,7 @@ mod tests {
             ack: Ack::none(),
             origin: 0,
             known: None,
+            content: None,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             truncated_bytes: 0,
             ack: crate::ack::Ack::none(),
             origin: 0,
+            header: None,
             merged: None,
         };
         assert!(mapper.entity(&event(&[(names::POD, "web-0")])).is_none());

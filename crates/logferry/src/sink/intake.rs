@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::batch::{split_oversize, Pending, StreamBatcher, MAX_MESSAGE_BYTES};
 use super::dead_letter::Reason;
+use super::ledger::content_hash_in;
 use super::{
     cut_bytes, into_request, request, CloudWatchSink, Existence, Finished, StreamState, MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -36,6 +37,7 @@ impl LastRoute {
     /// here so their address is not reused, and none of its own).
     fn routes(&self, event: &Event) -> bool {
         event.fields.is_empty()
+            && event.header.is_none()
             && event.priority == self.priority
             && event
                 .common
@@ -68,6 +70,9 @@ impl CloudWatchSink {
             && self.stream.as_static().is_some()
             && self.entities.is_none();
         let mut routed = false;
+        // Hashed for the in-flight ledger here, while the text is in cache: hashed when the
+        // request was recorded, each message was read back from memory (5% of a syslog run).
+        let recording = self.shared.ledger.lock().is_ok_and(|l| l.recording());
         while self.held_bytes < budget {
             let Some(event) = self.unread.next() else {
                 break;
@@ -78,8 +83,10 @@ impl CloudWatchSink {
             let known = format_event(&event, format, &mut self.text_buf);
             let text = self.text_buf.as_str().to_owned();
             if self.text_buf.capacity() > 64 << 10 {
-                // Not kept at the size of the largest message ever seen.
+                // Not kept at the size of the largest message ever seen (nor is the hash's
+                // input).
                 self.text_buf = String::new();
+                self.hash_buf = Vec::new();
             }
             if text.is_empty() {
                 // CloudWatch refuses empty messages; an explicit, counted policy.
@@ -103,12 +110,14 @@ impl CloudWatchSink {
             };
             let origin = event.origin;
             if text.len() <= MAX_MESSAGE_BYTES {
+                let content = recording.then(|| content_hash_in(&mut self.hash_buf, ts, &text));
                 let part = Pending {
                     timestamp_ms: ts,
                     message: text,
                     ack: event.ack,
                     origin,
                     known,
+                    content,
                 };
                 self.take_part(&key, part, reject);
             } else {

@@ -63,7 +63,7 @@ pub fn content_hash(timestamp_ms: i64, message: &str) -> u64 {
 /// [`content_hash`], its input laid end to end in `input`, a buffer reused from event to
 /// event: a merged `json` event's text is longer than the 512 bytes `xxh3` lays out on the
 /// stack, and the allocation and copies per event were 2-3% of that path's CPU.
-fn content_hash_in(input: &mut Vec<u8>, timestamp_ms: i64, message: &str) -> u64 {
+pub fn content_hash_in(input: &mut Vec<u8>, timestamp_ms: i64, message: &str) -> u64 {
     input.clear();
     input.extend_from_slice(&timestamp_ms.to_le_bytes());
     input.extend_from_slice(message.as_bytes());
@@ -273,8 +273,6 @@ pub struct Ledger {
     unsettled: HashMap<u64, Vec<u8>>,
     /// Whether a write failed (logged once; the ledger then only costs resends).
     failed: bool,
-    /// [`content_hash_in`]'s buffer.
-    hash_input: Vec<u8>,
 }
 
 impl Ledger {
@@ -319,7 +317,6 @@ impl Ledger {
             next_id: loaded.max_id + 1,
             unsettled: HashMap::new(),
             failed: false,
-            hash_input: Vec::new(),
         };
         (ledger, loaded)
     }
@@ -344,6 +341,11 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether requests are recorded (the ledger's file opened).
+    pub fn recording(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Records a request about to be sent for the first time; returns its id.
     pub fn sent(&mut self, group: &str, stream: &str, events: &[Pending], now_ms: i64) -> u64 {
         let id = self.next_id;
@@ -352,7 +354,6 @@ impl Ledger {
             return id;
         }
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-        let input = &mut self.hash_input;
         let marks = events
             .iter()
             .map(|p| {
@@ -360,14 +361,12 @@ impl Ledger {
                 max_ts = max_ts.max(p.timestamp_ms);
                 Mark {
                     origin: p.origin,
-                    content: content_hash_in(input, p.timestamp_ms, &p.message),
+                    content: p
+                        .content
+                        .unwrap_or_else(|| content_hash(p.timestamp_ms, &p.message)),
                 }
             })
             .collect();
-        if self.hash_input.capacity() > 64 << 10 {
-            // Not kept at the size of the largest message ever seen.
-            self.hash_input = Vec::new();
-        }
         let sent = Sent {
             id,
             first_sent_ms: now_ms,
@@ -445,6 +444,7 @@ mod tests {
             ack: Ack::none(),
             origin,
             known: None,
+            content: None,
         }
     }
 
@@ -485,10 +485,7 @@ mod tests {
         // Written with the reused buffer: the same hash, short text or long.
         let mut input = Vec::new();
         for text in ["b", &"é".repeat(400)] {
-            assert_eq!(
-                content_hash_in(&mut input, 6, text),
-                content_hash(6, text)
-            );
+            assert_eq!(content_hash_in(&mut input, 6, text), content_hash(6, text));
         }
         assert_eq!(first.events[1].origin, 12);
         assert_eq!(loaded.max_id, c);

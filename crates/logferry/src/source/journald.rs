@@ -357,6 +357,7 @@ impl ChunkBuilder {
                 truncated_bytes: 0,
                 ack: p.ack,
                 origin: p.origin,
+                header: None,
                 merged: None,
             })
             .collect();

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::Ack;
-use crate::event::{names, Event, FieldName};
+use crate::event::{Event, SyslogHeader};
 
 /// Events travel to sinks in chunks, to keep per-event channel costs out of the hot path.
 pub type Chunk = Vec<Event>;
@@ -129,6 +129,7 @@ fn fork_event(e: &Event) -> Event {
         priority: e.priority,
         common: e.common.clone(),
         fields: e.fields.clone(),
+        header: e.header.clone(),
         source: e.source.clone(),
         truncated_bytes: e.truncated_bytes,
         ack: e.ack.fork(),
@@ -138,7 +139,8 @@ fn fork_event(e: &Event) -> Event {
 }
 
 /// Turns a syslog frame into an event. Every slice the parser returns lies within the frame,
-/// so fields are zero-copy views of it.
+/// so the header's fields are places in the frame's head, and the message is the frame cut
+/// down to it: no copy, no field `Vec`, one reference count for the head.
 pub fn syslog_event(
     frame: Frame,
     peer: Option<&Bytes>,
@@ -148,33 +150,32 @@ pub fn syslog_event(
 ) -> Event {
     let mut data = frame.data;
     let msg: Message<'_> = logferry_syslog::parse(&data, opts);
-    let slice = |s: &[u8]| -> Bytes {
-        if s.is_empty() {
-            Bytes::new()
-        } else {
-            data.slice_ref(s)
-        }
-    };
-    let mut fields = Vec::with_capacity(6);
-    let mut push = |name: &'static str, v: Option<&str>| {
-        if let Some(v) = v {
-            fields.push((FieldName::Static(name), slice(v.as_bytes())));
-        }
-    };
-    push(names::HOSTNAME, msg.hostname);
-    push(names::IDENTIFIER, msg.app_name);
-    push(names::PID, msg.procid);
-    push(names::MSGID, msg.msgid);
-    push(names::STRUCTURED_DATA, msg.structured_data);
-    if let Some(p) = peer {
-        fields.push((FieldName::Static(names::PEER), p.clone()));
-    }
     let timestamp_ms = msg.timestamp_unix_ms.unwrap_or(opts.now_unix_ms);
     let priority = msg.priority;
+    let values = [
+        msg.hostname,
+        msg.app_name,
+        msg.procid,
+        msg.msgid,
+        msg.structured_data,
+    ]
+    .map(|v| v.map(str::as_bytes));
+    // The head ends where the last header value does (before the message, in every dialect).
+    let offset = |v: &[u8]| v.as_ptr() as usize - data.as_ptr() as usize;
+    let head_end = values
+        .iter()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(|v| offset(v) + v.len())
+        .max();
+    let header = (head_end.is_some() || peer.is_some()).then(|| {
+        let head = head_end.map_or_else(Bytes::new, |end| data.slice(..end));
+        SyslogHeader::new(head, values, peer.cloned())
+    });
     // For unrecognised frames the codec returns the whole frame (less a valid PRI) as message.
     // The message is the frame cut down to it (no reference count taken and dropped).
     let message_at = (!msg.message.is_empty()).then(|| {
-        let start = msg.message.as_ptr() as usize - data.as_ptr() as usize;
+        let start = offset(msg.message);
         (start, start + msg.message.len())
     });
     let message = match message_at {
@@ -190,7 +191,8 @@ pub fn syslog_event(
         message,
         priority,
         common: None,
-        fields,
+        fields: Vec::new(),
+        header,
         source: source.clone(),
         truncated_bytes: frame.truncated_bytes,
         ack,
@@ -204,4 +206,99 @@ pub fn syslog_event(
 /// threads by entering a clone of it.
 pub fn span(name: &str, kind: SourceKind) -> tracing::Span {
     tracing::info_span!("source", source = %name, r#type = %kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::names;
+    use logferry_syslog::Framing;
+
+    fn event(frame: &'static [u8], peer: Option<&Bytes>) -> Event {
+        let frame = Frame {
+            data: Bytes::from_static(frame),
+            truncated_bytes: 0,
+            framing: Framing::NewlineDelimited,
+        };
+        let opts = ParseOptions {
+            now_unix_ms: 1_795_623_639_000,
+            local_utc_offset_secs: 0,
+        };
+        syslog_event(frame, peer, &Arc::from("s"), &opts, Ack::none())
+    }
+
+    fn fields(e: &Event) -> Vec<(String, String)> {
+        let header = e.header.as_ref().map(|h| h.to_fields()).unwrap_or_default();
+        header
+            .iter()
+            .chain(&e.fields)
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The header's places give the fields the parser found, by name and in order, and the
+    /// message is the frame cut down to it, in every dialect.
+    #[test]
+    fn a_syslog_events_header_fields_are_slices_of_its_frame() {
+        let peer = Bytes::from_static(b"127.0.0.1:5000");
+        let e = event(
+            b"<30>1 2026-11-25T16:20:39.123Z node-1 kubelet 2174 ID7 [a x=\"1\"] hello there",
+            Some(&peer),
+        );
+        let want = [
+            (names::HOSTNAME, "node-1"),
+            (names::IDENTIFIER, "kubelet"),
+            (names::PID, "2174"),
+            (names::MSGID, "ID7"),
+            (names::STRUCTURED_DATA, "[a x=\"1\"]"),
+            (names::PEER, "127.0.0.1:5000"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(fields(&e), want);
+        for (name, value) in &want {
+            assert_eq!(e.field(name), Some(value.as_bytes()), "{name}");
+        }
+        assert_eq!(&e.message[..], b"hello there");
+        assert_eq!(e.timestamp_ms, 1_795_623_639_123);
+
+        let e = event(b"<13>Nov 25 16:20:39 host app[42]: hi", None);
+        assert_eq!(e.field(names::HOSTNAME), Some(&b"host"[..]));
+        assert_eq!(e.field(names::IDENTIFIER), Some(&b"app"[..]));
+        assert_eq!(e.field(names::PID), Some(&b"42"[..]));
+        assert_eq!(e.field(names::MSGID), None);
+        assert_eq!(e.field(names::PEER), None);
+        assert_eq!(&e.message[..], b"hi");
+
+        // No header, no message, no peer: nothing to hold.
+        let e = event(b"<13>1 - - - - - -", None);
+        assert!(e.header.is_none() && e.message.is_empty());
+        let e = event(b"just text", Some(&peer));
+        assert_eq!(
+            fields(&e),
+            [(names::PEER.to_string(), "127.0.0.1:5000".to_string())]
+        );
+        assert_eq!(&e.message[..], b"just text");
+    }
+
+    /// `json` output has a syslog event's header fields as members, as when they were fields.
+    #[test]
+    fn a_syslog_events_header_fields_are_json_members() {
+        let e = event(b"<30>1 - node-1 kubelet 2174 - - hi", None);
+        let mut out = String::new();
+        crate::format::format_event(&e, crate::config::MessageFormat::Json, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["hostname"], "node-1");
+        assert_eq!(v["identifier"], "kubelet");
+        assert_eq!(v["pid"], "2174");
+        assert_eq!(v["message"], "hi");
+        assert_eq!(v["severity"], "info");
+    }
 }

@@ -399,6 +399,7 @@ impl Reader {
                 truncated_bytes: p.truncated_bytes,
                 ack: batch.ack(),
                 origin: p.origin,
+                header: None,
                 merged,
             });
         }

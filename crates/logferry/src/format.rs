@@ -189,11 +189,8 @@ fn word_needs_escape(w: u64) -> bool {
     control || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
-/// The index of the first byte at or after `from` that needs escaping. Inlined: it runs once
-/// per quote of a `json` event's text, and as a call of its own (it has two callers, the
-/// escaping and `json_merge`'s scan) it cost half as much again as the escaping.
-#[inline(always)]
-pub(crate) fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+/// The index of the first byte at or after `from` that needs escaping.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 8 <= bytes.len() {
         let mut word = [0u8; 8];

@@ -142,14 +142,14 @@ impl CloudWatchSink {
             if reject.is_some() {
                 self.flush_rejected(&key);
             }
-            self.key_buf = key;
             // Only when builders hold most of it: when ready requests do, they free it as
             // they go, and cutting a builder would only make the next request tiny (at the
             // cap, each new chunk became a request of its own: 34 events a request, 27,000
             // events/s on one syslog stream).
             if self.held_bytes >= budget && self.building_bytes() > budget / 2 {
-                self.make_fullest_ready();
+                self.make_fullest_ready(&key);
             }
+            self.key_buf = key;
         }
     }
 

@@ -95,6 +95,11 @@ const IDLE_HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// journal, the spool or the client's TCP buffers.
 pub const MAX_HELD_BYTES: usize = 2 << 20;
 
+/// A stream other than the one being fed is cut for the budget only if it holds at least
+/// this fraction of it ([`CloudWatchSink::make_fullest_ready`]): cutting tiny requests frees
+/// too little to be worth a call.
+const WORTH_CUTTING: usize = 16;
+
 /// What request tasks share.
 pub struct Shared {
     /// The SDK client (retries off).
@@ -395,15 +400,34 @@ impl CloudWatchSink {
         self.streams.values().map(|s| s.building.bytes()).sum()
     }
 
-    /// Makes the fullest request being built ready at once, to keep within the budget.
-    fn make_fullest_ready(&mut self) {
-        let fullest = self
-            .streams
-            .iter()
-            .flat_map(|(k, s)| s.building.open().map(move |(i, _, fill)| (k, i, fill)))
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(k, i, _)| (k.clone(), i));
-        let Some((key, index)) = fullest else { return };
+    /// Makes the fullest request being built ready at once, to keep within the budget; not
+    /// the one of stream `fed` (the last event's) while another holds at least
+    /// [`WORTH_CUTTING`] of the budget. A source reads its files in runs (one file's lines
+    /// for a while, then another's), so the stream being fed is about to grow and the others
+    /// hold whole runs: cutting the fed one whenever it was the fullest made a request of each
+    /// piece of a run, at about the size the last answer freed (under load, ~300 events a
+    /// request for 1,300-line runs).
+    fn make_fullest_ready(&mut self, fed: &str) {
+        let budget = self.shared.config.max_held_bytes;
+        let fullest = |skip: Option<&str>| {
+            self.streams
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != skip)
+                .flat_map(|(k, s)| {
+                    s.building
+                        .open()
+                        .map(move |(i, _, fill)| (k, i, fill, s.building.bytes()))
+                })
+                .max_by(|a, b| a.2.total_cmp(&b.2))
+        };
+        let other = fullest(Some(fed))
+            .filter(|(_, _, _, bytes)| *bytes >= budget / WORTH_CUTTING);
+        let Some((key, index)) = other
+            .or_else(|| fullest(None))
+            .map(|(k, i, _, _)| (k.clone(), i))
+        else {
+            return;
+        };
         if let Some(state) = self.streams.get_mut(&key) {
             if let Some(cut) = state.building.take(index) {
                 self.shared

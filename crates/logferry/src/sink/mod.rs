@@ -420,8 +420,7 @@ impl CloudWatchSink {
                 })
                 .max_by(|a, b| a.2.total_cmp(&b.2))
         };
-        let other = fullest(Some(fed))
-            .filter(|(_, _, _, bytes)| *bytes >= budget / WORTH_CUTTING);
+        let other = fullest(Some(fed)).filter(|(_, _, _, bytes)| *bytes >= budget / WORTH_CUTTING);
         let Some((key, index)) = other
             .or_else(|| fullest(None))
             .map(|(k, i, _, _)| (k.clone(), i))

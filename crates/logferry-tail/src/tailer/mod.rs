@@ -33,8 +33,13 @@
 //!   file is closed because it was rotated away, deleted, or truncated. At shutdown they are
 //!   not emitted: the saved position stays before them and they are read whole next time.
 //!
-//! Reading is round-robin: each file with data gets one `read_buffer_bytes` read per turn, so a
-//! file written in a tight loop cannot starve the others. With `max_file_bytes_per_second`, a
+//! Reading is round-robin: each file with data gets a turn of up to [`READS_PER_TURN`]
+//! `read_buffer_bytes` reads in a row (fewer when it runs out of data), so a file written in a
+//! tight loop cannot starve the others. A turn cut short by the caller's line limit goes on at
+//! the next [`read`](Tailer::read). Turns of several reads rather than one: a shipper's requests
+//! are per file (its stream), and a sink holding a hundred busy files' lines under one memory
+//! budget cuts a request from each run of one file's lines; a 64 KiB run made ~90 KiB
+//! requests, and each request costs CPU of its own (signing, HTTP, TLS, the ledger). With `max_file_bytes_per_second`, a
 //! file that has read its rate leaves the round-robin until its budget allows a whole read
 //! again (see [`budget`]); nothing is dropped, the lines wait on disk.
 
@@ -188,6 +193,9 @@ pub enum TailError {
 
 /// How often open files are `fstat`ed when inotify cannot tell us about them (no inotify at
 /// all, or files rotated out of the watched directories).
+/// Reads of `read_buffer_bytes` a file with data gets in a row per turn (see the module docs).
+pub const READS_PER_TURN: u64 = 4;
+
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Delay between a create/rename/delete event and the rescan it triggers.
 const RESCAN_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -252,6 +260,8 @@ pub struct Tailer {
     /// thousand files spends most of its time hashing.
     by_path: HashMap<OsString, FileId>,
     ready: VecDeque<FileId>,
+    /// The file whose turn is on (first in `ready`) and the bytes it has read in it.
+    current_turn: Option<(FileId, u64)>,
     /// Files out of budget, back in `ready` at their `paused_until`.
     paused: Vec<FileId>,
     /// How many times a file was paused for its rate.
@@ -321,6 +331,7 @@ impl Tailer {
             by_key: HashMap::new(),
             by_path: HashMap::new(),
             ready: VecDeque::new(),
+            current_turn: None,
             paused: Vec::new(),
             pauses: 0,
             notices,
@@ -353,7 +364,19 @@ impl Tailer {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            if self.turn(id, out, limit, now) {
+            let offset = |t: &Tailer| t.open.get(&id).map_or(0, |f| f.splitter.read_offset());
+            let before = offset(self);
+            let more = self.turn(id, out, limit, now);
+            let read_in_turn = match self.current_turn.take() {
+                Some((on, bytes)) if on == id => bytes,
+                _ => 0,
+            } + offset(self).saturating_sub(before);
+            let whole_turn = READS_PER_TURN * self.opts.read_buffer_bytes.max(1) as u64;
+            if more && read_in_turn < whole_turn {
+                // Its turn goes on (also at the next call, if `out` is full).
+                self.current_turn = Some((id, read_in_turn));
+                self.ready.push_front(id);
+            } else if more {
                 self.ready.push_back(id);
             } else if let Some(f) = self.open.get_mut(&id) {
                 f.queued = false;
@@ -447,6 +470,7 @@ impl Tailer {
             self.close(id, CloseReason::Shutdown);
         }
         self.ready.clear();
+        self.current_turn = None;
     }
 
     /// Whether some open files are only noticed by `fstat` polling.

@@ -687,10 +687,12 @@ fn reading_is_fair_across_files() {
     o.read_buffer_bytes = 4096;
     let mut t = Tailer::new(o, vec![]).expect("tailer");
     let mut out = Vec::new();
-    // The small file's line comes within the first two turns, not after 100,000 lines.
-    t.read(&mut out, 2000);
+    // The small file's line comes within the first two turns (a turn being READS_PER_TURN
+    // reads of 4,096 bytes, 819 lines each), not after 100,000 lines.
+    let two_turns = 2 * READS_PER_TURN as usize * 4096 / 5;
+    t.read(&mut out, two_turns);
     assert!(out.iter().any(|l| &l.bytes[..] == b"small"));
-    assert!(out.len() <= 2000);
+    assert!(out.len() <= two_turns);
     let mut seen = Seen {
         lines: out,
         notices: Vec::new(),
@@ -698,6 +700,47 @@ fn reading_is_fair_across_files() {
     pump(&mut t, &mut seen, n_lines(100_001));
     settle(&mut t, &mut seen, Duration::from_millis(50));
     assert_eq!(seen.lines.len(), 100_001);
+}
+
+#[test]
+fn a_turn_is_several_reads_and_goes_on_past_the_callers_limit() {
+    let d = tempfile::tempdir().expect("tempdir");
+    append(&d.path().join("a.log"), "a\n".repeat(50_000).as_bytes());
+    append(&d.path().join("b.log"), "b\n".repeat(50_000).as_bytes());
+    let mut o = opts(d.path(), "*.log");
+    o.read_buffer_bytes = 4096;
+    let mut t = Tailer::new(o, vec![]).expect("tailer");
+    // Read 1,000 lines at a time, as a source fills its chunks.
+    let mut out = Vec::new();
+    while out.len() < 100_000 {
+        if t.read(&mut out, 1000) == 0 {
+            break;
+        }
+    }
+    assert_eq!(out.len(), 100_000);
+    // Runs of one file's lines: a whole turn each (2,048 lines a read; a turn that ends with
+    // lines of its last read still buffered, because `out` was full, leaves them to the next
+    // one), the last one of each file what is left.
+    let mut runs: Vec<(Vec<u8>, usize)> = Vec::new();
+    for l in &out {
+        match runs.last_mut() {
+            Some((text, n)) if *text == l.bytes[..] => *n += 1,
+            _ => runs.push((l.bytes.to_vec(), 1)),
+        }
+    }
+    let read = 2048;
+    let turn = READS_PER_TURN as usize * read;
+    let lens: Vec<usize> = runs.iter().map(|r| r.1).collect();
+    assert!(
+        lens[..lens.len() - 2]
+            .iter()
+            .all(|&n| n > turn - read && n < turn + read),
+        "{lens:?}"
+    );
+    assert!(
+        lens.len() <= 2 * 50_000usize.div_ceil(turn - read),
+        "{lens:?}"
+    );
 }
 
 #[test]

@@ -670,6 +670,25 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_are_written_as_write_does() {
+        for v in [
+            0,
+            7,
+            -7,
+            10,
+            -10,
+            1_764_087_639_123,
+            i64::MIN,
+            i64::MAX,
+            -999_999,
+        ] {
+            let mut out = String::new();
+            push_decimal(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+    }
+
+    #[test]
     fn body_is_the_documented_json() {
         let events: Vec<Pending> = [
             (i64::MIN, "min"),

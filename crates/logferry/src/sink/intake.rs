@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::batch::{split_oversize, Pending, StreamBatcher, MAX_MESSAGE_BYTES};
 use super::dead_letter::Reason;
-use super::ledger::content_hash_in;
+use super::ledger::content_hash;
 use super::{
     cut_bytes, into_request, request, CloudWatchSink, Existence, Finished, StreamState, MAX_AGE_MS,
     MAX_AHEAD_MS,
@@ -83,10 +83,8 @@ impl CloudWatchSink {
             let known = format_event(&event, format, &mut self.text_buf);
             let text = self.text_buf.as_str().to_owned();
             if self.text_buf.capacity() > 64 << 10 {
-                // Not kept at the size of the largest message ever seen (nor is the hash's
-                // input).
+                // Not kept at the size of the largest message ever seen.
                 self.text_buf = String::new();
-                self.hash_buf = Vec::new();
             }
             if text.is_empty() {
                 // CloudWatch refuses empty messages; an explicit, counted policy.
@@ -110,7 +108,7 @@ impl CloudWatchSink {
             };
             let origin = event.origin;
             if text.len() <= MAX_MESSAGE_BYTES {
-                let content = recording.then(|| content_hash_in(&mut self.hash_buf, ts, &text));
+                let content = recording.then(|| content_hash(ts, &text));
                 let part = Pending {
                     timestamp_ms: ts,
                     message: text,

@@ -211,9 +211,6 @@ pub struct CloudWatchSink {
     group_buf: String,
     stream_buf: String,
     text_buf: String,
-    /// The ledger's content hash input, laid out in one buffer for every event
-    /// ([`ledger::content_hash_in`]).
-    hash_buf: Vec<u8>,
     rejected: Vec<(Pending, Reason)>,
     /// The rest of a chunk taken in while the budget was full: taken in first once it is not.
     unread: std::vec::IntoIter<Event>,
@@ -275,7 +272,6 @@ impl CloudWatchSink {
             group_buf: String::new(),
             stream_buf: String::new(),
             text_buf: String::new(),
-            hash_buf: Vec::new(),
             rejected: Vec::new(),
             unread: Vec::new().into_iter(),
             held_bytes: 0,

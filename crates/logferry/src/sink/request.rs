@@ -94,23 +94,10 @@ pub fn encode_body(
 }
 
 /// Writes `v` in decimal, as `write!` would, without `core::fmt`'s machinery: once per event
-/// of every request (2% of a syslog run went to formatting timestamps).
+/// of every request (2% of a syslog run went to formatting timestamps). `itoa` (serde_json's
+/// own integer writer, already in the tree) does it.
 fn push_decimal(out: &mut String, v: i64) {
-    if v < 0 {
-        out.push('-');
-    }
-    let mut n = v.unsigned_abs();
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// A request waiting for budget, or in flight.

@@ -169,7 +169,6 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
         /// After a value: `,` or the container's end.
         Separator,
     }
-    std::str::from_utf8(text).ok()?;
     let mut merged = Merged {
         meta_key,
         taken: 0,
@@ -185,7 +184,6 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
             i += 1;
         }
         let b = *text.get(i)?;
-        let in_object = (objects >> (depth - 1)) & 1 == 1;
         match next {
             Next::FirstKey | Next::Key => {
                 if b == b'}' && matches!(next, Next::FirstKey) {
@@ -195,12 +193,11 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
                     if b != b'"' {
                         return None;
                     }
-                    let end = string_end(text, i + 1)?;
+                    // A top-level key is compared as written: one with an escape is left to
+                    // serde, which reads what it stands for.
+                    let end = string_end(text, i + 1, depth > 1)?;
                     if depth == 1 {
                         let key = &text[i + 1..end];
-                        if key.contains(&b'\\') {
-                            return None;
-                        }
                         merged.empty = false;
                         merged.taken |= match key {
                             b"timestamp" => TIMESTAMP,
@@ -241,7 +238,7 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
                             };
                             continue;
                         }
-                        b'"' => i = string_end(text, i + 1)? + 1,
+                        b'"' => i = string_end(text, i + 1, true)? + 1,
                         b'-' | b'0'..=b'9' => i = number_end(text, i)?,
                         b't' if text[i..].starts_with(b"true") => i += 4,
                         b'f' if text[i..].starts_with(b"false") => i += 5,
@@ -253,6 +250,7 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
             }
             Next::Separator => {
                 i += 1;
+                let in_object = (objects >> (depth - 1)) & 1 == 1;
                 match (b, in_object) {
                     (b',', true) => next = Next::Key,
                     (b',', false) => next = Next::Value,
@@ -268,37 +266,77 @@ fn quick_scan(text: &[u8], meta_key: &'static str) -> Option<Merged> {
     }
 }
 
-/// Bytes that end a string's plain run: `"`, `\\` and the controls.
-static STRING_SPECIAL: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
-
 /// The index of the closing quote of the string whose contents start at `from`; `None` at a
-/// control character, a `\u` or invalid escape, or the end of the text. A byte at a time with
-/// a table: a log line's strings are short, and word-at-a-time tests cost more than they saved.
-fn string_end(text: &[u8], from: usize) -> Option<usize> {
+/// control character, a `\u` or invalid escape (any escape unless `escapes`), invalid UTF-8,
+/// or the end of the text.
+///
+/// The UTF-8 check is here rather than over the whole line: outside strings the scan accepts
+/// ASCII only, so a line is UTF-8 when its strings' contents are, and a string that is all
+/// ASCII (most of a log line's) needs no check at all. The contents are checked raw, escapes
+/// included: escapes are ASCII, so that is the same verdict as checking the text they stand
+/// for.
+fn string_end(text: &[u8], from: usize, escapes: bool) -> Option<usize> {
     let mut i = from;
+    let mut non_ascii = false;
     loop {
-        while i < text.len() && !STRING_SPECIAL[usize::from(text[i])] {
-            i += 1;
-        }
+        i = next_stop(text, i, !non_ascii);
         match *text.get(i)? {
-            b'"' => return Some(i),
-            b'\\' => match text.get(i + 1)? {
+            b'"' => {
+                if non_ascii {
+                    std::str::from_utf8(&text[from..i]).ok()?;
+                }
+                return Some(i);
+            }
+            b'\\' if escapes => match text.get(i + 1)? {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
                 _ => return None,
             },
+            0x80.. => {
+                // Checked once the string's end is found; the rest of it scanned for the
+                // other stops only.
+                non_ascii = true;
+                i += 1;
+            }
             _ => return None,
         }
     }
+}
+
+/// The index of the first byte from `from` on that ends a string's plain run: `"`, `\\`, a
+/// control character, and (`stop_non_ascii`) a byte of 0x80 or more; `text.len()` if none.
+///
+/// Eight bytes at a time, the stop's place read off the lowest marked byte (each mark below
+/// is exact for the lowest stop of a word, a borrow only marking bytes above a true one): a
+/// log line's strings are short, so a word-wide test followed by a byte loop to find the place
+/// cost more than the plain byte loop, but the lowest mark costs nothing more.
+fn next_stop(text: &[u8], from: usize, stop_non_ascii: bool) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let non_ascii = if stop_non_ascii { HIGH } else { 0 };
+    let mut i = from;
+    while let Some(word) = text.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // A zero byte of `quote` or `backslash`, a byte of `x` below 0x20.
+        let marks = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | x.wrapping_sub(ONES * 0x20) & !x)
+            & HIGH
+            | x & non_ascii;
+        if marks != 0 {
+            return i + (marks.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < text.len() {
+        let b = text[i];
+        if b == b'"' || b == b'\\' || b < 0x20 || (stop_non_ascii && b >= 0x80) {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// The index just past the number starting at `from` (`-`? then `0` or `[1-9][0-9]*`, then
@@ -734,6 +772,47 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search stops where a byte-at-a-time one does.
+        #[test]
+        fn next_stop_finds_the_first_stop(
+            text in proptest::collection::vec(proptest::sample::select(
+                b"a \"\\\x00\x1f\x20\x7f\x80\xc3\xa9\xff".to_vec(),
+            ), 0..40),
+            from in 0usize..40,
+            stop_non_ascii in proptest::prelude::any::<bool>(),
+        ) {
+            let from = from.min(text.len());
+            let expected = text[from..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20 || (stop_non_ascii && b >= 0x80))
+                .map_or(text.len(), |at| from + at);
+            proptest::prop_assert_eq!(next_stop(&text, from, stop_non_ascii), expected);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_left_to_serde_wherever_it_is() {
+        let long =
+            "caf\u{e9} au lait, an \u{e9}clair and a \u{1F600} in a string longer than a word";
+        let line = format!("{{\"msg\":\"{long}\",\"k\":\"\u{e9}\"}}");
+        assert!(quick_scan(line.as_bytes(), "kubernetes").is_some());
+        for bad in [
+            b"{\"msg\":\"caf\xc3 au lait, longer than a word\"}".as_slice(),
+            b"{\"msg\":\"\xff\"}",
+            b"{\"m\xc3\xa9sg\":1,\"a\":\"\xe9t\xc3\xa9\"}",
+            b"{\"msg\":1 \xc3\xa9}",
+            b"{\"msg\":\"\xc3\xa9\xc3\"}",
+        ] {
+            assert_eq!(
+                quick_scan(bad, "kubernetes"),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -70,6 +70,12 @@ impl CloudWatchSink {
             && self.stream.as_static().is_some()
             && self.entities.is_none();
         let mut routed = false;
+        // Whether `key_buf` holds `last_route`'s key, its stream looked up (and its `last_used`
+        // set to `taken_in`) for an earlier event of this call: the next event `last_route`
+        // routes needs no lookup of its own. A source's events come in runs of one file (one
+        // stream), and the key is long (group and stream names): two hashes of it per event
+        // were 2.6% of a container-log run's CPU. Nothing in this loop removes a stream.
+        let mut last_route_looked_up = false;
         // Hashed for the in-flight ledger here, while the text is in cache: hashed when the
         // request was recorded, each message was read back from memory (5% of a syslog run).
         let recording = self.shared.ledger.lock().is_ok_and(|l| l.recording());
@@ -92,8 +98,11 @@ impl CloudWatchSink {
                 event.ack.resolve(AckStatus::DeadLettered);
                 continue;
             }
-            if !(one_route && routed) {
-                self.route(&event, taken_in);
+            let routed_already = (one_route && routed)
+                || (last_route_looked_up
+                    && self.last_route.as_ref().is_some_and(|l| l.routes(&event)));
+            if !routed_already {
+                last_route_looked_up = self.route(&event, taken_in);
                 routed = true;
             }
             // Borrowed out of `key_buf` (and put back) so no event allocates its key.
@@ -181,14 +190,15 @@ impl CloudWatchSink {
         }
     }
 
-    /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`.
-    fn route(&mut self, event: &Event, now: Instant) {
+    /// Finds (or creates) the stream state for `event`, leaving its key in `key_buf`; whether
+    /// that is `last_route`'s key.
+    fn route(&mut self, event: &Event, now: Instant) -> bool {
         if let Some(last) = self.last_route.as_ref().filter(|l| l.routes(event)) {
             self.key_buf.clear();
             self.key_buf.push_str(&last.key);
             if let Some(state) = self.streams.get_mut(&self.key_buf) {
                 state.last_used = now;
-                return;
+                return true;
             }
         }
         self.route_afresh(event, now);
@@ -198,6 +208,7 @@ impl CloudWatchSink {
             priority: event.priority,
             key: self.key_buf.clone(),
         });
+        self.last_route.is_some()
     }
 
     fn route_afresh(&mut self, event: &Event, now: Instant) {

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod event;
 pub mod format;
+pub mod json_escape;
 pub mod json_merge;
 pub mod metrics;
 pub mod net;

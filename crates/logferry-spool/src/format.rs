@@ -22,6 +22,8 @@
 
 use bytes::BufMut;
 
+use crate::crc;
+
 /// Size of the fixed record header.
 pub const HEADER_LEN: usize = 28;
 /// Extension of segment files: `{first_id:020}.seg`.
@@ -90,10 +92,10 @@ pub fn encode_header(id: u64, appended_ms: u64, payload: &[u8]) -> [u8; HEADER_L
     // Callers guarantee payload.len() <= u32::MAX (max_record_bytes is a u32).
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     h[0..4].copy_from_slice(&len.to_le_bytes());
-    h[4..8].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    h[4..8].copy_from_slice(&crc::crc32c(payload).to_le_bytes());
     h[8..16].copy_from_slice(&id.to_le_bytes());
     h[16..24].copy_from_slice(&appended_ms.to_le_bytes());
-    let hcrc = crc32c::crc32c(&h[0..24]);
+    let hcrc = crc::crc32c(&h[0..24]);
     h[24..28].copy_from_slice(&hcrc.to_le_bytes());
     h
 }
@@ -125,7 +127,7 @@ pub fn parse_record(buf: &[u8], expected_id: u64, max_len: u32) -> Parsed {
         return Parsed::NeedMore { needed: HEADER_LEN };
     }
     let h = &buf[..HEADER_LEN];
-    if crc32c::crc32c(&h[0..24]) != le_u32(h, 24) {
+    if crc::crc32c(&h[0..24]) != le_u32(h, 24) {
         return Parsed::Bad(Corruption::HeaderCrc);
     }
     let header = Header {
@@ -150,7 +152,7 @@ pub fn parse_record(buf: &[u8], expected_id: u64, max_len: u32) -> Parsed {
     if buf.len() < total {
         return Parsed::NeedMore { needed: total };
     }
-    if crc32c::crc32c(&buf[HEADER_LEN..total]) != header.payload_crc {
+    if crc::crc32c(&buf[HEADER_LEN..total]) != header.payload_crc {
         return Parsed::Bad(Corruption::PayloadCrc);
     }
     Parsed::Record(header)
@@ -181,7 +183,7 @@ pub fn encode_checkpoint(w: u64) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
     b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
     b[8..16].copy_from_slice(&w.to_le_bytes());
-    let crc = crc32c::crc32c(&b[0..16]);
+    let crc = crc::crc32c(&b[0..16]);
     b[16..20].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -197,7 +199,7 @@ pub fn decode_checkpoint(b: &[u8]) -> Result<u64, String> {
     if b[0..8] != CHECKPOINT_MAGIC {
         return Err("bad checkpoint magic".into());
     }
-    if crc32c::crc32c(&b[0..16]) != le_u32(b, 16) {
+    if crc::crc32c(&b[0..16]) != le_u32(b, 16) {
         return Err("checkpoint checksum mismatch".into());
     }
     Ok(le_u64(b, 8))

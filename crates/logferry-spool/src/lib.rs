@@ -100,7 +100,7 @@
 //! This file is the queue (state, appends, reads, acks); `segments.rs` the segment files
 //! (rotation, room under `max_bytes`, deletion, reading back); `checkpoint.rs` the background
 //! fsync and the ack checkpoint; `recovery.rs` the scan at open; [`format`](mod@format) the
-//! on-disk codecs; `acks.rs` the out-of-order acknowledgement set.
+//! on-disk codecs and `crc.rs` their checksum; `acks.rs` the out-of-order acknowledgement set.
 //!
 //! # Concurrency
 //!
@@ -131,6 +131,7 @@
 
 mod acks;
 mod checkpoint;
+mod crc;
 mod error;
 pub mod format;
 mod recovery;

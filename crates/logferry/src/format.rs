@@ -24,8 +24,8 @@ use bytes::Bytes;
 
 use crate::config::MessageFormat;
 use crate::event::{names, Event, FieldName, FACILITY_NAMES, SEVERITY_NAMES};
-use crate::json_escape::push_json_contents;
 pub use crate::json_escape::push_json_str;
+use crate::json_escape::{push_contents_bytes, push_json_contents, push_json_str_bytes};
 use crate::json_merge::Merged;
 
 const MONTHS: [&str; 12] = [
@@ -172,14 +172,14 @@ fn truncation_note(event: &Event, out: &mut String) {
     }
 }
 
-/// Appends `message` as a JSON string, as [`push_json_str`] does, but copies the escaped form
-/// of the text `known` says it holds instead of escaping that part again. Escaping maps each
-/// character on its own, so the parts escaped apart make the whole escaped; a span that does
-/// not hold its text (it cannot, by construction) is ignored, so the output never depends on
-/// it being right.
-pub fn push_json_str_known(out: &mut String, message: &str, known: Option<&KnownSpan>) {
+/// Appends `message` to the request body `out` as a JSON string, as [`push_json_str`] writes
+/// it, but copies the escaped form of the text `known` says it holds instead of escaping that
+/// part again. Escaping maps each character on its own, so the parts escaped apart make the
+/// whole escaped; a span that does not hold its text (it cannot, by construction) is ignored,
+/// so the output never depends on it being right.
+pub fn push_json_str_known(out: &mut Vec<u8>, message: &str, known: Option<&KnownSpan>) {
     let Some(k) = known else {
-        return push_json_str(out, message);
+        return push_json_str_bytes(out, message);
     };
     let end = k.at + k.text.raw.len();
     match (
@@ -188,14 +188,13 @@ pub fn push_json_str_known(out: &mut String, message: &str, known: Option<&Known
         message.get(end..),
     ) {
         (Some(before), Some(held), Some(after)) if held == k.text.raw => {
-            out.reserve(message.len() + k.text.escaped.len() - held.len() + 16);
-            out.push('"');
-            push_json_contents(out, before);
-            out.push_str(&k.text.escaped);
-            push_json_contents(out, after);
-            out.push('"');
+            out.push(b'"');
+            push_contents_bytes(out, before.as_bytes());
+            out.extend_from_slice(k.text.escaped.as_bytes());
+            push_contents_bytes(out, after.as_bytes());
+            out.push(b'"');
         }
-        _ => push_json_str(out, message),
+        _ => push_json_str_bytes(out, message),
     }
 }
 
@@ -670,10 +669,10 @@ mod tests {
                 let known = format_event(&shared, format, &mut b);
                 proptest::prop_assert_eq!(&a, &b);
                 // The request body's form of it, with the common members escaped once.
-                let (mut plain, mut spanned) = (String::new(), String::new());
+                let (mut plain, mut spanned) = (String::new(), Vec::new());
                 push_json_str(&mut plain, &a);
                 push_json_str_known(&mut spanned, &b, known.as_ref());
-                proptest::prop_assert_eq!(plain, spanned);
+                proptest::prop_assert_eq!(plain.into_bytes(), spanned);
                 let members = match merged {
                     None => !fields.is_empty(),
                     Some(m) => !m.has_meta(),
@@ -699,10 +698,10 @@ mod tests {
                 at,
                 text: text.clone(),
             };
-            let (mut plain, mut spanned) = (String::new(), String::new());
+            let (mut plain, mut spanned) = (String::new(), Vec::new());
             push_json_str(&mut plain, message);
             push_json_str_known(&mut spanned, message, Some(&known));
-            assert_eq!(plain, spanned, "{message}");
+            assert_eq!(plain.as_bytes(), spanned, "{message}");
         }
     }
 }
